@@ -1,0 +1,50 @@
+//! Finding the binaries the tests run.
+
+use std::path::{Path, PathBuf};
+
+use crate::{HarnessError, Result};
+
+/// The Kubernetes minor version the tests require.
+pub const KUBE_MINOR: &str = "v1.35";
+
+/// The directory holding `kube-apiserver` and `etcd`: `$KUBEBUILDER_ASSETS` (the envtest
+/// convention). `make test` sets it from `hack/test-binaries.sh`.
+pub fn kube_assets() -> Result<PathBuf> {
+    let hint = "run the tests with `make test`, or export KUBEBUILDER_ASSETS=$(hack/test-binaries.sh) \
+                (it builds kube-apiserver and etcd from the Go module proxy once and caches them)";
+    let dir = std::env::var_os("KUBEBUILDER_ASSETS")
+        .map(PathBuf::from)
+        .ok_or_else(|| HarnessError::MissingBinary(format!("KUBEBUILDER_ASSETS is not set: {hint}")))?;
+    for bin in ["kube-apiserver", "etcd"] {
+        if !dir.join(bin).is_file() {
+            return Err(HarnessError::MissingBinary(format!(
+                "{} has no {bin}: {hint}",
+                dir.display()
+            )));
+        }
+    }
+    Ok(dir)
+}
+
+/// `name` from `$PATH` (Debian's `prometheus` package installs `prometheus` and `promtool`).
+pub fn prometheus_binary(name: &str) -> Result<PathBuf> {
+    find_in_path(name).ok_or_else(|| {
+        HarnessError::MissingBinary(format!(
+            "{name} is not on PATH: run `hack/install-prometheus.sh` (installs Debian's prometheus package) or `make test`"
+        ))
+    })
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}

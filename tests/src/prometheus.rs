@@ -1,0 +1,287 @@
+//! The real Prometheus server, backfilled with `promtool` and optionally scraping targets.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tempfile::TempDir;
+
+use crate::assets::prometheus_binary;
+use crate::process::ServerProcess;
+use crate::{HarnessError, Result, free_port};
+
+const START_ATTEMPTS: usize = 3;
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A scrape target.
+#[derive(Debug, Clone)]
+pub struct ScrapeTarget {
+    /// The `job` label.
+    pub job: String,
+    /// `host:port`.
+    pub address: String,
+    /// Path of the metrics endpoint, e.g. `/metrics`.
+    pub metrics_path: String,
+}
+
+/// How to start Prometheus.
+#[derive(Debug, Clone)]
+pub struct PrometheusOptions {
+    /// OpenMetrics text (ending in `# EOF`) to backfill the TSDB with before the server starts.
+    pub backfill: Option<String>,
+    /// Targets to scrape.
+    pub scrape_targets: Vec<ScrapeTarget>,
+    /// The scrape interval.
+    pub scrape_interval: Duration,
+}
+
+impl Default for PrometheusOptions {
+    fn default() -> Self {
+        Self {
+            backfill: None,
+            scrape_targets: Vec::new(),
+            scrape_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A running Prometheus. Dropping it stops the server and deletes its TSDB.
+#[derive(Debug)]
+pub struct Prometheus {
+    process: ServerProcess,
+    url: String,
+    version: String,
+    http: reqwest::Client,
+    dir: TempDir,
+}
+
+/// One series of a range query: its labels and `(unix seconds, value as Prometheus printed it)`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RangeSeries {
+    /// The series' labels, `__name__` included.
+    pub metric: std::collections::BTreeMap<String, String>,
+    /// The samples.
+    pub values: Vec<(f64, String)>,
+}
+
+/// One series of an instant query.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct InstantSample {
+    /// The series' labels.
+    pub metric: std::collections::BTreeMap<String, String>,
+    /// `(unix seconds, value)`.
+    pub value: (f64, String),
+}
+
+#[derive(Deserialize)]
+struct ApiResponse<T> {
+    status: String,
+    data: Option<ApiData<T>>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ApiData<T> {
+    result: Vec<T>,
+}
+
+impl Prometheus {
+    /// A Prometheus whose TSDB holds exactly the samples of `openmetrics`.
+    pub async fn backfilled(openmetrics: &str) -> Result<Self> {
+        Self::start(PrometheusOptions {
+            backfill: Some(openmetrics.to_owned()),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Backfills (if asked), starts the server on a free port and waits until it is ready.
+    pub async fn start(options: PrometheusOptions) -> Result<Self> {
+        let prometheus = prometheus_binary("prometheus")?;
+        let dir = tempfile::Builder::new()
+            .prefix("tailor-prom-")
+            .tempdir()
+            .map_err(HarnessError::io("create Prometheus dir"))?;
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).map_err(HarnessError::io("create TSDB dir"))?;
+        if let Some(text) = &options.backfill {
+            backfill(dir.path(), &data, text)?;
+        }
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(&config, config_yaml(&options))
+            .map_err(HarnessError::io(format!("write {}", config.display())))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| HarnessError::Other(format!("http client: {e}")))?;
+
+        let mut last = None;
+        for attempt in 0..START_ATTEMPTS {
+            let port = free_port()?;
+            let args = vec![
+                format!("--config.file={}", config.display()),
+                format!("--storage.tsdb.path={}", data.display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+                // Backfilled history may be weeks old; keep all of it.
+                "--storage.tsdb.retention.time=3650d".into(),
+                "--log.level=warn".into(),
+            ];
+            let log = dir.path().join(format!("prometheus-{attempt}.log"));
+            let mut process = ServerProcess::spawn("prometheus", &prometheus, &args, &log)?;
+            let url = format!("http://127.0.0.1:{port}");
+            match wait_ready(&mut process, &http, &url).await {
+                Ok(()) => {
+                    let version = build_version(&http, &url).await.unwrap_or_default();
+                    eprintln!("tailor-e2e: prometheus {version} ready at {url}");
+                    return Ok(Self {
+                        process,
+                        url,
+                        version,
+                        http,
+                        dir,
+                    });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| HarnessError::Other("prometheus did not start".into())))
+    }
+
+    /// The server's base URL (`http://127.0.0.1:PORT`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The server's version.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// The server's directory (config, TSDB, log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `GET /api/v1/query_range`.
+    pub async fn query_range(&self, query: &str, start: f64, end: f64, step: f64) -> Result<Vec<RangeSeries>> {
+        self.api(
+            "query_range",
+            &[
+                ("query", query.to_owned()),
+                ("start", start.to_string()),
+                ("end", end.to_string()),
+                ("step", step.to_string()),
+            ],
+        )
+        .await
+    }
+
+    /// `GET /api/v1/query` at `time` (unix seconds).
+    pub async fn query(&self, query: &str, time: f64) -> Result<Vec<InstantSample>> {
+        self.api("query", &[("query", query.to_owned()), ("time", time.to_string())])
+            .await
+    }
+
+    async fn api<T: for<'de> Deserialize<'de>>(&self, endpoint: &str, params: &[(&str, String)]) -> Result<Vec<T>> {
+        let url = format!("{}/api/v1/{endpoint}", self.url);
+        let resp = self
+            .http
+            .get(&url)
+            .query(params)
+            .send()
+            .await
+            .map_err(|e| HarnessError::Other(format!("GET {url}: {e}")))?;
+        let body: ApiResponse<T> = resp
+            .json()
+            .await
+            .map_err(|e| HarnessError::Other(format!("decode {url}: {e}")))?;
+        match (body.status.as_str(), body.data) {
+            ("success", Some(data)) => Ok(data.result),
+            _ => Err(HarnessError::Other(format!(
+                "{url}: {}",
+                body.error.unwrap_or_else(|| body.status.clone())
+            ))),
+        }
+    }
+}
+
+fn backfill(dir: &Path, data: &Path, text: &str) -> Result<()> {
+    let promtool = prometheus_binary("promtool")?;
+    let input = dir.join("backfill.om");
+    std::fs::write(&input, text).map_err(HarnessError::io(format!("write {}", input.display())))?;
+    let out = std::process::Command::new(&promtool)
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&input)
+        .arg(data)
+        .output()
+        .map_err(HarnessError::io(format!("run {}", promtool.display())))?;
+    if !out.status.success() {
+        return Err(HarnessError::Other(format!(
+            "promtool tsdb create-blocks-from openmetrics failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
+}
+
+fn config_yaml(options: &PrometheusOptions) -> String {
+    let interval = format!("{}ms", options.scrape_interval.as_millis().max(1));
+    let mut yaml = format!("global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\nscrape_configs:\n");
+    if options.scrape_targets.is_empty() {
+        yaml.push_str("  []\n");
+    }
+    for t in &options.scrape_targets {
+        yaml.push_str(&format!(
+            "  - job_name: {job:?}\n    metrics_path: {path:?}\n    honor_labels: true\n    static_configs:\n      - targets: [{addr:?}]\n",
+            job = t.job,
+            path = t.metrics_path,
+            addr = t.address,
+        ));
+    }
+    yaml
+}
+
+async fn wait_ready(process: &mut ServerProcess, http: &reqwest::Client, url: &str) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Some(status) = process.exited() {
+            return Err(process.startup_error(format!("exited with {status}")));
+        }
+        if let Ok(resp) = http.get(format!("{url}/-/ready")).send().await
+            && resp.status().is_success()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(process.startup_error(format!("not ready after {READY_TIMEOUT:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn build_version(http: &reqwest::Client, url: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Build {
+        data: BuildData,
+    }
+    #[derive(Deserialize)]
+    struct BuildData {
+        version: String,
+    }
+    let build: Build = http
+        .get(format!("{url}/api/v1/status/buildinfo"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some(build.data.version)
+}
