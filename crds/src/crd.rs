@@ -1,7 +1,7 @@
 //! The CustomResourceDefinition as checked in under `deploy/crds/`.
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 
 use crate::v1alpha1::VerticalAutoscaler;
 

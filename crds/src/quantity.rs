@@ -105,9 +105,8 @@ impl Quantity {
             return Err(err("no digits"));
         }
 
-        let (digits, mut exp10) = significant(int_part, frac_part).ok_or_else(|| {
-            err("more than 38 significant digits")
-        })?;
+        let (digits, mut exp10) = significant(int_part, frac_part)
+            .ok_or_else(|| err("more than 38 significant digits"))?;
 
         let mut exp2 = 0u32;
         let suffix = &text[pos..];
@@ -129,14 +128,17 @@ impl Quantity {
             "Pi" => exp2 = 50,
             "Ei" => exp2 = 60,
             _ if suffix.starts_with(['e', 'E']) => {
-                let exp = parse_exponent(&suffix[1..]).ok_or_else(|| {
-                    err("exponent must be an integer such as e3 or E-2")
-                })?;
+                let exp = parse_exponent(&suffix[1..])
+                    .ok_or_else(|| err("exponent must be an integer such as e3 or E-2"))?;
                 exp10 = exp10
                     .checked_add(exp)
                     .ok_or_else(|| err("exponent out of range"))?;
             }
-            _ => return Err(err("unknown suffix (use n, u, m, k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei or an exponent)")),
+            _ => {
+                return Err(err(
+                    "unknown suffix (use n, u, m, k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei or an exponent)",
+                ));
+            }
         }
 
         Ok(Self {
@@ -184,7 +186,7 @@ impl Quantity {
             (magnitude.checked_mul(factor).ok_or_else(range)?, false)
         } else {
             match pow10(-exp) {
-                Some(divisor) => (magnitude / divisor, magnitude % divisor != 0),
+                Some(divisor) => (magnitude / divisor, !magnitude.is_multiple_of(divisor)),
                 // 10^-exp exceeds any u128: the magnitude is below one unit.
                 None => (0, magnitude != 0),
             }
@@ -408,8 +410,14 @@ mod tests {
             memory_bytes(&q("9223372036854775808")),
             Err(QuantityError::OutOfRange { .. })
         ));
-        assert!(matches!(memory_bytes(&q("8Ei")), Err(QuantityError::OutOfRange { .. })));
-        assert!(matches!(cpu_millis(&q("1e100")), Err(QuantityError::OutOfRange { .. })));
+        assert!(matches!(
+            memory_bytes(&q("8Ei")),
+            Err(QuantityError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            cpu_millis(&q("1e100")),
+            Err(QuantityError::OutOfRange { .. })
+        ));
         assert!(matches!(
             cpu_millis(&q("1e10000000")),
             Err(QuantityError::Syntax { .. })
@@ -423,16 +431,25 @@ mod tests {
             }
         );
         assert!(e.to_string().contains("\"-100m\""));
-        assert!(matches!(memory_bytes(&q("-1Gi")), Err(QuantityError::Negative { .. })));
+        assert!(matches!(
+            memory_bytes(&q("-1Gi")),
+            Err(QuantityError::Negative { .. })
+        ));
         // Generic conversion of negatives rounds toward +inf, like the API server.
         assert_eq!(Quantity::parse("-1.5").unwrap().to_units().unwrap(), -1);
-        assert_eq!(Quantity::parse("-1500m").unwrap().to_milli().unwrap(), -1500);
+        assert_eq!(
+            Quantity::parse("-1500m").unwrap().to_milli().unwrap(),
+            -1500
+        );
     }
 
     #[test]
     fn too_many_digits_is_an_error() {
         let long = "1".repeat(39);
-        assert!(matches!(Quantity::parse(&long), Err(QuantityError::Syntax { .. })));
+        assert!(matches!(
+            Quantity::parse(&long),
+            Err(QuantityError::Syntax { .. })
+        ));
         // Zeros are not significant digits.
         let zeros = format!("1{}", "0".repeat(60));
         assert!(Quantity::parse(&zeros).is_ok());

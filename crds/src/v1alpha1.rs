@@ -71,6 +71,8 @@ const TARGET_KIND_MESSAGE: &str = "targetRef must name a Deployment, StatefulSet
 ///
 /// The recommender writes `status.recommendation` for every object; the updater resizes the
 /// running pods in place only when `updatePolicy.updateMode` is `InPlace`.
+// Each `printcolumn(...)` repeats `type_ = "string"`; clippy reads that as a duplicate.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "tailor.dev",
@@ -83,7 +85,11 @@ const TARGET_KIND_MESSAGE: &str = "targetRef must name a Deployment, StatefulSet
     namespaced,
     status = "VerticalAutoscalerStatus",
     derive = "PartialEq",
-    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.updatePolicy.updateMode"),
+    printcolumn(
+        name = "Mode",
+        type_ = "string",
+        json_path = ".spec.updatePolicy.updateMode"
+    ),
     printcolumn(
         name = "CPU",
         type_ = "string",
@@ -107,7 +113,11 @@ const TARGET_KIND_MESSAGE: &str = "targetRef must name a Deployment, StatefulSet
         json_path = ".status.pendingApprovalCount",
         description = "Memory decreases awaiting approval"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VerticalAutoscalerSpec {

@@ -1,4 +1,5 @@
 //! The CRD checked in under `deploy/crds/` is what the Rust types generate.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 use std::path::PathBuf;
 

@@ -10,11 +10,15 @@ pub const KUBE_MINOR: &str = "v1.35";
 /// The directory holding `kube-apiserver` and `etcd`: `$KUBEBUILDER_ASSETS` (the envtest
 /// convention). `make test` sets it from `hack/test-binaries.sh`.
 pub fn kube_assets() -> Result<PathBuf> {
+    kube_assets_in(std::env::var_os("KUBEBUILDER_ASSETS").map(PathBuf::from))
+}
+
+fn kube_assets_in(dir: Option<PathBuf>) -> Result<PathBuf> {
     let hint = "run the tests with `make test`, or export KUBEBUILDER_ASSETS=$(hack/test-binaries.sh) \
                 (it builds kube-apiserver and etcd from the Go module proxy once and caches them)";
-    let dir = std::env::var_os("KUBEBUILDER_ASSETS")
-        .map(PathBuf::from)
-        .ok_or_else(|| HarnessError::MissingBinary(format!("KUBEBUILDER_ASSETS is not set: {hint}")))?;
+    let dir = dir.ok_or_else(|| {
+        HarnessError::MissingBinary(format!("KUBEBUILDER_ASSETS is not set: {hint}"))
+    })?;
     for bin in ["kube-apiserver", "etcd"] {
         if !dir.join(bin).is_file() {
             return Err(HarnessError::MissingBinary(format!(
@@ -47,4 +51,31 @@ fn is_executable(path: &Path) -> bool {
     path.metadata()
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_assets_say_how_to_get_them() {
+        let unset = kube_assets_in(None).unwrap_err().to_string();
+        assert!(unset.contains("KUBEBUILDER_ASSETS is not set"), "{unset}");
+        assert!(unset.contains("hack/test-binaries.sh"), "{unset}");
+
+        let empty = tempfile::tempdir().unwrap();
+        let missing = kube_assets_in(Some(empty.path().to_owned()))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("has no kube-apiserver"), "{missing}");
+        assert!(missing.contains("make test"), "{missing}");
+    }
+
+    #[test]
+    fn missing_prometheus_says_how_to_get_it() {
+        let e = prometheus_binary("prometheus-that-does-not-exist")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hack/install-prometheus.sh"), "{e}");
+    }
 }

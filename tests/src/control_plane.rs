@@ -83,8 +83,12 @@ impl ControlPlane {
             "--unsafe-no-fsync=true".into(),
             "--log-level=warn".into(),
         ];
-        let mut etcd =
-            ServerProcess::spawn("etcd", &assets.join("etcd"), &etcd_args, &dir.path().join("etcd.log"))?;
+        let mut etcd = ServerProcess::spawn(
+            "etcd",
+            &assets.join("etcd"),
+            &etcd_args,
+            &dir.path().join("etcd.log"),
+        )?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
@@ -240,15 +244,23 @@ pub async fn install_crds(client: &kube::Client) -> Result<()> {
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     for crd in tailor_crds::crd::crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd))
-            .await
-            .map_err(|e| HarnessError::Other(format!("apply CRD {name}: {e}")))?;
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .map_err(|e| HarnessError::Other(format!("apply CRD {name}: {e}")))?;
         tokio::time::timeout(
             CRD_ESTABLISHED_TIMEOUT,
             await_condition(api.clone(), &name, conditions::is_crd_established()),
         )
         .await
-        .map_err(|_| HarnessError::Other(format!("CRD {name} not Established after {CRD_ESTABLISHED_TIMEOUT:?}")))?
+        .map_err(|_| {
+            HarnessError::Other(format!(
+                "CRD {name} not Established after {CRD_ESTABLISHED_TIMEOUT:?}"
+            ))
+        })?
         .map_err(|e| HarnessError::Other(format!("watch CRD {name}: {e}")))?;
     }
     Ok(())
@@ -264,7 +276,11 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client> {
     kube::Client::try_from(config).map_err(|e| HarnessError::Other(format!("client: {e}")))
 }
 
-async fn wait_ready<F, Fut>(process: &mut ServerProcess, timeout: Duration, mut probe: F) -> Result<()>
+async fn wait_ready<F, Fut>(
+    process: &mut ServerProcess,
+    timeout: Duration,
+    mut probe: F,
+) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<()>>,
@@ -311,14 +327,18 @@ fn write_credentials(dir: &Path) -> Result<Credentials> {
     let ca_pem = ca.pem();
     let write = |name: &str, contents: &str| {
         let path = dir.join(name);
-        std::fs::write(&path, contents).map_err(HarnessError::io(format!("write {}", path.display())))
+        std::fs::write(&path, contents)
+            .map_err(HarnessError::io(format!("write {}", path.display())))
     };
     write("ca.crt", &ca_pem)?;
     write("apiserver.crt", &serving_cert.pem())?;
     write("apiserver.key", &serving_key.serialize_pem())?;
     write("sa.key", &sa_key.serialize_pem())?;
     write("sa.pub", &sa_key.public_key_pem())?;
-    write("tokens.csv", &format!("{token},tailor-admin,tailor-admin,\"system:masters\"\n"))?;
+    write(
+        "tokens.csv",
+        &format!("{token},tailor-admin,tailor-admin,\"system:masters\"\n"),
+    )?;
     Ok(Credentials { ca_pem, token })
 }
 

@@ -58,7 +58,11 @@ pub type Result<T, E = HarnessError> = std::result::Result<T, E>;
 
 /// A free TCP port on 127.0.0.1 (free when asked; callers retry on a lost race).
 pub fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(HarnessError::io("bind 127.0.0.1:0"))?;
-    let port = listener.local_addr().map_err(HarnessError::io("local_addr"))?.port();
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(HarnessError::io("bind 127.0.0.1:0"))?;
+    let port = listener
+        .local_addr()
+        .map_err(HarnessError::io("local_addr"))?
+        .port();
     Ok(port)
 }

@@ -63,15 +63,13 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `program args...` with stdout and stderr appended to `log`.
     pub fn spawn(name: &'static str, program: &Path, args: &[String], log: &Path) -> Result<Self> {
-        let out = File::create(log).map_err(HarnessError::io(format!("create {}", log.display())))?;
+        let out =
+            File::create(log).map_err(HarnessError::io(format!("create {}", log.display())))?;
         let err = out
             .try_clone()
             .map_err(HarnessError::io(format!("clone {}", log.display())))?;
         let mut cmd = Command::new(program);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
+        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
         die_with_parent(&mut cmd);
         let (reply_tx, reply_rx) = mpsc::channel();
         spawner()

@@ -168,7 +168,13 @@ impl Prometheus {
     }
 
     /// `GET /api/v1/query_range`.
-    pub async fn query_range(&self, query: &str, start: f64, end: f64, step: f64) -> Result<Vec<RangeSeries>> {
+    pub async fn query_range(
+        &self,
+        query: &str,
+        start: f64,
+        end: f64,
+        step: f64,
+    ) -> Result<Vec<RangeSeries>> {
         self.api(
             "query_range",
             &[
@@ -183,11 +189,18 @@ impl Prometheus {
 
     /// `GET /api/v1/query` at `time` (unix seconds).
     pub async fn query(&self, query: &str, time: f64) -> Result<Vec<InstantSample>> {
-        self.api("query", &[("query", query.to_owned()), ("time", time.to_string())])
-            .await
+        self.api(
+            "query",
+            &[("query", query.to_owned()), ("time", time.to_string())],
+        )
+        .await
     }
 
-    async fn api<T: for<'de> Deserialize<'de>>(&self, endpoint: &str, params: &[(&str, String)]) -> Result<Vec<T>> {
+    async fn api<T: for<'de> Deserialize<'de>>(
+        &self,
+        endpoint: &str,
+        params: &[(&str, String)],
+    ) -> Result<Vec<T>> {
         let url = format!("{}/api/v1/{endpoint}", self.url);
         let resp = self
             .http
@@ -233,7 +246,9 @@ fn backfill(dir: &Path, data: &Path, text: &str) -> Result<()> {
 
 fn config_yaml(options: &PrometheusOptions) -> String {
     let interval = format!("{}ms", options.scrape_interval.as_millis().max(1));
-    let mut yaml = format!("global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\nscrape_configs:\n");
+    let mut yaml = format!(
+        "global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\nscrape_configs:\n"
+    );
     if options.scrape_targets.is_empty() {
         yaml.push_str("  []\n");
     }

@@ -1,5 +1,6 @@
 //! The VerticalAutoscaler API on a real kube-apiserver: the CRD is accepted, valid objects
 //! round-trip with defaults, malformed ones are rejected with a message naming the problem.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -22,13 +23,21 @@ fn minimal(name: &str) -> Value {
 }
 
 fn dynamic(cp: &ControlPlane, ns: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(cp.client(), ns, &ApiResource::erase::<VerticalAutoscaler>(&()))
+    Api::namespaced_with(
+        cp.client(),
+        ns,
+        &ApiResource::erase::<VerticalAutoscaler>(&()),
+    )
 }
 
 #[tokio::test]
 async fn crd_is_accepted_and_established() -> anyhow::Result<()> {
     let cp = ControlPlane::start().await?;
-    assert!(cp.version().starts_with("v1.35."), "server version {}", cp.version());
+    assert!(
+        cp.version().starts_with("v1.35."),
+        "server version {}",
+        cp.version()
+    );
     let crd = Api::<CustomResourceDefinition>::all(cp.client())
         .get("verticalautoscalers.tailor.dev")
         .await?;
@@ -55,31 +64,47 @@ async fn valid_objects_round_trip_with_defaults_applied() -> anyhow::Result<()> 
 
     // A minimal object: every default is filled in by the API server.
     let created = dynamic(&cp, &ns)
-        .create(&PostParams::default(), &serde_json::from_value(minimal("minimal"))?)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(minimal("minimal"))?,
+        )
         .await?;
     let raw = serde_json::to_value(&created)?;
     let spec = &raw["spec"];
     assert_eq!(spec["updatePolicy"]["updateMode"], "Off");
     assert_eq!(spec["updatePolicy"]["memoryDecrease"], "ManualApproval");
-    assert_eq!(spec["updatePolicy"]["minChange"], json!({"cpu": 0.1, "memory": 0.1}));
+    assert_eq!(
+        spec["updatePolicy"]["minChange"],
+        json!({"cpu": 0.1, "memory": 0.1})
+    );
     assert_eq!(spec["updatePolicy"]["maxConcurrentRestarts"], 1);
     assert_eq!(spec["updatePolicy"]["hpaConflict"], "Skip");
     assert_eq!(spec["recommenderPolicy"]["historyWindow"], "8d");
-    assert_eq!(spec["recommenderPolicy"]["cpu"], json!({"percentile": 0.9, "margin": 0.15}));
+    assert_eq!(
+        spec["recommenderPolicy"]["cpu"],
+        json!({"percentile": 0.9, "margin": 0.15})
+    );
     assert_eq!(
         spec["recommenderPolicy"]["memory"],
         json!({"percentile": 0.95, "margin": 0.15, "peakMargin": 0.1})
     );
-    assert_eq!(spec["recommenderPolicy"]["oomBump"], json!({"ratio": 1.2, "minBump": "100Mi"}));
+    assert_eq!(
+        spec["recommenderPolicy"]["oomBump"],
+        json!({"ratio": 1.2, "minBump": "100Mi"})
+    );
     let typed = api.get("minimal").await?;
     assert_eq!(typed.spec.update_policy, UpdatePolicy::default());
     assert_eq!(typed.spec.recommender_policy, RecommenderPolicy::default());
 
     // Defaults inside a container policy.
     let mut with_policy = minimal("container-defaults");
-    with_policy["spec"]["resourcePolicy"] = json!({"containerPolicies": [{"containerName": "app"}]});
+    with_policy["spec"]["resourcePolicy"] =
+        json!({"containerPolicies": [{"containerName": "app"}]});
     let created = dynamic(&cp, &ns)
-        .create(&PostParams::default(), &serde_json::from_value(with_policy)?)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(with_policy)?,
+        )
         .await?;
     let policy = &serde_json::to_value(&created)?["spec"]["resourcePolicy"]["containerPolicies"][0];
     assert_eq!(policy["mode"], "Auto");
@@ -98,21 +123,40 @@ async fn valid_objects_round_trip_with_defaults_applied() -> anyhow::Result<()> 
             update_policy: UpdatePolicy {
                 update_mode: UpdateMode::InPlace,
                 memory_decrease: MemoryDecrease::RestartContainer,
-                min_change: MinChange { cpu: 0.05, memory: 0.2 },
+                min_change: MinChange {
+                    cpu: 0.05,
+                    memory: 0.2,
+                },
                 max_concurrent_restarts: 2,
                 hpa_conflict: HpaConflict::Resize,
             },
             recommender_policy: RecommenderPolicy {
                 history_window: "14d".into(),
-                cpu: CpuPolicy { percentile: 0.95, margin: 0.1 },
-                memory: MemoryPolicy { percentile: 0.99, margin: 0.2, peak_margin: 0.05 },
-                oom_bump: OomBump { ratio: 1.5, min_bump: Some(q("256Mi")) },
+                cpu: CpuPolicy {
+                    percentile: 0.95,
+                    margin: 0.1,
+                },
+                memory: MemoryPolicy {
+                    percentile: 0.99,
+                    margin: 0.2,
+                    peak_margin: 0.05,
+                },
+                oom_bump: OomBump {
+                    ratio: 1.5,
+                    min_bump: Some(q("256Mi")),
+                },
             },
             resource_policy: ResourcePolicy {
                 container_policies: vec![
                     ContainerPolicy {
-                        min_allowed: Some(Resources { cpu: Some(q("100m")), memory: Some(q("256Mi")) }),
-                        max_allowed: Some(Resources { cpu: Some(q("4")), memory: Some(q("8Gi")) }),
+                        min_allowed: Some(Resources {
+                            cpu: Some(q("100m")),
+                            memory: Some(q("256Mi")),
+                        }),
+                        max_allowed: Some(Resources {
+                            cpu: Some(q("4")),
+                            memory: Some(q("8Gi")),
+                        }),
                         controlled_values: ControlledValues::RequestsOnly,
                         heap: Some(HeapPolicy {
                             source: HeapSource::Explicit,
@@ -139,14 +183,32 @@ async fn valid_objects_round_trip_with_defaults_applied() -> anyhow::Result<()> 
         recommendation: Some(Recommendation {
             container_recommendations: vec![ContainerRecommendation {
                 container_name: "db".into(),
-                target: Resources { cpu: Some(q("250m")), memory: Some(q("3Gi")) },
-                lower_bound: Some(Resources { cpu: Some(q("200m")), memory: Some(q("2560Mi")) }),
-                upper_bound: Some(Resources { cpu: Some(q("1")), memory: Some(q("4Gi")) }),
-                uncapped_target: Some(Resources { cpu: Some(q("250m")), memory: Some(q("3Gi")) }),
-                memory_floor: Some(MemoryFloor { value: q("2560Mi"), reason: FloorReason::HeapHint }),
+                target: Resources {
+                    cpu: Some(q("250m")),
+                    memory: Some(q("3Gi")),
+                },
+                lower_bound: Some(Resources {
+                    cpu: Some(q("200m")),
+                    memory: Some(q("2560Mi")),
+                }),
+                upper_bound: Some(Resources {
+                    cpu: Some(q("1")),
+                    memory: Some(q("4Gi")),
+                }),
+                uncapped_target: Some(Resources {
+                    cpu: Some(q("250m")),
+                    memory: Some(q("3Gi")),
+                }),
+                memory_floor: Some(MemoryFloor {
+                    value: q("2560Mi"),
+                    reason: FloorReason::HeapHint,
+                }),
                 samples: Some(11520),
                 history_span: Some("8d".into()),
-                observed_peak: Some(Resources { cpu: Some(q("900m")), memory: Some(q("2300Mi")) }),
+                observed_peak: Some(Resources {
+                    cpu: Some(q("900m")),
+                    memory: Some(q("2300Mi")),
+                }),
             }],
         }),
         pending_approvals: vec![PendingApproval {
@@ -182,15 +244,31 @@ async fn valid_objects_round_trip_with_defaults_applied() -> anyhow::Result<()> 
     let table = printer_columns(&cp, &ns, "full").await?;
     assert_eq!(
         table.0,
-        ["Name", "Mode", "CPU", "Memory", "Provided", "Pending", "Age"],
+        [
+            "Name", "Mode", "CPU", "Memory", "Provided", "Pending", "Age"
+        ],
         "columns"
     );
-    assert_eq!(&table.1[..6], [json!("full"), json!("InPlace"), json!("250m"), json!("3Gi"), json!("True"), json!(1)]);
+    assert_eq!(
+        &table.1[..6],
+        [
+            json!("full"),
+            json!("InPlace"),
+            json!("250m"),
+            json!("3Gi"),
+            json!("True"),
+            json!(1)
+        ]
+    );
     Ok(())
 }
 
 /// The column names and the first row of `kubectl get va NAME`.
-async fn printer_columns(cp: &ControlPlane, ns: &str, name: &str) -> anyhow::Result<(Vec<String>, Vec<Value>)> {
+async fn printer_columns(
+    cp: &ControlPlane,
+    ns: &str,
+    name: &str,
+) -> anyhow::Result<(Vec<String>, Vec<Value>)> {
     let req = http::Request::get(format!(
         "/apis/tailor.dev/v1alpha1/namespaces/{ns}/verticalautoscalers/{name}"
     ))
@@ -203,7 +281,10 @@ async fn printer_columns(cp: &ControlPlane, ns: &str, name: &str) -> anyhow::Res
         .flatten()
         .filter_map(|c| c["name"].as_str().map(str::to_owned))
         .collect();
-    let cells = table["rows"][0]["cells"].as_array().cloned().unwrap_or_default();
+    let cells = table["rows"][0]["cells"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     Ok((columns, cells))
 }
 
@@ -223,7 +304,10 @@ fn malformed_cases() -> Vec<(&'static str, Value, &'static [&'static str])> {
         (
             "unknown updateMode",
             with(&["updatePolicy", "updateMode"], json!("Auto")),
-            &["spec.updatePolicy.updateMode", "Unsupported value: \"Auto\""],
+            &[
+                "spec.updatePolicy.updateMode",
+                "Unsupported value: \"Auto\"",
+            ],
         ),
         (
             "unknown memoryDecrease",
@@ -233,32 +317,54 @@ fn malformed_cases() -> Vec<(&'static str, Value, &'static [&'static str])> {
         (
             "cpu percentile 0",
             with(&["recommenderPolicy", "cpu", "percentile"], json!(0)),
-            &["spec.recommenderPolicy.cpu.percentile", "cpu.percentile must be in (0, 1]"],
+            &[
+                "spec.recommenderPolicy.cpu.percentile",
+                "cpu.percentile must be in (0, 1]",
+            ],
         ),
         (
             "memory percentile above 1",
             with(&["recommenderPolicy", "memory", "percentile"], json!(1.5)),
-            &["spec.recommenderPolicy.memory.percentile", "memory.percentile must be in (0, 1]"],
+            &[
+                "spec.recommenderPolicy.memory.percentile",
+                "memory.percentile must be in (0, 1]",
+            ],
         ),
         (
             "negative cpu margin",
             with(&["recommenderPolicy", "cpu", "margin"], json!(-0.1)),
-            &["spec.recommenderPolicy.cpu.margin", "cpu.margin must be >= 0"],
+            &[
+                "spec.recommenderPolicy.cpu.margin",
+                "cpu.margin must be >= 0",
+            ],
         ),
         (
             "negative memory peakMargin",
             with(&["recommenderPolicy", "memory", "peakMargin"], json!(-1)),
-            &["spec.recommenderPolicy.memory.peakMargin", "memory.peakMargin must be >= 0"],
+            &[
+                "spec.recommenderPolicy.memory.peakMargin",
+                "memory.peakMargin must be >= 0",
+            ],
         ),
         (
             "minAllowed.cpu above maxAllowed.cpu",
-            container(json!({"containerName": "app", "minAllowed": {"cpu": "2"}, "maxAllowed": {"cpu": "1500m"}})),
-            &["spec.resourcePolicy.containerPolicies[0]", "minAllowed.cpu must not exceed maxAllowed.cpu"],
+            container(
+                json!({"containerName": "app", "minAllowed": {"cpu": "2"}, "maxAllowed": {"cpu": "1500m"}}),
+            ),
+            &[
+                "spec.resourcePolicy.containerPolicies[0]",
+                "minAllowed.cpu must not exceed maxAllowed.cpu",
+            ],
         ),
         (
             "minAllowed.memory above maxAllowed.memory",
-            container(json!({"containerName": "app", "minAllowed": {"memory": "2Gi"}, "maxAllowed": {"memory": "2G"}})),
-            &["spec.resourcePolicy.containerPolicies[0]", "minAllowed.memory must not exceed maxAllowed.memory"],
+            container(
+                json!({"containerName": "app", "minAllowed": {"memory": "2Gi"}, "maxAllowed": {"memory": "2G"}}),
+            ),
+            &[
+                "spec.resourcePolicy.containerPolicies[0]",
+                "minAllowed.memory must not exceed maxAllowed.memory",
+            ],
         ),
         (
             "duplicate container names",
@@ -270,12 +376,21 @@ fn malformed_cases() -> Vec<(&'static str, Value, &'static [&'static str])> {
         ),
         (
             "targetRef to a Pod",
-            with(&["targetRef"], json!({"apiVersion": "v1", "kind": "Pod", "name": "p"})),
-            &["spec.targetRef", "targetRef must name a Deployment, StatefulSet, DaemonSet or ReplicaSet"],
+            with(
+                &["targetRef"],
+                json!({"apiVersion": "v1", "kind": "Pod", "name": "p"}),
+            ),
+            &[
+                "spec.targetRef",
+                "targetRef must name a Deployment, StatefulSet, DaemonSet or ReplicaSet",
+            ],
         ),
         (
             "targetRef to an apps/v1 kind that is no workload",
-            with(&["targetRef"], json!({"apiVersion": "apps/v1", "kind": "ControllerRevision", "name": "p"})),
+            with(
+                &["targetRef"],
+                json!({"apiVersion": "apps/v1", "kind": "ControllerRevision", "name": "p"}),
+            ),
             &["spec.targetRef", "targetRef must name a Deployment"],
         ),
         (
@@ -291,27 +406,42 @@ fn malformed_cases() -> Vec<(&'static str, Value, &'static [&'static str])> {
         (
             "malformed quantity",
             container(json!({"containerName": "app", "maxAllowed": {"memory": "12XB"}})),
-            &["spec.resourcePolicy.containerPolicies[0].maxAllowed.memory", "should match"],
+            &[
+                "spec.resourcePolicy.containerPolicies[0].maxAllowed.memory",
+                "should match",
+            ],
         ),
         (
             "negative quantity",
             container(json!({"containerName": "app", "minAllowed": {"cpu": "-1"}})),
-            &["spec.resourcePolicy.containerPolicies[0].minAllowed.cpu", "should match"],
+            &[
+                "spec.resourcePolicy.containerPolicies[0].minAllowed.cpu",
+                "should match",
+            ],
         ),
         (
             "OOM bump ratio below 1",
             with(&["recommenderPolicy", "oomBump", "ratio"], json!(0.5)),
-            &["spec.recommenderPolicy.oomBump.ratio", "oomBump.ratio must be >= 1"],
+            &[
+                "spec.recommenderPolicy.oomBump.ratio",
+                "oomBump.ratio must be >= 1",
+            ],
         ),
         (
             "explicit heap without maxHeap",
             container(json!({"containerName": "jvm", "heap": {"source": "Explicit"}})),
-            &["spec.resourcePolicy.containerPolicies[0].heap", "heap.maxHeap is required when heap.source is Explicit"],
+            &[
+                "spec.resourcePolicy.containerPolicies[0].heap",
+                "heap.maxHeap is required when heap.source is Explicit",
+            ],
         ),
         (
             "maxConcurrentRestarts 0",
             with(&["updatePolicy", "maxConcurrentRestarts"], json!(0)),
-            &["spec.updatePolicy.maxConcurrentRestarts", "maxConcurrentRestarts must be at least 1"],
+            &[
+                "spec.updatePolicy.maxConcurrentRestarts",
+                "maxConcurrentRestarts must be at least 1",
+            ],
         ),
         (
             "unknown controlled resource",
@@ -321,7 +451,10 @@ fn malformed_cases() -> Vec<(&'static str, Value, &'static [&'static str])> {
         (
             "negative minChange",
             with(&["updatePolicy", "minChange", "cpu"], json!(-0.1)),
-            &["spec.updatePolicy.minChange.cpu", "minChange.cpu must be a fraction between 0 and 10"],
+            &[
+                "spec.updatePolicy.minChange.cpu",
+                "minChange.cpu must be a fraction between 0 and 10",
+            ],
         ),
     ]
 }
@@ -335,7 +468,10 @@ async fn malformed_objects_are_rejected_with_a_message_naming_the_problem() -> a
     let cases = malformed_cases();
     assert!(cases.len() >= 8);
     for (what, obj, wanted) in cases {
-        match api.create(&PostParams::default(), &serde_json::from_value(obj)?).await {
+        match api
+            .create(&PostParams::default(), &serde_json::from_value(obj)?)
+            .await
+        {
             Ok(_) => failures.push(format!("{what}: accepted")),
             Err(kube::Error::Api(status)) => {
                 if status.code != 422 {
@@ -343,7 +479,10 @@ async fn malformed_objects_are_rejected_with_a_message_naming_the_problem() -> a
                 }
                 for text in wanted {
                     if !status.message.contains(text) {
-                        failures.push(format!("{what}: message lacks {text:?}: {}", status.message));
+                        failures.push(format!(
+                            "{what}: message lacks {text:?}: {}",
+                            status.message
+                        ));
                     }
                 }
             }
@@ -363,7 +502,8 @@ async fn custom_resource_targets_pass_the_schema() -> anyhow::Result<()> {
     let cp = ControlPlane::start().await?;
     let ns = cp.namespace("custom").await?;
     let mut obj = minimal("rollout");
-    obj["spec"]["targetRef"] = json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "web"});
+    obj["spec"]["targetRef"] =
+        json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "web"});
     dynamic(&cp, &ns)
         .create(&PostParams::default(), &serde_json::from_value(obj)?)
         .await?;

@@ -1,0 +1,30 @@
+# tailor — the commands the README documents.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+
+.PHONY: help test test-deps lint fmt crds unit
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+test: test-deps lint ## install what the tests need, check formatting and lints, run every test
+	KUBEBUILDER_ASSETS="$$(hack/test-binaries.sh)" $(CARGO) test --workspace --all-targets
+
+test-deps: ## kube-apiserver + etcd (built once, cached) and Prometheus (Debian package)
+	hack/install-prometheus.sh
+	hack/test-binaries.sh >/dev/null
+
+unit: ## the tests that need no servers
+	$(CARGO) test --workspace --lib --bins -p tailor-crds
+
+lint: ## rustfmt and clippy, warnings are errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+crds: ## regenerate deploy/crds/ from the Rust types
+	$(CARGO) run -q -p tailor-crds --bin crdgen
