@@ -12,6 +12,7 @@
 pub mod assets;
 pub mod control_plane;
 pub mod process;
+pub mod sim;
 pub mod prometheus;
 
 pub use control_plane::ControlPlane;

@@ -1,0 +1,11 @@
+//! The node simulator: plays the kubelets of simulated nodes against a real API server.
+//!
+//! - [`usage`]: what each container wants to use over time (pod annotation models).
+//! - [`kubelet`]: the kubelet's admission and resize decisions (pure).
+
+pub mod config;
+pub mod kubelet;
+pub mod metrics;
+pub mod runtime;
+pub mod state;
+pub mod usage;
