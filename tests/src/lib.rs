@@ -12,8 +12,8 @@
 pub mod assets;
 pub mod control_plane;
 pub mod process;
-pub mod sim;
 pub mod prometheus;
+pub mod sim;
 
 pub use control_plane::ControlPlane;
 pub use prometheus::Prometheus;

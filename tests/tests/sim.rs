@@ -47,14 +47,22 @@ async fn wait_for(api: &Api<Pod>, name: &str, what: &str, check: impl Fn(&Pod) -
         }
         if tokio::time::Instant::now() > deadline {
             let p = api.get(name).await.ok();
-            panic!("{name}: not {what} after {WAIT:?}: {:#?}", p.and_then(|p| p.status));
+            panic!(
+                "{name}: not {what} after {WAIT:?}: {:#?}",
+                p.and_then(|p| p.status)
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 fn condition<'a>(p: &'a Pod, type_: &str) -> Option<&'a k8s_openapi::api::core::v1::PodCondition> {
-    p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_)
+    p.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 fn running(p: &Pod) -> bool {
@@ -62,12 +70,24 @@ fn running(p: &Pod) -> bool {
 }
 
 fn cstatus<'a>(p: &'a Pod, name: &str) -> &'a k8s_openapi::api::core::v1::ContainerStatus {
-    p.status.as_ref().unwrap().container_statuses.as_ref().unwrap().iter().find(|c| c.name == name).unwrap()
+    p.status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap()
 }
 
 fn actual(p: &Pod, container: &str, kind: &str, resource: &str) -> Option<String> {
     let r = cstatus(p, container).resources.as_ref()?;
-    let list = if kind == "limits" { r.limits.as_ref() } else { r.requests.as_ref() };
+    let list = if kind == "limits" {
+        r.limits.as_ref()
+    } else {
+        r.requests.as_ref()
+    };
     list?.get(resource).map(|q| q.0.clone())
 }
 
@@ -89,10 +109,18 @@ async fn events(cp: &ControlPlane, ns: &str, pod: &str) -> Vec<(String, String)>
 async fn wait_event(cp: &ControlPlane, ns: &str, pod: &str, reason: &str) -> String {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        if let Some((_, m)) = events(cp, ns, pod).await.into_iter().find(|(r, _)| r == reason) {
+        if let Some((_, m)) = events(cp, ns, pod)
+            .await
+            .into_iter()
+            .find(|(r, _)| r == reason)
+        {
             return m;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no {reason} event for {pod}: {:?}", events(cp, ns, pod).await);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {reason} event for {pod}: {:?}",
+            events(cp, ns, pod).await
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -105,11 +133,27 @@ async fn pods_are_scheduled_and_run_like_on_a_kubelet() {
     let api = Api::<Pod>::namespaced(cp.client(), &ns);
     // Two pods of 1500m do not fit one 2-core node: first-fit puts them on different nodes.
     for name in ["a", "b"] {
-        api.create(&PostParams::default(), &pod(name, json!([container("app", json!({"cpu": "1500m", "memory": "1Gi"}), json!({"cpu": "2", "memory": "2Gi"}))]), json!({}))).await.unwrap();
+        api.create(
+            &PostParams::default(),
+            &pod(
+                name,
+                json!([container(
+                    "app",
+                    json!({"cpu": "1500m", "memory": "1Gi"}),
+                    json!({"cpu": "2", "memory": "2Gi"})
+                )]),
+                json!({}),
+            ),
+        )
+        .await
+        .unwrap();
     }
     let a = wait_for(&api, "a", "Running", running).await;
     let b = wait_for(&api, "b", "Running", running).await;
-    let (na, nb) = (a.spec.as_ref().unwrap().node_name.clone().unwrap(), b.spec.as_ref().unwrap().node_name.clone().unwrap());
+    let (na, nb) = (
+        a.spec.as_ref().unwrap().node_name.clone().unwrap(),
+        b.spec.as_ref().unwrap().node_name.clone().unwrap(),
+    );
     assert_ne!(na, nb, "first fit by requests");
     let s = a.status.as_ref().unwrap();
     assert_eq!(s.qos_class.as_deref(), Some("Burstable"));
@@ -119,12 +163,32 @@ async fn pods_are_scheduled_and_run_like_on_a_kubelet() {
     assert!(c.ready && c.started == Some(true));
     assert_eq!(c.restart_count, 0);
     assert_eq!(c.allocated_resources.as_ref().unwrap()["cpu"].0, "1500m");
-    assert_eq!(actual(&a, "app", "limits", "memory").as_deref(), Some("2Gi"));
+    assert_eq!(
+        actual(&a, "app", "limits", "memory").as_deref(),
+        Some("2Gi")
+    );
 
     // A third pod fits nowhere and stays pending; deleting one makes room.
-    api.create(&PostParams::default(), &pod("c", json!([container("app", json!({"cpu": "1"}), json!({}))]), json!({}))).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &pod(
+            "c",
+            json!([container("app", json!({"cpu": "1"}), json!({}))]),
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(api.get("c").await.unwrap().spec.unwrap().node_name.is_none());
+    assert!(
+        api.get("c")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .node_name
+            .is_none()
+    );
     api.delete("a", &DeleteParams::default()).await.unwrap();
     wait_for(&api, "c", "Running", running).await;
     // Graceful deletion completes: the simulated kubelet removes the pod.
@@ -141,10 +205,34 @@ async fn live_cpu_resize_keeps_uid_and_restart_count() {
     let ns = cp.namespace("cpu").await.unwrap();
     let _sim = sim(&cp, 1, "4", "8Gi").await;
     let api = Api::<Pod>::namespaced(cp.client(), &ns);
-    let created = api.create(&PostParams::default(), &pod("web", json!([container("app", json!({"cpu": "500m", "memory": "256Mi"}), json!({"cpu": "1", "memory": "512Mi"}))]), json!({}))).await.unwrap();
+    let created = api
+        .create(
+            &PostParams::default(),
+            &pod(
+                "web",
+                json!([container(
+                    "app",
+                    json!({"cpu": "500m", "memory": "256Mi"}),
+                    json!({"cpu": "1", "memory": "512Mi"})
+                )]),
+                json!({}),
+            ),
+        )
+        .await
+        .unwrap();
     wait_for(&api, "web", "Running", running).await;
     for (cpu, limit) in [("1", "2"), ("250m", "500m")] {
-        let patched = api.patch_resize("web", &PatchParams::default(), &resize_patch("app", json!({"requests": {"cpu": cpu}, "limits": {"cpu": limit}}))).await.unwrap();
+        let patched = api
+            .patch_resize(
+                "web",
+                &PatchParams::default(),
+                &resize_patch(
+                    "app",
+                    json!({"requests": {"cpu": cpu}, "limits": {"cpu": limit}}),
+                ),
+            )
+            .await
+            .unwrap();
         let generation = patched.metadata.generation.unwrap();
         let done = wait_for(&api, "web", "resized", |p| {
             p.status.as_ref().and_then(|s| s.observed_generation) >= Some(generation)
@@ -153,12 +241,25 @@ async fn live_cpu_resize_keeps_uid_and_restart_count() {
         })
         .await;
         assert_eq!(done.metadata.uid, created.metadata.uid);
-        assert_eq!(cstatus(&done, "app").restart_count, 0, "a live resize restarts nothing");
-        assert_eq!(actual(&done, "app", "limits", "cpu").as_deref(), Some(limit));
-        assert_eq!(cstatus(&done, "app").allocated_resources.as_ref().unwrap()["cpu"].0, cpu);
+        assert_eq!(
+            cstatus(&done, "app").restart_count,
+            0,
+            "a live resize restarts nothing"
+        );
+        assert_eq!(
+            actual(&done, "app", "limits", "cpu").as_deref(),
+            Some(limit)
+        );
+        assert_eq!(
+            cstatus(&done, "app").allocated_resources.as_ref().unwrap()["cpu"].0,
+            cpu
+        );
     }
     let started = wait_event(&cp, &ns, "web", "ResizeStarted").await;
-    assert!(started.starts_with("Pod resize started: {\"containers\""), "{started}");
+    assert!(
+        started.starts_with("Pod resize started: {\"containers\""),
+        "{started}"
+    );
     wait_event(&cp, &ns, "web", "ResizeCompleted").await;
 }
 
@@ -169,27 +270,80 @@ async fn deferred_resize_is_accepted_after_another_pod_leaves_and_infeasible_is_
     let _sim = sim(&cp, 1, "2", "4Gi").await;
     let api = Api::<Pod>::namespaced(cp.client(), &ns);
     for (name, cpu) in [("grow", "500m"), ("other", "1")] {
-        api.create(&PostParams::default(), &pod(name, json!([container("app", json!({"cpu": cpu, "memory": "128Mi"}), json!({}))]), json!({}))).await.unwrap();
+        api.create(
+            &PostParams::default(),
+            &pod(
+                name,
+                json!([container(
+                    "app",
+                    json!({"cpu": cpu, "memory": "128Mi"}),
+                    json!({})
+                )]),
+                json!({}),
+            ),
+        )
+        .await
+        .unwrap();
         wait_for(&api, name, "Running", running).await;
     }
     // 1500m + 1000m > 2000m: fits the node in principle, not now.
-    api.patch_resize("grow", &PatchParams::default(), &resize_patch("app", json!({"requests": {"cpu": "1500m"}}))).await.unwrap();
-    let deferred = wait_for(&api, "grow", "Deferred", |p| condition(p, "PodResizePending").is_some_and(|c| c.reason.as_deref() == Some("Deferred"))).await;
+    api.patch_resize(
+        "grow",
+        &PatchParams::default(),
+        &resize_patch("app", json!({"requests": {"cpu": "1500m"}})),
+    )
+    .await
+    .unwrap();
+    let deferred = wait_for(&api, "grow", "Deferred", |p| {
+        condition(p, "PodResizePending").is_some_and(|c| c.reason.as_deref() == Some("Deferred"))
+    })
+    .await;
     let c = condition(&deferred, "PodResizePending").unwrap();
-    assert_eq!(c.message.as_deref(), Some("Node didn't have enough resource: cpu, requested: 1500, used: 1000, capacity: 2000"));
+    assert_eq!(
+        c.message.as_deref(),
+        Some("Node didn't have enough resource: cpu, requested: 1500, used: 1000, capacity: 2000")
+    );
     assert_eq!(c.observed_generation, Some(2));
-    assert_eq!(deferred.status.as_ref().unwrap().observed_generation, Some(2));
-    assert_eq!(actual(&deferred, "app", "requests", "cpu").as_deref(), Some("500m"), "nothing applied");
-    assert!(wait_event(&cp, &ns, "grow", "ResizeDeferred").await.contains("\"error\":\"Node didn't have enough resource: cpu"));
+    assert_eq!(
+        deferred.status.as_ref().unwrap().observed_generation,
+        Some(2)
+    );
+    assert_eq!(
+        actual(&deferred, "app", "requests", "cpu").as_deref(),
+        Some("500m"),
+        "nothing applied"
+    );
+    assert!(
+        wait_event(&cp, &ns, "grow", "ResizeDeferred")
+            .await
+            .contains("\"error\":\"Node didn't have enough resource: cpu")
+    );
 
     api.delete("other", &DeleteParams::default()).await.unwrap();
-    wait_for(&api, "grow", "resized after the other pod left", |p| condition(p, "PodResizePending").is_none() && condition(p, "PodResizeInProgress").is_none() && actual(p, "app", "requests", "cpu").as_deref() == Some("1500m")).await;
+    wait_for(&api, "grow", "resized after the other pod left", |p| {
+        condition(p, "PodResizePending").is_none()
+            && condition(p, "PodResizeInProgress").is_none()
+            && actual(p, "app", "requests", "cpu").as_deref() == Some("1500m")
+    })
+    .await;
 
     // Above allocatable: can never fit.
-    api.patch_resize("grow", &PatchParams::default(), &resize_patch("app", json!({"requests": {"cpu": "3"}}))).await.unwrap();
-    let infeasible = wait_for(&api, "grow", "Infeasible", |p| condition(p, "PodResizePending").is_some_and(|c| c.reason.as_deref() == Some("Infeasible"))).await;
+    api.patch_resize(
+        "grow",
+        &PatchParams::default(),
+        &resize_patch("app", json!({"requests": {"cpu": "3"}})),
+    )
+    .await
+    .unwrap();
+    let infeasible = wait_for(&api, "grow", "Infeasible", |p| {
+        condition(p, "PodResizePending").is_some_and(|c| c.reason.as_deref() == Some("Infeasible"))
+    })
+    .await;
     assert_eq!(
-        condition(&infeasible, "PodResizePending").unwrap().message.as_deref(),
+        condition(&infeasible, "PodResizePending")
+            .unwrap()
+            .message
+            .as_deref(),
         Some("Node didn't have enough capacity: cpu, requested: 3000, capacity: 2000")
     );
     wait_event(&cp, &ns, "grow", "ResizeInfeasible").await;
@@ -201,19 +355,63 @@ async fn restart_container_policy_restarts_exactly_the_resized_container() {
     let ns = cp.namespace("restart").await.unwrap();
     let _sim = sim(&cp, 1, "4", "8Gi").await;
     let api = Api::<Pod>::namespaced(cp.client(), &ns);
-    let mut app = container("app", json!({"cpu": "250m", "memory": "512Mi"}), json!({"memory": "512Mi"}));
+    let mut app = container(
+        "app",
+        json!({"cpu": "250m", "memory": "512Mi"}),
+        json!({"memory": "512Mi"}),
+    );
     app["resizePolicy"] = json!([{"resourceName": "memory", "restartPolicy": "RestartContainer"}, {"resourceName": "cpu", "restartPolicy": "NotRequired"}]);
-    let sidecar = container("sidecar", json!({"cpu": "50m", "memory": "64Mi"}), json!({"memory": "64Mi"}));
+    let sidecar = container(
+        "sidecar",
+        json!({"cpu": "50m", "memory": "64Mi"}),
+        json!({"memory": "64Mi"}),
+    );
     let usage = json!({"*": {"model": "constant", "cpu": 0.01, "memory": "50Mi"}}).to_string();
-    api.create(&PostParams::default(), &pod("db", json!([app, sidecar]), json!({"sim.tailor.dev/usage": usage}))).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &pod(
+            "db",
+            json!([app, sidecar]),
+            json!({"sim.tailor.dev/usage": usage}),
+        ),
+    )
+    .await
+    .unwrap();
     wait_for(&api, "db", "Running", running).await;
-    api.patch_resize("db", &PatchParams::default(), &resize_patch("app", json!({"requests": {"memory": "256Mi"}, "limits": {"memory": "256Mi"}}))).await.unwrap();
-    let done = wait_for(&api, "db", "resized", |p| actual(p, "app", "limits", "memory").as_deref() == Some("256Mi") && condition(p, "PodResizeInProgress").is_none()).await;
+    api.patch_resize(
+        "db",
+        &PatchParams::default(),
+        &resize_patch(
+            "app",
+            json!({"requests": {"memory": "256Mi"}, "limits": {"memory": "256Mi"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let done = wait_for(&api, "db", "resized", |p| {
+        actual(p, "app", "limits", "memory").as_deref() == Some("256Mi")
+            && condition(p, "PodResizeInProgress").is_none()
+    })
+    .await;
     assert_eq!(cstatus(&done, "app").restart_count, 1);
-    assert_eq!(cstatus(&done, "sidecar").restart_count, 0, "only the resized container restarts");
-    let t = cstatus(&done, "app").last_state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!(
+        cstatus(&done, "sidecar").restart_count,
+        0,
+        "only the resized container restarts"
+    );
+    let t = cstatus(&done, "app")
+        .last_state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .as_ref()
+        .unwrap();
     assert_ne!(t.reason.as_deref(), Some("OOMKilled"));
-    assert!(wait_event(&cp, &ns, "db", "Killing").await.contains("Container app resize requires restart"));
+    assert!(
+        wait_event(&cp, &ns, "db", "Killing")
+            .await
+            .contains("Container app resize requires restart")
+    );
 }
 
 #[tokio::test]
@@ -223,16 +421,59 @@ async fn memory_limit_decrease_below_usage_ends_in_error_and_changes_nothing() {
     let _sim = sim(&cp, 1, "4", "8Gi").await;
     let api = Api::<Pod>::namespaced(cp.client(), &ns);
     let usage = json!({"app": {"model": "constant", "cpu": 0.1, "memory": "300Mi"}}).to_string();
-    api.create(&PostParams::default(), &pod("jvm", json!([container("app", json!({"cpu": "250m", "memory": "512Mi"}), json!({"memory": "512Mi"}))]), json!({"sim.tailor.dev/usage": usage}))).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &pod(
+            "jvm",
+            json!([container(
+                "app",
+                json!({"cpu": "250m", "memory": "512Mi"}),
+                json!({"memory": "512Mi"})
+            )]),
+            json!({"sim.tailor.dev/usage": usage}),
+        ),
+    )
+    .await
+    .unwrap();
     wait_for(&api, "jvm", "Running", running).await;
     tokio::time::sleep(Duration::from_millis(500)).await; // usage sampled
-    api.patch_resize("jvm", &PatchParams::default(), &resize_patch("app", json!({"requests": {"memory": "200Mi"}, "limits": {"memory": "200Mi"}}))).await.unwrap();
-    let errored = wait_for(&api, "jvm", "in Error", |p| condition(p, "PodResizeInProgress").is_some_and(|c| c.reason.as_deref() == Some("Error"))).await;
-    let message = condition(&errored, "PodResizeInProgress").unwrap().message.clone().unwrap();
-    assert!(message.starts_with("cannot decrease memory limits: "), "{message}");
-    assert!(message.contains(&format!("memory limit ({}) below current usage ({})", 200 << 20, 300 << 20)), "{message}");
+    api.patch_resize(
+        "jvm",
+        &PatchParams::default(),
+        &resize_patch(
+            "app",
+            json!({"requests": {"memory": "200Mi"}, "limits": {"memory": "200Mi"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let errored = wait_for(&api, "jvm", "in Error", |p| {
+        condition(p, "PodResizeInProgress").is_some_and(|c| c.reason.as_deref() == Some("Error"))
+    })
+    .await;
+    let message = condition(&errored, "PodResizeInProgress")
+        .unwrap()
+        .message
+        .clone()
+        .unwrap();
+    assert!(
+        message.starts_with("cannot decrease memory limits: "),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "memory limit ({}) below current usage ({})",
+            200 << 20,
+            300 << 20
+        )),
+        "{message}"
+    );
     assert!(condition(&errored, "PodResizePending").is_none());
-    assert_eq!(actual(&errored, "app", "limits", "memory").as_deref(), Some("512Mi"), "nothing applied");
+    assert_eq!(
+        actual(&errored, "app", "limits", "memory").as_deref(),
+        Some("512Mi"),
+        "nothing applied"
+    );
     assert_eq!(cstatus(&errored, "app").restart_count, 0);
     wait_event(&cp, &ns, "jvm", "ResizeError").await;
 }
@@ -245,18 +486,61 @@ async fn usage_above_the_memory_limit_is_oom_killed_and_cpu_above_the_limit_is_t
     let api = Api::<Pod>::namespaced(cp.client(), &ns);
     // Leaks 100Mi per simulated second from 100Mi: crosses its 256Mi limit within 2 s.
     let usage = json!({"app": {"model": "leak", "cpu": 0.8, "memory": "100Mi", "bytesPerHour": 100.0 * 1048576.0 * 3600.0}}).to_string();
-    api.create(&PostParams::default(), &pod("leaky", json!([container("app", json!({"cpu": "200m", "memory": "128Mi"}), json!({"cpu": "200m", "memory": "256Mi"}))]), json!({"sim.tailor.dev/usage": usage}))).await.unwrap();
-    let killed = wait_for(&api, "leaky", "OOM-killed", |p| p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).is_some_and(|c| c[0].restart_count >= 1)).await;
-    let t = cstatus(&killed, "app").last_state.as_ref().unwrap().terminated.as_ref().unwrap();
+    api.create(
+        &PostParams::default(),
+        &pod(
+            "leaky",
+            json!([container(
+                "app",
+                json!({"cpu": "200m", "memory": "128Mi"}),
+                json!({"cpu": "200m", "memory": "256Mi"})
+            )]),
+            json!({"sim.tailor.dev/usage": usage}),
+        ),
+    )
+    .await
+    .unwrap();
+    let killed = wait_for(&api, "leaky", "OOM-killed", |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|c| c[0].restart_count >= 1)
+    })
+    .await;
+    let t = cstatus(&killed, "app")
+        .last_state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .as_ref()
+        .unwrap();
     assert_eq!(t.reason.as_deref(), Some("OOMKilled"));
     assert_eq!(t.exit_code, 137);
 
     // CPU demand 0.8 over a 0.2 limit: usage capped, throttled periods grow.
     let usage = json!({"app": {"model": "constant", "cpu": 0.8, "memory": "100Mi"}}).to_string();
-    api.create(&PostParams::default(), &pod("busy", json!([container("app", json!({"cpu": "200m", "memory": "128Mi"}), json!({"cpu": "200m", "memory": "256Mi"}))]), json!({"sim.tailor.dev/usage": usage}))).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &pod(
+            "busy",
+            json!([container(
+                "app",
+                json!({"cpu": "200m", "memory": "128Mi"}),
+                json!({"cpu": "200m", "memory": "256Mi"})
+            )]),
+            json!({"sim.tailor.dev/usage": usage}),
+        ),
+    )
+    .await
+    .unwrap();
     wait_for(&api, "busy", "Running", running).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let body = reqwest::get(format!("http://{}/metrics/cadvisor", sim.metrics_addr())).await.unwrap().text().await.unwrap();
+    let body = reqwest::get(format!("http://{}/metrics/cadvisor", sim.metrics_addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let value = |metric: &str| -> f64 {
         body.lines()
             .find(|l| l.starts_with(metric) && l.contains("pod=\"busy\""))
@@ -266,12 +550,30 @@ async fn usage_above_the_memory_limit_is_oom_killed_and_cpu_above_the_limit_is_t
     };
     let periods = value("container_cpu_cfs_periods_total{");
     let throttled = value("container_cpu_cfs_throttled_periods_total{");
-    assert!(throttled >= 0.9 * periods && throttled <= periods && periods >= 10.0, "throttled {throttled} of {periods}");
+    assert!(
+        throttled >= 0.9 * periods && throttled <= periods && periods >= 10.0,
+        "throttled {throttled} of {periods}"
+    );
     // Each 100 ms period allows 20 ms of CPU at a 200m limit (periods are exposed floored).
     let cpu = value("container_cpu_usage_seconds_total{");
-    assert!(cpu > 0.0 && cpu <= (periods + 1.0) * 0.1 * 0.2, "usage {cpu} capped at the limit over {periods} periods");
-    let ksm = reqwest::get(format!("http://{}/metrics/kube-state", sim.metrics_addr())).await.unwrap().text().await.unwrap();
-    assert!(ksm.lines().any(|l| l.starts_with("kube_pod_container_status_last_terminated_reason{") && l.contains("pod=\"leaky\"") && l.contains("reason=\"OOMKilled\"")), "{ksm}");
+    assert!(
+        cpu > 0.0 && cpu <= (periods + 1.0) * 0.1 * 0.2,
+        "usage {cpu} capped at the limit over {periods} periods"
+    );
+    let ksm = reqwest::get(format!("http://{}/metrics/kube-state", sim.metrics_addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        ksm.lines().any(
+            |l| l.starts_with("kube_pod_container_status_last_terminated_reason{")
+                && l.contains("pod=\"leaky\"")
+                && l.contains("reason=\"OOMKilled\"")
+        ),
+        "{ksm}"
+    );
 }
 
 #[tokio::test]
@@ -280,8 +582,220 @@ async fn malformed_usage_annotation_is_reported_and_the_pod_still_runs() {
     let ns = cp.namespace("bad").await.unwrap();
     let _sim = sim(&cp, 1, "4", "8Gi").await;
     let api = Api::<Pod>::namespaced(cp.client(), &ns);
-    api.create(&PostParams::default(), &pod("odd", json!([container("app", json!({"cpu": "100m", "memory": "64Mi"}), json!({}))]), json!({"sim.tailor.dev/usage": "{\"app\": {\"model\": \"sine\"}}"}))).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &pod(
+            "odd",
+            json!([container(
+                "app",
+                json!({"cpu": "100m", "memory": "64Mi"}),
+                json!({})
+            )]),
+            json!({"sim.tailor.dev/usage": "{\"app\": {\"model\": \"sine\"}}"}),
+        ),
+    )
+    .await
+    .unwrap();
     wait_for(&api, "odd", "Running", running).await;
     let message = wait_event(&cp, &ns, "odd", "InvalidUsageModel").await;
-    assert!(message.contains("unknown variant `sine`") && message.contains("default model"), "{message}");
+    assert!(
+        message.contains("unknown variant `sine`") && message.contains("default model"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn history_generator_output_backfills_and_queries_back_exactly() {
+    use tailor_e2e::sim::history::{HistoryContainer, generate, openmetrics};
+    use tailor_e2e::sim::usage::{PodUsage, container_seed};
+    let models = PodUsage::parse(
+        &json!({
+            "web": {"model": "daily", "cpu": {"min": 0.1, "max": 1.2}, "memory": {"min": "200Mi", "max": "350Mi"}, "noise": 0.1},
+            "jvm": {"model": "jvm", "cpu": 0.4, "heapMax": "1Gi", "nonHeap": "300Mi", "growSeconds": 7200, "noise": 0.02},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let containers: Vec<HistoryContainer> = ["web", "jvm"]
+        .into_iter()
+        .map(|name| HistoryContainer {
+            namespace: "shop".into(),
+            pod: format!("{name}-0"),
+            container: name.into(),
+            image: format!("example/{name}:1"),
+            node: "sim-0".into(),
+            model: models.model(name).unwrap().clone(),
+            seed: container_seed(1, "shop", &format!("{name}-0"), name),
+            trace: None,
+            cpu: (Some(0.5), Some(2.0)),
+            memory: (Some(512.0 * 1048576.0), Some(2048.0 * 1048576.0)),
+        })
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let step = 60;
+    let end = (now - 3600) / step * step;
+    let start = end - 2 * 86_400;
+    let series = generate(&containers, start, end, step);
+    let prom = tailor_e2e::Prometheus::backfilled(&openmetrics(&series))
+        .await
+        .unwrap();
+    for s in &series {
+        let selector = s
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{v}\""))
+            .collect::<Vec<_>>()
+            .join(",");
+        let got = prom
+            .query_range(
+                &format!("{}{{{selector}}}", s.metric),
+                start as f64,
+                end as f64,
+                step as f64,
+            )
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1, "{} {selector}", s.metric);
+        let values: Vec<(i64, f64)> = got[0]
+            .values
+            .iter()
+            .map(|(t, v)| (*t as i64, v.parse().unwrap()))
+            .collect();
+        assert_eq!(values, s.samples, "{} {selector}", s.metric);
+    }
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_metrics_that_match_the_simulated_usage() {
+    use tailor_e2e::prometheus::{Prometheus, PrometheusOptions, ScrapeTarget};
+    let cp = ControlPlane::start().await.unwrap();
+    let ns = cp.namespace("scrape").await.unwrap();
+    let sim = sim(&cp, 1, "4", "8Gi").await;
+    let api = Api::<Pod>::namespaced(cp.client(), &ns);
+    let usage = json!({"app": {"model": "constant", "cpu": 0.25, "memory": "300Mi"}}).to_string();
+    api.create(
+        &PostParams::default(),
+        &pod(
+            "steady",
+            json!([container(
+                "app",
+                json!({"cpu": "500m", "memory": "512Mi"}),
+                json!({"cpu": "1", "memory": "1Gi"})
+            )]),
+            json!({"sim.tailor.dev/usage": usage}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_for(&api, "steady", "Running", running).await;
+    let target = |job: &str, path: &str| ScrapeTarget {
+        job: job.into(),
+        address: sim.metrics_addr().to_string(),
+        metrics_path: path.into(),
+    };
+    let prom = Prometheus::start(PrometheusOptions {
+        scrape_targets: vec![
+            target("kubelet", "/metrics/cadvisor"),
+            target("kube-state-metrics", "/metrics/kube-state"),
+        ],
+        scrape_interval: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let one = |q: &str| {
+        let prom = &prom;
+        let q = q.to_owned();
+        async move {
+            let r = prom.query(&q, now).await.unwrap();
+            assert_eq!(r.len(), 1, "{q}: {r:?}");
+            r[0].value.1.parse::<f64>().unwrap()
+        }
+    };
+    let sel = format!("namespace=\"{ns}\",pod=\"steady\",container=\"app\"");
+    // Exact for gauges the model holds constant.
+    assert_eq!(
+        one(&format!("container_memory_working_set_bytes{{{sel}}}")).await,
+        300.0 * 1048576.0
+    );
+    assert_eq!(
+        one(&format!("container_spec_memory_limit_bytes{{{sel}}}")).await,
+        1024.0 * 1048576.0
+    );
+    assert_eq!(
+        one(&format!(
+            "kube_pod_container_resource_requests{{{sel},resource=\"cpu\"}}"
+        ))
+        .await,
+        0.5
+    );
+    assert_eq!(
+        one(&format!(
+            "kube_pod_container_resource_limits{{{sel},resource=\"memory\"}}"
+        ))
+        .await,
+        1024.0 * 1048576.0
+    );
+    assert_eq!(
+        one(&format!(
+            "kube_pod_container_status_restarts_total{{{sel}}}"
+        ))
+        .await,
+        0.0
+    );
+    // The CPU rate within 10% of the model (scrapes and ticks are not aligned).
+    // The counter grows at the modelled rate: within 10% over at least 5 s of scrapes (the
+    // simulator's 200 ms ticks and the scrapes are not aligned).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let rate = loop {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let raw = prom
+            .query_range(
+                &format!("container_cpu_usage_seconds_total{{{sel}}}"),
+                t - 60.0,
+                t,
+                1.0,
+            )
+            .await
+            .unwrap();
+        let samples: Vec<(f64, f64)> = raw
+            .first()
+            .map(|s| {
+                s.values
+                    .iter()
+                    .map(|(t, v)| (*t, v.parse().unwrap()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let (Some(first), Some(last)) = (samples.first(), samples.last())
+            && last.0 - first.0 >= 5.0
+        {
+            break (last.1 - first.1) / (last.0 - first.0);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "too few scrapes: {samples:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!((rate - 0.25).abs() <= 0.025, "cpu rate {rate}");
+    // Throttling only above the limit: none here.
+    assert_eq!(
+        one(&format!(
+            "container_cpu_cfs_throttled_periods_total{{{sel}}}"
+        ))
+        .await,
+        0.0
+    );
 }

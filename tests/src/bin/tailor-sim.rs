@@ -15,7 +15,11 @@ struct Args {
     #[arg(long, env = "TAILOR_SIM_CONFIG")]
     config: PathBuf,
     /// Where to serve /metrics/cadvisor, /metrics/kube-state and /metrics.
-    #[arg(long, env = "TAILOR_SIM_METRICS_ADDR", default_value = "127.0.0.1:9101")]
+    #[arg(
+        long,
+        env = "TAILOR_SIM_METRICS_ADDR",
+        default_value = "127.0.0.1:9101"
+    )]
     metrics_addr: SocketAddr,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
@@ -30,7 +34,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let text = std::fs::read_to_string(&args.config)
         .map_err(|e| format!("cannot read {}: {e}", args.config.display()))?;
-    let config = SimConfig::from_yaml(&text).map_err(|e| format!("{}: {e}", args.config.display()))?;
+    let config =
+        SimConfig::from_yaml(&text).map_err(|e| format!("{}: {e}", args.config.display()))?;
     let client = kube::Client::try_default().await?;
     let sim = tailor_e2e::sim::runtime::start(client, config, args.metrics_addr).await?;
     tracing::info!(metrics = %sim.metrics_addr(), "simulator running; Ctrl-C stops it");

@@ -148,7 +148,9 @@ impl SimConfig {
             )));
         }
         if self.nodes.is_empty() {
-            return Err(ConfigError("nodes: at least one node group is required".into()));
+            return Err(ConfigError(
+                "nodes: at least one node group is required".into(),
+            ));
         }
         self.node_specs().map(|_| ())
     }
@@ -176,7 +178,10 @@ impl SimConfig {
                     format!("{}-{n}", g.name)
                 };
                 if !seen.insert(name.clone()) {
-                    return Err(ConfigError(format!("{}: node {name:?} is defined twice", at("name"))));
+                    return Err(ConfigError(format!(
+                        "{}: node {name:?} is defined twice",
+                        at("name")
+                    )));
                 }
                 out.push(NodeSpec {
                     name,
@@ -218,12 +223,30 @@ mod tests {
     fn errors_name_the_field() {
         for (yaml, wanted) in [
             ("nodes: []", "nodes: at least one"),
-            ("nodes:\n  - {name: a, cpu: x, memory: 1Gi}", "nodes[0].cpu: invalid quantity \"x\""),
-            ("nodes:\n  - {name: a, cpu: '1', memory: -1Gi}", "nodes[0].memory"),
-            ("nodes:\n  - {name: a, cpu: '1', memory: 1Gi, count: 0}", "nodes[0].count"),
-            ("nodes:\n  - {name: a, cpu: '1', memory: 1Gi}\n  - {name: a, cpu: '1', memory: 1Gi}", "defined twice"),
-            ("tickSeconds: 0\nnodes:\n  - {name: a, cpu: '1', memory: 1Gi}", "tickSeconds"),
-            ("nodes:\n  - {name: a, cpu: '1', memory: 1Gi, gpus: 1}", "unknown field `gpus`"),
+            (
+                "nodes:\n  - {name: a, cpu: x, memory: 1Gi}",
+                "nodes[0].cpu: invalid quantity \"x\"",
+            ),
+            (
+                "nodes:\n  - {name: a, cpu: '1', memory: -1Gi}",
+                "nodes[0].memory",
+            ),
+            (
+                "nodes:\n  - {name: a, cpu: '1', memory: 1Gi, count: 0}",
+                "nodes[0].count",
+            ),
+            (
+                "nodes:\n  - {name: a, cpu: '1', memory: 1Gi}\n  - {name: a, cpu: '1', memory: 1Gi}",
+                "defined twice",
+            ),
+            (
+                "tickSeconds: 0\nnodes:\n  - {name: a, cpu: '1', memory: 1Gi}",
+                "tickSeconds",
+            ),
+            (
+                "nodes:\n  - {name: a, cpu: '1', memory: 1Gi, gpus: 1}",
+                "unknown field `gpus`",
+            ),
         ] {
             let e = SimConfig::from_yaml(yaml).unwrap_err().to_string();
             assert!(e.contains(wanted), "{yaml}: {e}");

@@ -32,7 +32,10 @@ impl Amounts {
     }
 
     fn add(self, o: Self) -> Self {
-        Self::new(self.cpu.saturating_add(o.cpu), self.memory.saturating_add(o.memory))
+        Self::new(
+            self.cpu.saturating_add(o.cpu),
+            self.memory.saturating_add(o.memory),
+        )
     }
 
     /// Whether either resource is above `o`'s.
@@ -94,7 +97,8 @@ impl NodeBook {
 
     /// Whether a new pod with `requests` fits (scheduling and admission of a new pod).
     pub fn fits_new(&self, requests: Amounts) -> bool {
-        self.allocated.len() < self.max_pods && !self.used().add(requests).exceeds_any(self.allocatable)
+        self.allocated.len() < self.max_pods
+            && !self.used().add(requests).exceeds_any(self.allocatable)
     }
 
     /// Allocates (or re-allocates) `requests` to `pod`.
@@ -189,9 +193,15 @@ mod tests {
 
     #[test]
     fn resize_that_fits_is_admitted() {
-        assert_eq!(node().check_resize("a", Amounts::new(1500, 4 * GI)), Admission::Admit);
+        assert_eq!(
+            node().check_resize("a", Amounts::new(1500, 4 * GI)),
+            Admission::Admit
+        );
         // Shrinking always fits.
-        assert_eq!(node().check_resize("b", Amounts::new(100, GI)), Admission::Admit);
+        assert_eq!(
+            node().check_resize("b", Amounts::new(100, GI)),
+            Admission::Admit
+        );
     }
 
     #[test]
@@ -208,7 +218,9 @@ mod tests {
     fn resize_beyond_allocatable_is_infeasible() {
         assert_eq!(
             node().check_resize("a", Amounts::new(5000, GI)),
-            Admission::Infeasible("Node didn't have enough capacity: cpu, requested: 5000, capacity: 4000".into())
+            Admission::Infeasible(
+                "Node didn't have enough capacity: cpu, requested: 5000, capacity: 4000".into()
+            )
         );
         assert_eq!(
             node().check_resize("a", Amounts::new(5000, 9 * GI)),
@@ -250,7 +262,7 @@ mod tests {
             guaranteed: g,
             since,
         };
-        let mut v = vec![
+        let mut v = [
             p("old-burstable", true, 0, false, 1),
             p("new-guaranteed", true, 0, true, 5),
             p("shrink", false, 0, false, 9),
@@ -261,7 +273,13 @@ mod tests {
         let order: Vec<_> = v.iter().map(|x| x.pod.as_str()).collect();
         assert_eq!(
             order,
-            ["shrink", "high-priority", "new-guaranteed", "old-burstable", "newer-burstable"]
+            [
+                "shrink",
+                "high-priority",
+                "new-guaranteed",
+                "old-burstable",
+                "newer-burstable"
+            ]
         );
     }
 }

@@ -36,12 +36,20 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Shared) {
 }
 
 fn text(body: String) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
 }
 
 fn with_state(state: &Shared, f: impl FnOnce(&SimState, &mut String)) -> String {
     let mut out = String::new();
-    let s = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let s = state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     f(&s, &mut out);
     out
 }
@@ -63,7 +71,9 @@ async fn all_handler(State(state): State<Shared>) -> impl IntoResponse {
 
 /// Escapes a label value.
 fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -76,12 +86,42 @@ pub fn cadvisor(s: &SimState, out: &mut String) {
     pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     type Value = fn(&super::state::ContainerSim) -> Option<f64>;
     let series: [(&str, &str, &str, Value); 6] = [
-        ("container_cpu_usage_seconds_total", "counter", "Cumulative cpu time consumed in seconds.", |c| Some(c.cpu_seconds)),
-        ("container_memory_working_set_bytes", "gauge", "Current working set of the container in bytes.", |c| Some(c.usage.memory.round())),
-        ("container_memory_rss", "gauge", "Size of RSS in bytes.", |c| Some((c.usage.memory * RSS_SHARE).round())),
-        ("container_spec_memory_limit_bytes", "gauge", "Memory limit for the container.", |c| Some(c.actual.memory_limit.unwrap_or(0) as f64)),
-        ("container_cpu_cfs_periods_total", "counter", "Number of elapsed enforcement period intervals.", |c| c.actual.cpu_limit.map(|_| c.cfs_periods.floor())),
-        ("container_cpu_cfs_throttled_periods_total", "counter", "Number of throttled period intervals.", |c| c.actual.cpu_limit.map(|_| c.cfs_throttled.floor())),
+        (
+            "container_cpu_usage_seconds_total",
+            "counter",
+            "Cumulative cpu time consumed in seconds.",
+            |c| Some(c.cpu_seconds),
+        ),
+        (
+            "container_memory_working_set_bytes",
+            "gauge",
+            "Current working set of the container in bytes.",
+            |c| Some(c.usage.memory.round()),
+        ),
+        (
+            "container_memory_rss",
+            "gauge",
+            "Size of RSS in bytes.",
+            |c| Some((c.usage.memory * RSS_SHARE).round()),
+        ),
+        (
+            "container_spec_memory_limit_bytes",
+            "gauge",
+            "Memory limit for the container.",
+            |c| Some(c.actual.memory_limit.unwrap_or(0) as f64),
+        ),
+        (
+            "container_cpu_cfs_periods_total",
+            "counter",
+            "Number of elapsed enforcement period intervals.",
+            |c| c.actual.cpu_limit.map(|_| c.cfs_periods.floor()),
+        ),
+        (
+            "container_cpu_cfs_throttled_periods_total",
+            "counter",
+            "Number of throttled period intervals.",
+            |c| c.actual.cpu_limit.map(|_| c.cfs_throttled.floor()),
+        ),
     ];
     for (name, kind, help, value) in series {
         family(out, name, kind, help);
@@ -108,8 +148,16 @@ pub fn kube_state(s: &SimState, out: &mut String) {
     let mut pods: Vec<_> = s.pods().collect();
     pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     for (name, help, limits) in [
-        ("kube_pod_container_resource_requests", "The number of requested request resource by a container.", false),
-        ("kube_pod_container_resource_limits", "The number of requested limit resource by a container.", true),
+        (
+            "kube_pod_container_resource_requests",
+            "The number of requested request resource by a container.",
+            false,
+        ),
+        (
+            "kube_pod_container_resource_limits",
+            "The number of requested limit resource by a container.",
+            true,
+        ),
     ] {
         family(out, name, "gauge", help);
         for p in &pods {
@@ -128,15 +176,27 @@ pub fn kube_state(s: &SimState, out: &mut String) {
                     esc(&p.node)
                 );
                 if let Some(m) = cpu {
-                    let _ = writeln!(out, "{name}{{{labels},resource=\"cpu\",unit=\"core\"}} {}", m as f64 / 1000.0);
+                    let _ = writeln!(
+                        out,
+                        "{name}{{{labels},resource=\"cpu\",unit=\"core\"}} {}",
+                        m as f64 / 1000.0
+                    );
                 }
                 if let Some(b) = mem {
-                    let _ = writeln!(out, "{name}{{{labels},resource=\"memory\",unit=\"byte\"}} {b}");
+                    let _ = writeln!(
+                        out,
+                        "{name}{{{labels},resource=\"memory\",unit=\"byte\"}} {b}"
+                    );
                 }
             }
         }
     }
-    family(out, "kube_pod_container_status_restarts_total", "counter", "The number of container restarts per container.");
+    family(
+        out,
+        "kube_pod_container_status_restarts_total",
+        "counter",
+        "The number of container restarts per container.",
+    );
     for p in &pods {
         for c in &p.containers {
             let _ = writeln!(
@@ -171,7 +231,12 @@ pub fn kube_state(s: &SimState, out: &mut String) {
             }
         }
     }
-    family(out, "kube_pod_owner", "gauge", "Information about the Pod's owner.");
+    family(
+        out,
+        "kube_pod_owner",
+        "gauge",
+        "Information about the Pod's owner.",
+    );
     for p in &pods {
         let (kind, owner) = p
             .owner
@@ -188,7 +253,12 @@ pub fn kube_state(s: &SimState, out: &mut String) {
             p.owner.is_some()
         );
     }
-    family(out, "kube_replicaset_owner", "gauge", "Information about the ReplicaSet's owner.");
+    family(
+        out,
+        "kube_replicaset_owner",
+        "gauge",
+        "Information about the ReplicaSet's owner.",
+    );
     let mut rs: Vec<_> = s.replicaset_owners().collect();
     rs.sort_by(|a, b| a.0.cmp(b.0));
     for ((ns, name), owner) in rs {

@@ -4,6 +4,7 @@
 //! - [`kubelet`]: the kubelet's admission and resize decisions (pure).
 
 pub mod config;
+pub mod history;
 pub mod kubelet;
 pub mod metrics;
 pub mod runtime;

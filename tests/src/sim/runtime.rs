@@ -55,7 +55,9 @@ impl SimHandle {
 
 fn lock(state: &Mutex<SimState>) -> MutexGuard<'_, SimState> {
     // A panic while holding the lock leaves consistent-enough data for a simulator.
-    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn now() -> f64 {
@@ -66,7 +68,11 @@ fn now() -> f64 {
 }
 
 /// Starts the simulator: registers the nodes, then plays their kubelets until dropped.
-pub async fn start(client: kube::Client, config: SimConfig, metrics_addr: SocketAddr) -> Result<SimHandle> {
+pub async fn start(
+    client: kube::Client,
+    config: SimConfig,
+    metrics_addr: SocketAddr,
+) -> Result<SimHandle> {
     let nodes = config
         .node_specs()
         .map_err(|e| HarnessError::Other(e.to_string()))?;
@@ -77,7 +83,9 @@ pub async fn start(client: kube::Client, config: SimConfig, metrics_addr: Socket
 
     let listener = tokio::net::TcpListener::bind(metrics_addr)
         .await
-        .map_err(HarnessError::io(format!("bind metrics address {metrics_addr}")))?;
+        .map_err(HarnessError::io(format!(
+            "bind metrics address {metrics_addr}"
+        )))?;
     let metrics_addr = listener
         .local_addr()
         .map_err(HarnessError::io("metrics address"))?;
@@ -114,9 +122,13 @@ async fn register_nodes(client: &kube::Client, nodes: &[NodeSpec]) -> Result<()>
                 api.patch(&n.name, &pp, &Patch::Apply(node))
                     .await
                     .map_err(|e| HarnessError::Other(format!("register node {}: {e}", n.name)))?;
-                api.patch_status(&n.name, &PatchParams::default(), &Patch::Merge(node_status(n)))
-                    .await
-                    .map_err(|e| HarnessError::Other(format!("node {} status: {e}", n.name)))?;
+                api.patch_status(
+                    &n.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(node_status(n)),
+                )
+                .await
+                .map_err(|e| HarnessError::Other(format!("node {} status: {e}", n.name)))?;
                 Ok::<_, HarnessError>(())
             }
         })
@@ -173,14 +185,22 @@ async fn heartbeats(client: kube::Client, nodes: Vec<NodeSpec>) {
                                  "renewTime": MicroTime(chrono_now())},
                     });
                     if let Err(e) = leases
-                        .patch(&n.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(lease))
+                        .patch(
+                            &n.name,
+                            &PatchParams::apply(FIELD_MANAGER).force(),
+                            &Patch::Apply(lease),
+                        )
                         .await
                     {
                         tracing::warn!(node = %n.name, error = %e, "lease renewal failed");
                     }
                     if report
                         && let Err(e) = api
-                            .patch_status(&n.name, &PatchParams::default(), &Patch::Merge(node_status(n)))
+                            .patch_status(
+                                &n.name,
+                                &PatchParams::default(),
+                                &Patch::Merge(node_status(n)),
+                            )
                             .await
                     {
                         tracing::warn!(node = %n.name, error = %e, "node status report failed");
@@ -331,7 +351,11 @@ async fn write_loop(client: kube::Client, state: Arc<Mutex<SimState>>, wake: Arc
 
 async fn apply_effect(client: &kube::Client, state: &Mutex<SimState>, effect: Effect) {
     match effect {
-        Effect::Bind { namespace, name, node } => {
+        Effect::Bind {
+            namespace,
+            name,
+            node,
+        } => {
             let api = Api::<Pod>::namespaced(client.clone(), &namespace);
             let binding = Binding {
                 metadata: ObjectMeta {
@@ -354,7 +378,11 @@ async fn apply_effect(client: &kube::Client, state: &Mutex<SimState>, effect: Ef
                 lock(state).binding_failed(&namespace, &name, &node);
             }
         }
-        Effect::Delete { namespace, name, uid } => {
+        Effect::Delete {
+            namespace,
+            name,
+            uid,
+        } => {
             let api = Api::<Pod>::namespaced(client.clone(), &namespace);
             let dp = DeleteParams {
                 grace_period_seconds: Some(0),

@@ -71,7 +71,10 @@ pub struct Resources {
 impl Resources {
     fn of(c: &Container) -> Self {
         type List = BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>;
-        fn get<'a>(m: Option<&'a List>, r: &str) -> Option<&'a k8s_openapi::apimachinery::pkg::api::resource::Quantity> {
+        fn get<'a>(
+            m: Option<&'a List>,
+            r: &str,
+        ) -> Option<&'a k8s_openapi::apimachinery::pkg::api::resource::Quantity> {
             m.and_then(|m| m.get(r))
         }
         let res = c.resources.as_ref();
@@ -81,29 +84,46 @@ impl Resources {
         Self {
             cpu_request: get(req, "cpu").and_then(|q| tailor_crds::quantity::cpu_millis(q).ok()),
             cpu_limit: get(lim, "cpu").and_then(|q| tailor_crds::quantity::cpu_millis(q).ok()),
-            memory_request: get(req, "memory").and_then(|q| tailor_crds::quantity::memory_bytes(q).ok()),
-            memory_limit: get(lim, "memory").and_then(|q| tailor_crds::quantity::memory_bytes(q).ok()),
+            memory_request: get(req, "memory")
+                .and_then(|q| tailor_crds::quantity::memory_bytes(q).ok()),
+            memory_limit: get(lim, "memory")
+                .and_then(|q| tailor_crds::quantity::memory_bytes(q).ok()),
         }
     }
 
     fn requests(&self) -> Amounts {
-        Amounts::new(self.cpu_request.unwrap_or(0), self.memory_request.unwrap_or(0))
+        Amounts::new(
+            self.cpu_request.unwrap_or(0),
+            self.memory_request.unwrap_or(0),
+        )
     }
 
     fn json(&self) -> Value {
         let mut requests = serde_json::Map::new();
         let mut limits = serde_json::Map::new();
         if let Some(c) = self.cpu_request {
-            requests.insert("cpu".into(), json!(tailor_crds::quantity::format_cpu_millis(c).0));
+            requests.insert(
+                "cpu".into(),
+                json!(tailor_crds::quantity::format_cpu_millis(c).0),
+            );
         }
         if let Some(m) = self.memory_request {
-            requests.insert("memory".into(), json!(tailor_crds::quantity::format_memory_bytes(m).0));
+            requests.insert(
+                "memory".into(),
+                json!(tailor_crds::quantity::format_memory_bytes(m).0),
+            );
         }
         if let Some(c) = self.cpu_limit {
-            limits.insert("cpu".into(), json!(tailor_crds::quantity::format_cpu_millis(c).0));
+            limits.insert(
+                "cpu".into(),
+                json!(tailor_crds::quantity::format_cpu_millis(c).0),
+            );
         }
         if let Some(m) = self.memory_limit {
-            limits.insert("memory".into(), json!(tailor_crds::quantity::format_memory_bytes(m).0));
+            limits.insert(
+                "memory".into(),
+                json!(tailor_crds::quantity::format_memory_bytes(m).0),
+            );
         }
         let mut out = serde_json::Map::new();
         if !requests.is_empty() {
@@ -381,12 +401,19 @@ impl SimState {
     }
 
     /// `(replicaset namespace, name) -> owner`.
-    pub fn replicaset_owners(&self) -> impl Iterator<Item = (&(String, String), &Option<(String, String)>)> {
+    pub fn replicaset_owners(
+        &self,
+    ) -> impl Iterator<Item = (&(String, String), &Option<(String, String)>)> {
         self.replicaset_owners.iter()
     }
 
     /// Records a ReplicaSet's controlling owner (for `kube_replicaset_owner`).
-    pub fn observe_replicaset(&mut self, namespace: &str, name: &str, owner: Option<(String, String)>) {
+    pub fn observe_replicaset(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        owner: Option<(String, String)>,
+    ) {
         self.replicaset_owners
             .insert((namespace.to_owned(), name.to_owned()), owner);
     }
@@ -422,7 +449,7 @@ impl SimState {
 
     /// Observes a pod added or changed in the API.
     pub fn observe_pod(&mut self, pod: &Pod, now: f64) {
-        let (key, namespace, name) = key_of(&pod);
+        let (key, namespace, name) = key_of(pod);
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let spec = match &pod.spec {
             Some(s) => s,
@@ -433,24 +460,34 @@ impl SimState {
             if let Some(p) = self.pods.remove(&key) {
                 self.release(&p);
             }
-            if spec.node_name.as_ref().is_some_and(|n| self.nodes.contains_key(n)) {
-                self.effects.push(Effect::Delete { namespace, name, uid });
+            if spec
+                .node_name
+                .as_ref()
+                .is_some_and(|n| self.nodes.contains_key(n))
+            {
+                self.effects.push(Effect::Delete {
+                    namespace,
+                    name,
+                    uid,
+                });
             }
             return;
         }
         let Some(node) = spec.node_name.clone() else {
             let ours = match &self.scheduler_name {
-                Some(s) => spec.scheduler_name.as_deref().unwrap_or("default-scheduler") == s,
+                Some(s) => {
+                    spec.scheduler_name
+                        .as_deref()
+                        .unwrap_or("default-scheduler")
+                        == s
+                }
                 None => true,
             };
             if ours && !self.unscheduled.contains_key(&key) {
-                let total = spec
-                    .containers
-                    .iter()
-                    .fold(Amounts::default(), |acc, c| {
-                        let r = Resources::of(c).requests();
-                        Amounts::new(acc.cpu + r.cpu, acc.memory + r.memory)
-                    });
+                let total = spec.containers.iter().fold(Amounts::default(), |acc, c| {
+                    let r = Resources::of(c).requests();
+                    Amounts::new(acc.cpu + r.cpu, acc.memory + r.memory)
+                });
                 self.unscheduled.insert(key, (total, uid));
                 self.schedule();
             }
@@ -494,11 +531,7 @@ impl SimState {
             .map(|(k, (a, uid))| (k.clone(), *a, uid.clone()))
             .collect();
         for (key, requests, _uid) in waiting {
-            let Some(node) = self
-                .nodes
-                .values_mut()
-                .find(|n| n.book.fits_new(requests))
-            else {
+            let Some(node) = self.nodes.values_mut().find(|n| n.book.fits_new(requests)) else {
                 continue;
             };
             node.book.allocate(&key, requests);
@@ -525,8 +558,22 @@ impl SimState {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn admit(&mut self, pod: &Pod, key: String, namespace: String, name: String, uid: String, node: String, generation: i64, now: f64) {
-        let spec = pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
+    fn admit(
+        &mut self,
+        pod: &Pod,
+        key: String,
+        namespace: String,
+        name: String,
+        uid: String,
+        node: String,
+        generation: i64,
+        now: f64,
+    ) {
+        let spec = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.clone())
+            .unwrap_or_default();
         let usage = pod
             .metadata
             .annotations
@@ -564,8 +611,9 @@ impl SimState {
                 };
                 let policy = |resource: &str| {
                     c.resize_policy.as_ref().is_some_and(|ps| {
-                        ps.iter()
-                            .any(|p| p.resource_name == resource && p.restart_policy == "RestartContainer")
+                        ps.iter().any(|p| {
+                            p.resource_name == resource && p.restart_policy == "RestartContainer"
+                        })
                     })
                 };
                 ContainerSim {
@@ -629,7 +677,13 @@ impl SimState {
                     n.book.allocatable().cpu - n.book.used().cpu,
                     n.book.allocatable().memory - n.book.used().memory,
                 );
-                let resource = if requests.cpu > free.cpu { "cpu" } else if requests.memory > free.memory { "memory" } else { "pods" };
+                let resource = if requests.cpu > free.cpu {
+                    "cpu"
+                } else if requests.memory > free.memory {
+                    "memory"
+                } else {
+                    "pods"
+                };
                 sim.rejected = Some((
                     format!("Out{resource}"),
                     format!("Pod was rejected: Node didn't have enough resource: {resource}"),
@@ -654,7 +708,11 @@ impl SimState {
         if p.rejected.is_some() {
             return;
         }
-        let spec = pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
+        let spec = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.clone())
+            .unwrap_or_default();
         let mut changed = false;
         for c in &mut p.containers {
             if let Some(sc) = spec.iter().find(|s| s.name == c.name) {
@@ -707,24 +765,38 @@ impl SimState {
                 };
                 self.stats.resizes_admitted += 1;
                 let summary = resize_summary(p, p.resize_generation, None);
-                self.effects.push(event("ResizeStarted", "Normal", format!("Pod resize started: {summary}")));
+                self.effects.push(event(
+                    "ResizeStarted",
+                    "Normal",
+                    format!("Pod resize started: {summary}"),
+                ));
             }
             Admission::Deferred(message) => {
                 let since = match &p.resize {
                     ResizeState::Deferred { since, .. } => *since,
                     _ => now,
                 };
-                if fresh || !matches!(&p.resize, ResizeState::Deferred { message: m, .. } if *m == message) {
+                if fresh
+                    || !matches!(&p.resize, ResizeState::Deferred { message: m, .. } if *m == message)
+                {
                     self.stats.resizes_deferred += 1;
                     let summary = resize_summary(p, p.resize_generation, Some(&message));
-                    self.effects.push(event("ResizeDeferred", "Warning", format!("Pod resize Deferred: {summary}")));
+                    self.effects.push(event(
+                        "ResizeDeferred",
+                        "Warning",
+                        format!("Pod resize Deferred: {summary}"),
+                    ));
                 }
                 p.resize = ResizeState::Deferred { message, since };
             }
             Admission::Infeasible(message) => {
                 self.stats.resizes_infeasible += 1;
                 let summary = resize_summary(p, p.resize_generation, Some(&message));
-                self.effects.push(event("ResizeInfeasible", "Warning", format!("Pod resize Infeasible: {summary}")));
+                self.effects.push(event(
+                    "ResizeInfeasible",
+                    "Warning",
+                    format!("Pod resize Infeasible: {summary}"),
+                ));
                 p.resize = ResizeState::Infeasible { message };
             }
         }
@@ -754,7 +826,9 @@ impl SimState {
                 .filter_map(|p| match &p.resize {
                     ResizeState::Deferred { since, .. } => Some(PendingResize {
                         pod: p.key(),
-                        increases_requests: p.requests(|c| c.desired).exceeds_any(p.requests(|c| c.allocated)),
+                        increases_requests: p
+                            .requests(|c| c.desired)
+                            .exceeds_any(p.requests(|c| c.allocated)),
                         priority: p.priority,
                         guaranteed: p.qos == "Guaranteed",
                         since: (*since * 1000.0) as u64,
@@ -797,7 +871,8 @@ impl SimState {
                 // check, both against the pod's usage.
                 let pod_usage: f64 = p.containers.iter().map(|c| c.usage.memory).sum();
                 let mut errors = Vec::new();
-                let pod_limit: Option<i64> = p.containers.iter().map(|c| c.desired.memory_limit).sum();
+                let pod_limit: Option<i64> =
+                    p.containers.iter().map(|c| c.desired.memory_limit).sum();
                 if let Some(limit) = pod_limit
                     && (limit as f64) < pod_usage
                 {
@@ -818,7 +893,8 @@ impl SimState {
                     format!("cannot decrease memory limits: [{}]", errors.join(", "))
                 };
                 let new_error = Some(message.clone());
-                if !matches!(&p.resize, ResizeState::InProgress { error, .. } if *error == new_error) {
+                if !matches!(&p.resize, ResizeState::InProgress { error, .. } if *error == new_error)
+                {
                     let summary = resize_summary(p, p.resize_generation, Some(&message));
                     self.effects.push(Effect::Event {
                         namespace: p.namespace.clone(),
@@ -828,7 +904,10 @@ impl SimState {
                         reason: "ResizeError",
                         message: format!("Pod resize error: {summary}"),
                     });
-                    p.resize = ResizeState::InProgress { until, error: new_error };
+                    p.resize = ResizeState::InProgress {
+                        until,
+                        error: new_error,
+                    };
                     changed = true;
                 }
             } else {
@@ -901,7 +980,10 @@ impl SimState {
                         finished_at: now,
                     }),
                 );
-                c.usage = Usage { cpu: 0.0, memory: base.memory };
+                c.usage = Usage {
+                    cpu: 0.0,
+                    memory: base.memory,
+                };
                 self.stats.oom_kills += 1;
                 changed = true;
             }
@@ -954,7 +1036,13 @@ impl SimState {
                 conditions.push(c);
             }
         }
-        for t in ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"] {
+        for t in [
+            "PodReadyToStartContainers",
+            "Initialized",
+            "Ready",
+            "ContainersReady",
+            "PodScheduled",
+        ] {
             conditions.push(ready(t));
         }
         let statuses: Vec<Value> = p

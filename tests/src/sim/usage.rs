@@ -75,10 +75,14 @@ impl<'de> Deserialize<'de> for Bytes {
         }
         match Raw::deserialize(d)? {
             Raw::Number(n) if n.is_finite() && n >= 0.0 => Ok(Bytes(n)),
-            Raw::Number(n) => Err(serde::de::Error::custom(format!("memory must be a finite number >= 0, got {n}"))),
-            Raw::Text(s) => tailor_crds::quantity::memory_bytes(&k8s_openapi::apimachinery::pkg::api::resource::Quantity(s))
-                .map(|b| Bytes(b as f64))
-                .map_err(serde::de::Error::custom),
+            Raw::Number(n) => Err(serde::de::Error::custom(format!(
+                "memory must be a finite number >= 0, got {n}"
+            ))),
+            Raw::Text(s) => tailor_crds::quantity::memory_bytes(
+                &k8s_openapi::apimachinery::pkg::api::resource::Quantity(s),
+            )
+            .map(|b| Bytes(b as f64))
+            .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -261,7 +265,10 @@ impl Model {
             if v.is_finite() && v >= 0.0 {
                 Ok(())
             } else {
-                Err(field(name, format!("must be a finite number >= 0, got {v}")))
+                Err(field(
+                    name,
+                    format!("must be a finite number >= 0, got {v}"),
+                ))
             }
         };
         let positive = |name: &'static str, v: f64| {
@@ -291,7 +298,10 @@ impl Model {
                     return Err(field("memory", "min must not exceed max".into()));
                 }
                 if !(0.0..24.0).contains(peak_hour) {
-                    return Err(field("peakHour", format!("must be in [0, 24), got {peak_hour}")));
+                    return Err(field(
+                        "peakHour",
+                        format!("must be in [0, 24), got {peak_hour}"),
+                    ));
                 }
                 noise
             }
@@ -496,7 +506,8 @@ impl Trace {
                 .position(|c| *c == name)
                 .ok_or_else(|| err(1, format!("missing column {name:?} in header {header:?}")))
         };
-        let (ts_col, cpu_col, mem_col) = (col("timestamp")?, col("cpu_cores")?, col("memory_bytes")?);
+        let (ts_col, cpu_col, mem_col) =
+            (col("timestamp")?, col("cpu_cores")?, col("memory_bytes")?);
         let mut trace = Trace::default();
         let mut first = None;
         let mut last = f64::NEG_INFINITY;
@@ -514,7 +525,10 @@ impl Trace {
                     .parse()
                     .map_err(|_| err(line_no, format!("{what} {raw:?} is not a number")))?;
                 if !v.is_finite() || v < 0.0 {
-                    return Err(err(line_no, format!("{what} {raw:?} must be finite and >= 0")));
+                    return Err(err(
+                        line_no,
+                        format!("{what} {raw:?} must be finite and >= 0"),
+                    ));
                 }
                 Ok(v)
             };
@@ -582,7 +596,9 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(usage.model("a"), Some(Model::Constant { .. })));
-        assert!(matches!(usage.model("zzz"), Some(Model::Trace { time_scale, .. }) if *time_scale == 60.0));
+        assert!(
+            matches!(usage.model("zzz"), Some(Model::Trace { time_scale, .. }) if *time_scale == 60.0)
+        );
         assert_eq!(usage.trace_paths().count(), 1);
     }
 
@@ -591,13 +607,34 @@ mod tests {
         for (json, wanted) in [
             ("not json", "expected"),
             (r#"{"a": {"model": "sine"}}"#, "unknown variant `sine`"),
-            (r#"{"a": {"model": "constant", "cpu": 1}}"#, "missing field `memory`"),
-            (r#"{"a": {"model": "constant", "cpu": 1, "memory": "12XB"}}"#, "\"12XB\""),
-            (r#"{"a": {"model": "constant", "cpu": -1, "memory": 1}}"#, "cpu"),
-            (r#"{"a": {"model": "constant", "cpu": 1, "memory": 1, "cpuu": 2}}"#, "unknown field `cpuu`"),
-            (r#"{"a": {"model": "constant", "cpu": 1, "memory": 1, "noise": 2}}"#, "noise"),
-            (r#"{"a": {"model": "jvm", "cpu": 1, "heapMax": 1, "nonHeap": 1, "growSeconds": 0}}"#, "growSeconds"),
-            (r#"{"a": {"model": "daily", "cpu": {"min": 2, "max": 1}, "memory": {"min": 1, "max": 2}}}"#, "min must not exceed max"),
+            (
+                r#"{"a": {"model": "constant", "cpu": 1}}"#,
+                "missing field `memory`",
+            ),
+            (
+                r#"{"a": {"model": "constant", "cpu": 1, "memory": "12XB"}}"#,
+                "\"12XB\"",
+            ),
+            (
+                r#"{"a": {"model": "constant", "cpu": -1, "memory": 1}}"#,
+                "cpu",
+            ),
+            (
+                r#"{"a": {"model": "constant", "cpu": 1, "memory": 1, "cpuu": 2}}"#,
+                "unknown field `cpuu`",
+            ),
+            (
+                r#"{"a": {"model": "constant", "cpu": 1, "memory": 1, "noise": 2}}"#,
+                "noise",
+            ),
+            (
+                r#"{"a": {"model": "jvm", "cpu": 1, "heapMax": 1, "nonHeap": 1, "growSeconds": 0}}"#,
+                "growSeconds",
+            ),
+            (
+                r#"{"a": {"model": "daily", "cpu": {"min": 2, "max": 1}, "memory": {"min": 1, "max": 2}}}"#,
+                "min must not exceed max",
+            ),
         ] {
             let e = PodUsage::parse(json).unwrap_err().to_string();
             assert!(e.contains(wanted), "{json}: {e}");
@@ -609,7 +646,10 @@ mod tests {
     fn models_follow_their_shapes() {
         let daily = Model::Daily {
             cpu: Range { min: 0.2, max: 1.0 },
-            memory: Range { min: Bytes(100.0 * MI), max: Bytes(200.0 * MI) },
+            memory: Range {
+                min: Bytes(100.0 * MI),
+                max: Bytes(200.0 * MI),
+            },
             peak_hour: 14.0,
             noise: 0.0,
         };
@@ -618,22 +658,61 @@ mod tests {
         assert!((at_hour(2.0).cpu - 0.2).abs() < 1e-9);
         assert!((at_hour(2.0 + 24.0 * 3.0).memory - 100.0 * MI).abs() < 1.0);
 
-        let jvm = Model::Jvm { cpu: 0.3, heap_max: Bytes(1024.0 * MI), non_heap: Bytes(200.0 * MI), grow_seconds: 3600.0, noise: 0.0 };
+        let jvm = Model::Jvm {
+            cpu: 0.3,
+            heap_max: Bytes(1024.0 * MI),
+            non_heap: Bytes(200.0 * MI),
+            grow_seconds: 3600.0,
+            noise: 0.0,
+        };
         assert_eq!(jvm.sample(0.0, 0.0, 1, None).memory, 200.0 * MI);
         assert_eq!(jvm.sample(0.0, 1800.0, 1, None).memory, 712.0 * MI);
-        assert_eq!(jvm.sample(0.0, 7200.0, 1, None).memory, 1224.0 * MI, "stays resident at the ceiling");
+        assert_eq!(
+            jvm.sample(0.0, 7200.0, 1, None).memory,
+            1224.0 * MI,
+            "stays resident at the ceiling"
+        );
 
-        let leak = Model::Leak { cpu: 0.1, memory: Bytes(100.0), bytes_per_hour: 3600.0, noise: 0.0 };
+        let leak = Model::Leak {
+            cpu: 0.1,
+            memory: Bytes(100.0),
+            bytes_per_hour: 3600.0,
+            noise: 0.0,
+        };
         assert_eq!(leak.sample(0.0, 10.0, 1, None).memory, 110.0);
 
-        let spikes = Model::Spikes { cpu: 0.1, memory: Bytes(10.0), spike_cpu: 1.0, spike_memory: Bytes(5.0), every_seconds: 600.0, duration_seconds: 60.0, noise: 0.0 };
-        assert_eq!(spikes.sample(1200.0 + 30.0, 0.0, 1, None), Usage { cpu: 1.1, memory: 15.0 });
-        assert_eq!(spikes.sample(1200.0 + 90.0, 0.0, 1, None), Usage { cpu: 0.1, memory: 10.0 });
+        let spikes = Model::Spikes {
+            cpu: 0.1,
+            memory: Bytes(10.0),
+            spike_cpu: 1.0,
+            spike_memory: Bytes(5.0),
+            every_seconds: 600.0,
+            duration_seconds: 60.0,
+            noise: 0.0,
+        };
+        assert_eq!(
+            spikes.sample(1200.0 + 30.0, 0.0, 1, None),
+            Usage {
+                cpu: 1.1,
+                memory: 15.0
+            }
+        );
+        assert_eq!(
+            spikes.sample(1200.0 + 90.0, 0.0, 1, None),
+            Usage {
+                cpu: 0.1,
+                memory: 10.0
+            }
+        );
     }
 
     #[test]
     fn noise_is_bounded_and_deterministic_for_a_seed() {
-        let m = Model::Constant { cpu: 1.0, memory: Bytes(1000.0), noise: 0.2 };
+        let m = Model::Constant {
+            cpu: 1.0,
+            memory: Bytes(1000.0),
+            noise: 0.2,
+        };
         let seed = container_seed(7, "ns", "pod", "app");
         let mut distinct = std::collections::BTreeSet::new();
         for slot in 0..500 {
@@ -646,30 +725,87 @@ mod tests {
         }
         assert!(distinct.len() > 400, "noise varies between slots");
         let other = container_seed(8, "ns", "pod", "app");
-        assert_ne!(m.sample(0.0, 0.0, seed, None), m.sample(0.0, 0.0, other, None));
+        assert_ne!(
+            m.sample(0.0, 0.0, seed, None),
+            m.sample(0.0, 0.0, other, None)
+        );
     }
 
     #[test]
     fn traces_replay_and_loop() {
         let t = Trace::parse("t.csv", "timestamp,cpu_cores,memory_bytes,cpu_limit_cores,memory_limit_bytes\n100,1,10,,\n160,2,20,,\n220,3,30,,\n").unwrap();
         assert_eq!(t.len(), 3);
-        assert_eq!(t.at(0.0), Usage { cpu: 1.0, memory: 10.0 });
-        assert_eq!(t.at(59.0), Usage { cpu: 1.0, memory: 10.0 });
-        assert_eq!(t.at(60.0), Usage { cpu: 2.0, memory: 20.0 });
-        assert_eq!(t.at(150.0), Usage { cpu: 3.0, memory: 30.0 });
-        assert_eq!(t.at(180.0), Usage { cpu: 1.0, memory: 10.0 }, "loops after span + interval");
-        let m = Model::Trace { path: "t.csv".into(), time_scale: 60.0, noise: 0.0 };
-        assert_eq!(m.sample(0.0, 1.0, 1, Some(&t)), Usage { cpu: 2.0, memory: 20.0 }, "one second plays a minute");
+        assert_eq!(
+            t.at(0.0),
+            Usage {
+                cpu: 1.0,
+                memory: 10.0
+            }
+        );
+        assert_eq!(
+            t.at(59.0),
+            Usage {
+                cpu: 1.0,
+                memory: 10.0
+            }
+        );
+        assert_eq!(
+            t.at(60.0),
+            Usage {
+                cpu: 2.0,
+                memory: 20.0
+            }
+        );
+        assert_eq!(
+            t.at(150.0),
+            Usage {
+                cpu: 3.0,
+                memory: 30.0
+            }
+        );
+        assert_eq!(
+            t.at(180.0),
+            Usage {
+                cpu: 1.0,
+                memory: 10.0
+            },
+            "loops after span + interval"
+        );
+        let m = Model::Trace {
+            path: "t.csv".into(),
+            time_scale: 60.0,
+            noise: 0.0,
+        };
+        assert_eq!(
+            m.sample(0.0, 1.0, 1, Some(&t)),
+            Usage {
+                cpu: 2.0,
+                memory: 20.0
+            },
+            "one second plays a minute"
+        );
     }
 
     #[test]
     fn bad_traces_are_reported_with_file_and_line() {
         for (text, wanted) in [
             ("time,cpu\n", "t.csv:1: missing column \"timestamp\""),
-            ("timestamp,cpu_cores,memory_bytes\n1,1,1\n1,1,1\n", "t.csv:3: timestamp 1 is not after 1"),
-            ("timestamp,cpu_cores,memory_bytes\n1,x,1\n", "t.csv:2: cpu_cores \"x\" is not a number"),
-            ("timestamp,cpu_cores,memory_bytes\n1,NaN,1\n", "t.csv:2: cpu_cores \"NaN\" must be finite"),
-            ("timestamp,cpu_cores,memory_bytes\n1,1\n", "t.csv:2: missing memory_bytes"),
+            (
+                "timestamp,cpu_cores,memory_bytes\n1,1,1\n1,1,1\n",
+                "t.csv:3: timestamp 1 is not after 1",
+            ),
+            (
+                "timestamp,cpu_cores,memory_bytes\n1,x,1\n",
+                "t.csv:2: cpu_cores \"x\" is not a number",
+            ),
+            (
+                "timestamp,cpu_cores,memory_bytes\n1,NaN,1\n",
+                "t.csv:2: cpu_cores \"NaN\" must be finite",
+            ),
+            (
+                "timestamp,cpu_cores,memory_bytes\n1,1\n",
+                "t.csv:2: missing memory_bytes",
+            ),
             ("timestamp,cpu_cores,memory_bytes\n", "t.csv:1: no samples"),
         ] {
             let e = Trace::parse("t.csv", text).unwrap_err().to_string();
@@ -681,7 +817,10 @@ mod tests {
     fn shared_traces_load() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces/alibaba-ms-2022");
         let Ok(entries) = std::fs::read_dir(&dir) else {
-            panic!("{} is missing: the shared traces sit beside the repository", dir.display());
+            panic!(
+                "{} is missing: the shared traces sit beside the repository",
+                dir.display()
+            );
         };
         for entry in entries {
             let path = entry.unwrap().path();

@@ -1,0 +1,203 @@
+//! History generator: days of the same usage models as OpenMetrics text, for
+//! `promtool tsdb create-blocks-from openmetrics`, so Prometheus holds a week of history
+//! seconds after it starts.
+//!
+//! Each container is taken to start at the beginning of the window. CPU above the limit is
+//! capped (throttled), memory above the limit is capped at the limit (the live simulator
+//! OOM-kills instead; history shows what a container *could* use).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use super::state::RSS_SHARE;
+use super::usage::{Model, Trace};
+
+/// One container whose history is generated.
+#[derive(Debug, Clone)]
+pub struct HistoryContainer {
+    /// Namespace.
+    pub namespace: String,
+    /// Pod.
+    pub pod: String,
+    /// Container.
+    pub container: String,
+    /// Image.
+    pub image: String,
+    /// Node.
+    pub node: String,
+    /// The usage model.
+    pub model: Model,
+    /// The seed (see [`super::usage::container_seed`]).
+    pub seed: u64,
+    /// The trace, for `Model::Trace`.
+    pub trace: Option<Arc<Trace>>,
+    /// CPU request and limit, cores.
+    pub cpu: (Option<f64>, Option<f64>),
+    /// Memory request and limit, bytes.
+    pub memory: (Option<f64>, Option<f64>),
+}
+
+/// One generated series: its labels and samples `(unix seconds, value)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Metric name.
+    pub metric: &'static str,
+    /// Labels, sorted.
+    pub labels: BTreeMap<&'static str, String>,
+    /// Samples.
+    pub samples: Vec<(i64, f64)>,
+}
+
+const FAMILIES: [(&str, &str); 6] = [
+    ("container_cpu_usage_seconds_total", "counter"),
+    ("container_memory_working_set_bytes", "gauge"),
+    ("container_memory_rss", "gauge"),
+    ("container_spec_memory_limit_bytes", "gauge"),
+    ("kube_pod_container_resource_requests", "gauge"),
+    ("kube_pod_container_resource_limits", "gauge"),
+];
+
+/// Generates every series for `containers` from `start` to `end` (unix seconds, inclusive)
+/// every `step` seconds.
+pub fn generate(containers: &[HistoryContainer], start: i64, end: i64, step: i64) -> Vec<Series> {
+    let step = step.max(1);
+    let times: Vec<i64> = (0..)
+        .map(|i| start + i * step)
+        .take_while(|t| *t <= end)
+        .collect();
+    let mut out = Vec::new();
+    for c in containers {
+        let base = || {
+            BTreeMap::from([
+                ("namespace", c.namespace.clone()),
+                ("pod", c.pod.clone()),
+                ("container", c.container.clone()),
+            ])
+        };
+        let cadvisor = || {
+            let mut l = base();
+            l.insert("image", c.image.clone());
+            l.insert("node", c.node.clone());
+            l
+        };
+        let mut cpu_total = 0.0;
+        let mut cpu = Vec::with_capacity(times.len());
+        let mut ws = Vec::with_capacity(times.len());
+        let mut rss = Vec::with_capacity(times.len());
+        for (i, &t) in times.iter().enumerate() {
+            let u = c
+                .model
+                .sample(t as f64, (t - start) as f64, c.seed, c.trace.as_deref());
+            let used_cpu = c.cpu.1.map_or(u.cpu, |l| u.cpu.min(l));
+            if i > 0 {
+                cpu_total += used_cpu * step as f64;
+            }
+            let mem = c.memory.1.map_or(u.memory, |l| u.memory.min(l)).round();
+            cpu.push((t, cpu_total));
+            ws.push((t, mem));
+            rss.push((t, (mem * RSS_SHARE).round()));
+        }
+        let constant = |v: f64| times.iter().map(|t| (*t, v)).collect::<Vec<_>>();
+        out.push(Series {
+            metric: "container_cpu_usage_seconds_total",
+            labels: cadvisor(),
+            samples: cpu,
+        });
+        out.push(Series {
+            metric: "container_memory_working_set_bytes",
+            labels: cadvisor(),
+            samples: ws,
+        });
+        out.push(Series {
+            metric: "container_memory_rss",
+            labels: cadvisor(),
+            samples: rss,
+        });
+        out.push(Series {
+            metric: "container_spec_memory_limit_bytes",
+            labels: cadvisor(),
+            samples: constant(c.memory.1.unwrap_or(0.0)),
+        });
+        for (metric, (cpu_v, mem_v)) in [
+            (
+                "kube_pod_container_resource_requests",
+                (c.cpu.0, c.memory.0),
+            ),
+            ("kube_pod_container_resource_limits", (c.cpu.1, c.memory.1)),
+        ] {
+            for (resource, unit, v) in [("cpu", "core", cpu_v), ("memory", "byte", mem_v)] {
+                if let Some(v) = v {
+                    let mut l = base();
+                    l.insert("node", c.node.clone());
+                    l.insert("resource", resource.into());
+                    l.insert("unit", unit.into());
+                    out.push(Series {
+                        metric,
+                        labels: l,
+                        samples: constant(v),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Renders series as OpenMetrics text (families contiguous, ending in `# EOF`).
+pub fn openmetrics(series: &[Series]) -> String {
+    let mut out = String::new();
+    for (family, kind) in FAMILIES {
+        let _ = writeln!(out, "# TYPE {family} {kind}");
+        for s in series.iter().filter(|s| s.metric == family) {
+            let labels = s
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+                .collect::<Vec<_>>()
+                .join(",");
+            for (t, v) in &s.samples {
+                let _ = writeln!(out, "{family}{{{labels}}} {v} {t}");
+            }
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::usage::Bytes;
+
+    #[test]
+    fn counters_accumulate_and_limits_cap() {
+        let c = HistoryContainer {
+            namespace: "ns".into(),
+            pod: "p".into(),
+            container: "c".into(),
+            image: "i".into(),
+            node: "n".into(),
+            model: Model::Constant {
+                cpu: 0.5,
+                memory: Bytes(300.0),
+                noise: 0.0,
+            },
+            seed: 1,
+            trace: None,
+            cpu: (Some(0.1), Some(0.25)),
+            memory: (Some(100.0), Some(200.0)),
+        };
+        let s = generate(&[c], 0, 120, 60);
+        let cpu = &s[0];
+        assert_eq!(
+            cpu.samples,
+            vec![(0, 0.0), (60, 15.0), (120, 30.0)],
+            "0.25 cores (throttled) x 60 s"
+        );
+        assert_eq!(s[1].samples[0].1, 200.0, "memory capped at the limit");
+        let text = openmetrics(&s);
+        assert!(text.ends_with("# EOF\n"));
+        assert!(text.contains("kube_pod_container_resource_limits{container=\"c\",namespace=\"ns\",node=\"n\",pod=\"p\",resource=\"cpu\",unit=\"core\"} 0.25 60"));
+    }
+}
