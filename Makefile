@@ -4,7 +4,10 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 
-.PHONY: help test test-deps lint fmt crds unit
+.PHONY: help test test-deps lint fmt crds unit bench-sim
+
+bench-sim: ## simulator benchmark: 100 nodes, 5,000 pods, 1,000 resizes (prints rates and peak RSS)
+	hack/bench-sim.sh
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -14,7 +17,9 @@ test: test-deps lint ## install what the tests need, check formatting and lints,
 
 test-deps: ## kube-apiserver + etcd (built once, cached) and Prometheus (Debian package)
 	hack/install-prometheus.sh
-	hack/test-binaries.sh >/dev/null
+	@assets="$$(hack/test-binaries.sh)" && echo "test binaries in $$assets:" && \
+	  "$$assets/kube-apiserver" --version && "$$assets/etcd" --version | head -n1 && \
+	  prometheus --version 2>&1 | head -n1 && promtool --version 2>&1 | head -n1
 
 unit: ## the tests that need no servers
 	$(CARGO) test --workspace --lib --bins -p tailor-crds
