@@ -37,6 +37,14 @@ fn container(name: &str, requests: Value, limits: Value) -> Value {
     json!({"name": name, "image": format!("example/{name}:1"), "resources": {"requests": requests, "limits": limits}})
 }
 
+/// Creates a pod and waits until the simulator runs it.
+async fn run_pod(api: &Api<Pod>, name: &str, containers: Value, annotations: Value) -> Pod {
+    api.create(&PostParams::default(), &pod(name, containers, annotations))
+        .await
+        .unwrap();
+    wait_for(api, name, "Running", running).await
+}
+
 async fn wait_for(api: &Api<Pod>, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -367,17 +375,13 @@ async fn restart_container_policy_restarts_exactly_the_resized_container() {
         json!({"memory": "64Mi"}),
     );
     let usage = json!({"*": {"model": "constant", "cpu": 0.01, "memory": "50Mi"}}).to_string();
-    api.create(
-        &PostParams::default(),
-        &pod(
-            "db",
-            json!([app, sidecar]),
-            json!({"sim.tailor.dev/usage": usage}),
-        ),
+    run_pod(
+        &api,
+        "db",
+        json!([app, sidecar]),
+        json!({"sim.tailor.dev/usage": usage}),
     )
-    .await
-    .unwrap();
-    wait_for(&api, "db", "Running", running).await;
+    .await;
     api.patch_resize(
         "db",
         &PatchParams::default(),
@@ -421,21 +425,17 @@ async fn memory_limit_decrease_below_usage_ends_in_error_and_changes_nothing() {
     let _sim = sim(&cp, 1, "4", "8Gi").await;
     let api = Api::<Pod>::namespaced(cp.client(), &ns);
     let usage = json!({"app": {"model": "constant", "cpu": 0.1, "memory": "300Mi"}}).to_string();
-    api.create(
-        &PostParams::default(),
-        &pod(
-            "jvm",
-            json!([container(
-                "app",
-                json!({"cpu": "250m", "memory": "512Mi"}),
-                json!({"memory": "512Mi"})
-            )]),
-            json!({"sim.tailor.dev/usage": usage}),
-        ),
+    run_pod(
+        &api,
+        "jvm",
+        json!([container(
+            "app",
+            json!({"cpu": "250m", "memory": "512Mi"}),
+            json!({"memory": "512Mi"})
+        )]),
+        json!({"sim.tailor.dev/usage": usage}),
     )
-    .await
-    .unwrap();
-    wait_for(&api, "jvm", "Running", running).await;
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await; // usage sampled
     api.patch_resize(
         "jvm",
@@ -519,21 +519,17 @@ async fn usage_above_the_memory_limit_is_oom_killed_and_cpu_above_the_limit_is_t
 
     // CPU demand 0.8 over a 0.2 limit: usage capped, throttled periods grow.
     let usage = json!({"app": {"model": "constant", "cpu": 0.8, "memory": "100Mi"}}).to_string();
-    api.create(
-        &PostParams::default(),
-        &pod(
-            "busy",
-            json!([container(
-                "app",
-                json!({"cpu": "200m", "memory": "128Mi"}),
-                json!({"cpu": "200m", "memory": "256Mi"})
-            )]),
-            json!({"sim.tailor.dev/usage": usage}),
-        ),
+    run_pod(
+        &api,
+        "busy",
+        json!([container(
+            "app",
+            json!({"cpu": "200m", "memory": "128Mi"}),
+            json!({"cpu": "200m", "memory": "256Mi"})
+        )]),
+        json!({"sim.tailor.dev/usage": usage}),
     )
-    .await
-    .unwrap();
-    wait_for(&api, "busy", "Running", running).await;
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let body = reqwest::get(format!("http://{}/metrics/cadvisor", sim.metrics_addr()))
         .await
@@ -582,21 +578,17 @@ async fn malformed_usage_annotation_is_reported_and_the_pod_still_runs() {
     let ns = cp.namespace("bad").await.unwrap();
     let _sim = sim(&cp, 1, "4", "8Gi").await;
     let api = Api::<Pod>::namespaced(cp.client(), &ns);
-    api.create(
-        &PostParams::default(),
-        &pod(
-            "odd",
-            json!([container(
-                "app",
-                json!({"cpu": "100m", "memory": "64Mi"}),
-                json!({})
-            )]),
-            json!({"sim.tailor.dev/usage": "{\"app\": {\"model\": \"sine\"}}"}),
-        ),
+    run_pod(
+        &api,
+        "odd",
+        json!([container(
+            "app",
+            json!({"cpu": "100m", "memory": "64Mi"}),
+            json!({})
+        )]),
+        json!({"sim.tailor.dev/usage": "{\"app\": {\"model\": \"sine\"}}"}),
     )
-    .await
-    .unwrap();
-    wait_for(&api, "odd", "Running", running).await;
+    .await;
     let message = wait_event(&cp, &ns, "odd", "InvalidUsageModel").await;
     assert!(
         message.contains("unknown variant `sine`") && message.contains("default model"),
@@ -676,21 +668,17 @@ async fn prometheus_scrapes_metrics_that_match_the_simulated_usage() {
     let sim = sim(&cp, 1, "4", "8Gi").await;
     let api = Api::<Pod>::namespaced(cp.client(), &ns);
     let usage = json!({"app": {"model": "constant", "cpu": 0.25, "memory": "300Mi"}}).to_string();
-    api.create(
-        &PostParams::default(),
-        &pod(
-            "steady",
-            json!([container(
-                "app",
-                json!({"cpu": "500m", "memory": "512Mi"}),
-                json!({"cpu": "1", "memory": "1Gi"})
-            )]),
-            json!({"sim.tailor.dev/usage": usage}),
-        ),
+    run_pod(
+        &api,
+        "steady",
+        json!([container(
+            "app",
+            json!({"cpu": "500m", "memory": "512Mi"}),
+            json!({"cpu": "1", "memory": "1Gi"})
+        )]),
+        json!({"sim.tailor.dev/usage": usage}),
     )
-    .await
-    .unwrap();
-    wait_for(&api, "steady", "Running", running).await;
+    .await;
     let target = |job: &str, path: &str| ScrapeTarget {
         job: job.into(),
         address: sim.metrics_addr().to_string(),
