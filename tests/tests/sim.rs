@@ -45,6 +45,17 @@ async fn run_pod(api: &Api<Pod>, name: &str, containers: Value, annotations: Val
     wait_for(api, name, "Running", running).await
 }
 
+/// Sends a resize of one container through the `resize` subresource.
+async fn resize(api: &Api<Pod>, pod: &str, container: &str, resources: Value) -> Pod {
+    api.patch_resize(
+        pod,
+        &PatchParams::default(),
+        &resize_patch(container, resources),
+    )
+    .await
+    .unwrap()
+}
+
 async fn wait_for(api: &Api<Pod>, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -295,13 +306,7 @@ async fn deferred_resize_is_accepted_after_another_pod_leaves_and_infeasible_is_
         wait_for(&api, name, "Running", running).await;
     }
     // 1500m + 1000m > 2000m: fits the node in principle, not now.
-    api.patch_resize(
-        "grow",
-        &PatchParams::default(),
-        &resize_patch("app", json!({"requests": {"cpu": "1500m"}})),
-    )
-    .await
-    .unwrap();
+    resize(&api, "grow", "app", json!({"requests": {"cpu": "1500m"}})).await;
     let deferred = wait_for(&api, "grow", "Deferred", |p| {
         condition(p, "PodResizePending").is_some_and(|c| c.reason.as_deref() == Some("Deferred"))
     })
@@ -336,13 +341,7 @@ async fn deferred_resize_is_accepted_after_another_pod_leaves_and_infeasible_is_
     .await;
 
     // Above allocatable: can never fit.
-    api.patch_resize(
-        "grow",
-        &PatchParams::default(),
-        &resize_patch("app", json!({"requests": {"cpu": "3"}})),
-    )
-    .await
-    .unwrap();
+    resize(&api, "grow", "app", json!({"requests": {"cpu": "3"}})).await;
     let infeasible = wait_for(&api, "grow", "Infeasible", |p| {
         condition(p, "PodResizePending").is_some_and(|c| c.reason.as_deref() == Some("Infeasible"))
     })
