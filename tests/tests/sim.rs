@@ -19,6 +19,7 @@ async fn sim(cp: &ControlPlane, nodes: usize, cpu: &str, memory: &str) -> SimHan
     config.actuation_delay_seconds = 0.5;
     // Long enough that a test passing proves the event-driven retry, not the timer.
     config.deferred_retry_seconds = 600.0;
+    config.deferred_retry_period_seconds = 600.0;
     runtime::start(cp.client(), config, "127.0.0.1:0".parse().unwrap())
         .await
         .expect("simulator starts")

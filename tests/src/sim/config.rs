@@ -5,7 +5,8 @@
 //! schedulerName: tailor-sim    # schedule only pods asking for this scheduler; omit: every unscheduled pod
 //! tickSeconds: 1               # how often usage is sampled and limits enforced
 //! actuationDelaySeconds: 1     # PodResizeInProgress lasts this long
-//! deferredRetrySeconds: 30     # timer retry of deferred resizes (also retried on pod changes)
+//! deferredRetrySeconds: 30     # first timer retry of deferred resizes (also retried on pod changes)
+//! deferredRetryPeriodSeconds: 180  # later timer retries, after any retry
 //! nodes:
 //!   - name: sim                # count > 1 names them sim-0, sim-1, ...
 //!     count: 3
@@ -44,9 +45,12 @@ pub struct SimConfig {
     /// How long `PodResizeInProgress` lasts for an admitted resize.
     #[serde(default = "default_actuation")]
     pub actuation_delay_seconds: f64,
-    /// Timer retry of deferred resizes.
+    /// First timer retry of deferred resizes (the kubelet: 30 s).
     #[serde(default = "default_deferred_retry")]
     pub deferred_retry_seconds: f64,
+    /// Later timer retries, counted from the last retry (the kubelet: 3 min).
+    #[serde(default = "default_deferred_retry_period")]
+    pub deferred_retry_period_seconds: f64,
     /// Node groups.
     pub nodes: Vec<NodeGroup>,
 }
@@ -97,6 +101,9 @@ fn default_actuation() -> f64 {
 fn default_deferred_retry() -> f64 {
     30.0
 }
+fn default_deferred_retry_period() -> f64 {
+    180.0
+}
 fn one() -> usize {
     1
 }
@@ -120,6 +127,7 @@ impl SimConfig {
             tick_seconds: default_tick(),
             actuation_delay_seconds: default_actuation(),
             deferred_retry_seconds: default_deferred_retry(),
+            deferred_retry_period_seconds: default_deferred_retry_period(),
             nodes: vec![NodeGroup {
                 name: "sim".into(),
                 count,
@@ -141,6 +149,10 @@ impl SimConfig {
         };
         positive("tickSeconds", self.tick_seconds)?;
         positive("deferredRetrySeconds", self.deferred_retry_seconds)?;
+        positive(
+            "deferredRetryPeriodSeconds",
+            self.deferred_retry_period_seconds,
+        )?;
         if !(self.actuation_delay_seconds.is_finite() && self.actuation_delay_seconds >= 0.0) {
             return Err(ConfigError(format!(
                 "actuationDelaySeconds must be a number >= 0, got {}",

@@ -126,7 +126,8 @@ pub fn cadvisor(s: &SimState, out: &mut String) {
     for (name, kind, help, value) in series {
         family(out, name, kind, help);
         for p in &pods {
-            for c in &p.containers {
+            // A container waiting out its back-off has no cgroup: cAdvisor reports nothing.
+            for c in p.containers.iter().filter(|c| c.waiting_until.is_none()) {
                 if let Some(v) = value(c) {
                     let _ = writeln!(
                         out,

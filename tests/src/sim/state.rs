@@ -12,6 +12,10 @@ use super::config::{NodeSpec, SimConfig};
 use super::kubelet::{Admission, Amounts, NodeBook, PendingResize, retry_order};
 use super::usage::{Model, PodUsage, Trace, USAGE_ANNOTATION, Usage, container_seed};
 
+/// The kubelet's crash-loop back-off: initial, maximum, and quiet time that resets it.
+const INITIAL_BACKOFF_SECONDS: f64 = 10.0;
+const MAX_BACKOFF_SECONDS: f64 = 300.0;
+const BACKOFF_RESET_SECONDS: f64 = 600.0;
 /// CFS period: 100 ms.
 const CFS_PERIOD_SECONDS: f64 = 0.1;
 /// The share of the working set reported as RSS (the rest is active page cache).
@@ -181,6 +185,12 @@ pub struct ContainerSim {
     pub cfs_throttled: f64,
     /// The last usage sampled (CPU after throttling).
     pub usage: Usage,
+    /// Crash-loop back-off before the next restart (0: none recorded).
+    backoff: f64,
+    /// When the back-off was last extended.
+    backoff_updated: f64,
+    /// Set while the container waits out its back-off (`CrashLoopBackOff`).
+    pub waiting_until: Option<f64>,
 }
 
 /// Where a resize stands.
@@ -257,7 +267,7 @@ struct NodeState {
     index: usize,
     next_ip: u32,
     retry_deferred: bool,
-    last_retry: f64,
+    next_retry: Option<f64>,
 }
 
 /// Counters for benchmarks and the simulator's own metrics.
@@ -283,6 +293,7 @@ pub struct SimState {
     scheduler_name: Option<String>,
     actuation_delay: f64,
     deferred_retry: f64,
+    deferred_retry_period: f64,
     nodes: BTreeMap<String, NodeState>,
     pods: HashMap<String, PodSim>,
     unscheduled: BTreeMap<String, (Amounts, String)>,
@@ -347,6 +358,7 @@ impl SimState {
             scheduler_name: config.scheduler_name.clone(),
             actuation_delay: config.actuation_delay_seconds,
             deferred_retry: config.deferred_retry_seconds,
+            deferred_retry_period: config.deferred_retry_period_seconds,
             nodes: nodes
                 .iter()
                 .enumerate()
@@ -359,7 +371,7 @@ impl SimState {
                             index,
                             next_ip: 2,
                             retry_deferred: false,
-                            last_retry: 0.0,
+                            next_retry: None,
                         },
                     )
                 })
@@ -634,6 +646,9 @@ impl SimState {
                     cfs_periods: 0.0,
                     cfs_throttled: 0.0,
                     usage: Usage::default(),
+                    backoff: 0.0,
+                    backoff_updated: 0.0,
+                    waiting_until: None,
                 }
             })
             .collect();
@@ -811,10 +826,13 @@ impl SimState {
 
         // Deferred resizes: retried when something changed on the node, or on the timer.
         let mut retry_nodes = BTreeSet::new();
+        // The kubelet's timer: first after the initial delay, then a longer period after any
+        // retry.
         for (name, n) in &mut self.nodes {
-            if n.retry_deferred || now - n.last_retry >= self.deferred_retry {
+            let next = *n.next_retry.get_or_insert(now + self.deferred_retry);
+            if n.retry_deferred || now >= next {
                 n.retry_deferred = false;
-                n.last_retry = now;
+                n.next_retry = Some(now + self.deferred_retry_period);
                 retry_nodes.insert(name.clone());
             }
         }
@@ -946,6 +964,17 @@ impl SimState {
         }
 
         for c in &mut p.containers {
+            if let Some(until) = c.waiting_until {
+                if now < until {
+                    continue;
+                }
+                // The back-off is over: the container starts again.
+                c.waiting_until = None;
+                c.started_at = now;
+                c.backoff = (c.backoff * 2.0).min(MAX_BACKOFF_SECONDS);
+                c.backoff_updated = now;
+                changed = true;
+            }
             let demand = c
                 .model
                 .sample(now, now - c.started_at, c.seed, c.trace.as_deref());
@@ -984,6 +1013,29 @@ impl SimState {
                     cpu: 0.0,
                     memory: base.memory,
                 };
+                // The kubelet's crash-loop back-off: the first restart is immediate, later
+                // ones wait 10 s doubling to 5 min; forgotten after 10 min without a crash.
+                if c.backoff > 0.0 && now - c.backoff_updated > BACKOFF_RESET_SECONDS {
+                    c.backoff = 0.0;
+                }
+                if c.backoff == 0.0 {
+                    c.backoff = INITIAL_BACKOFF_SECONDS;
+                    c.backoff_updated = now;
+                } else {
+                    c.waiting_until = Some(now + c.backoff);
+                    c.usage = Usage::default();
+                    self.effects.push(Effect::Event {
+                        namespace: p.namespace.clone(),
+                        name: p.name.clone(),
+                        uid: p.uid.clone(),
+                        type_: "Warning",
+                        reason: "BackOff",
+                        message: format!(
+                            "Back-off restarting failed container {} in pod {}_{}({})",
+                            c.name, p.name, p.namespace, p.uid
+                        ),
+                    });
+                }
                 self.stats.oom_kills += 1;
                 changed = true;
             }
@@ -1011,7 +1063,21 @@ impl SimState {
                 "startTime": start, "observedGeneration": p.generation,
             });
         }
-        let ready = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": start, "observedGeneration": p.generation});
+        let unready: Vec<&str> = p
+            .containers
+            .iter()
+            .filter(|c| c.waiting_until.is_some())
+            .map(|c| c.name.as_str())
+            .collect();
+        let ready = |t: &str| {
+            if unready.is_empty() || !matches!(t, "Ready" | "ContainersReady") {
+                json!({"type": t, "status": "True", "lastTransitionTime": start, "observedGeneration": p.generation})
+            } else {
+                json!({"type": t, "status": "False", "reason": "ContainersNotReady",
+                       "message": format!("containers with unready status: [{}]", unready.join(" ")),
+                       "lastTransitionTime": start, "observedGeneration": p.generation})
+            }
+        };
         // The kubelet's order: resize conditions, then its standard conditions.
         let mut conditions = Vec::new();
         match &p.resize {
@@ -1055,10 +1121,19 @@ impl SimState {
                     "image": c.image,
                     "imageID": format!("sim://{}", c.image),
                     "containerID": format!("sim://{}-{}-{}", p.uid, i, c.restart_count),
-                    "ready": true,
-                    "started": true,
+                    "ready": c.waiting_until.is_none(),
+                    "started": c.waiting_until.is_none(),
                     "restartCount": c.restart_count,
-                    "state": {"running": {"startedAt": rfc3339(c.started_at)}},
+                    "state": match c.waiting_until {
+                        None => json!({"running": {"startedAt": rfc3339(c.started_at)}}),
+                        Some(_) => json!({"waiting": {
+                            "reason": "CrashLoopBackOff",
+                            "message": format!(
+                                "back-off {} restarting failed container={} pod={}_{}({})",
+                                go_duration(c.backoff), c.name, p.name, p.namespace, p.uid
+                            ),
+                        }}),
+                    },
                     "allocatedResources": c.allocated.json().get("requests").cloned().unwrap_or(json!({})),
                     "resources": c.actual.json(),
                 });
@@ -1084,6 +1159,16 @@ impl SimState {
             "observedGeneration": p.generation,
             "containerStatuses": statuses,
         })
+    }
+}
+
+/// Formats seconds as Go's `time.Duration` does (`10s`, `1m20s`, `5m0s`).
+fn go_duration(seconds: f64) -> String {
+    let s = seconds.round() as i64;
+    if s < 60 {
+        format!("{s}s")
+    } else {
+        format!("{}m{}s", s / 60, s % 60)
     }
 }
 
@@ -1120,6 +1205,102 @@ fn resize_summary(p: &PodSim, generation: i64, error: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MI: f64 = 1024.0 * 1024.0;
+
+    fn state() -> SimState {
+        let config = SimConfig::uniform(1, "2", "4Gi");
+        let nodes = config.node_specs().unwrap();
+        SimState::new(&config, &nodes)
+    }
+
+    fn leaky_pod() -> Pod {
+        // 100Mi at start, +100Mi per second, limit 150Mi: over the limit one second after
+        // every start.
+        let usage = json!({"app": {"model": "leak", "cpu": 0.1, "memory": "100Mi", "bytesPerHour": 100.0 * MI * 3600.0}});
+        serde_json::from_value(json!({
+            "metadata": {"name": "leaky", "namespace": "ns", "uid": "u-1", "generation": 1,
+                         "annotations": {USAGE_ANNOTATION: usage.to_string()}},
+            "spec": {"nodeName": "sim", "containers": [{"name": "app", "image": "i",
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "150Mi"}}}]},
+            "status": {"qosClass": "Burstable"},
+        }))
+        .unwrap()
+    }
+
+    fn app(s: &SimState) -> &ContainerSim {
+        &s.pod("ns/leaky").unwrap().containers[0]
+    }
+
+    #[test]
+    fn repeated_oom_kills_back_off_like_the_kubelet() {
+        let mut s = state();
+        s.observe_pod(&leaky_pod(), 0.0);
+        s.tick(0.0);
+        s.tick(1.0);
+        // First kill: restarted at once.
+        assert_eq!(app(&s).restart_count, 1);
+        assert_eq!(app(&s).waiting_until, None);
+        assert_eq!(
+            app(&s).last_terminated.as_ref().unwrap().reason,
+            "OOMKilled"
+        );
+        s.tick(2.0);
+        // Second kill: waits 10 s in CrashLoopBackOff, not ready.
+        assert_eq!(app(&s).restart_count, 2);
+        assert_eq!(app(&s).waiting_until, Some(12.0));
+        s.tick(5.0);
+        let status = s.status(s.pod("ns/leaky").unwrap());
+        let c = &status["containerStatuses"][0];
+        assert_eq!(c["state"]["waiting"]["reason"], "CrashLoopBackOff");
+        assert_eq!(
+            c["state"]["waiting"]["message"],
+            "back-off 10s restarting failed container=app pod=leaky_ns(u-1)"
+        );
+        assert_eq!(c["ready"], false);
+        let ready = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap();
+        assert_eq!(ready["status"], "False");
+        assert_eq!(ready["message"], "containers with unready status: [app]");
+        assert!(s.take_effects().iter().any(|e| matches!(
+            e,
+            Effect::Event {
+                reason: "BackOff",
+                ..
+            }
+        )));
+        // Back-off over: runs again, and the next kill waits twice as long.
+        s.tick(12.0);
+        assert_eq!(app(&s).waiting_until, None);
+        assert_eq!(app(&s).started_at, 12.0);
+        s.tick(13.0);
+        assert_eq!(app(&s).restart_count, 3);
+        assert_eq!(app(&s).waiting_until, Some(33.0));
+        // Ten quiet minutes forget the back-off.
+        let mut s2 = state();
+        s2.observe_pod(&leaky_pod(), 0.0);
+        s2.tick(0.0);
+        s2.tick(1.0);
+        s2.tick(1.5);
+        s2.tick(1000.0);
+        assert_eq!(app(&s2).restart_count, 2);
+        assert_eq!(
+            app(&s2).waiting_until,
+            None,
+            "first kill after a quiet spell restarts at once"
+        );
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration(10.0), "10s");
+        assert_eq!(go_duration(80.0), "1m20s");
+        assert_eq!(go_duration(300.0), "5m0s");
+    }
 
     #[test]
     fn formats_timestamps() {
