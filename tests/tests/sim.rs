@@ -667,9 +667,20 @@ async fn prometheus_scrapes_metrics_that_match_the_simulated_usage() {
     let ns = cp.namespace("scrape").await.unwrap();
     let sim = sim(&cp, 1, "4", "8Gi").await;
     let api = Api::<Pod>::namespaced(cp.client(), &ns);
+    // A ReplicaSet of a Deployment owns the pod (no controller-manager runs: both are written here).
+    let rs: k8s_openapi::api::apps::v1::ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": "steady-7d9f", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+            "name": "steady", "uid": "00000000-0000-0000-0000-000000000001", "controller": true}]},
+        "spec": {"selector": {"matchLabels": {"app": "steady"}},
+                 "template": {"metadata": {"labels": {"app": "steady"}}, "spec": {"containers": [{"name": "app", "image": "example/app:1"}]}}},
+    }))
+    .unwrap();
+    let rs = Api::<k8s_openapi::api::apps::v1::ReplicaSet>::namespaced(cp.client(), &ns)
+        .create(&PostParams::default(), &rs)
+        .await
+        .unwrap();
     let usage = json!({"app": {"model": "constant", "cpu": 0.25, "memory": "300Mi"}}).to_string();
-    run_pod(
-        &api,
+    let mut steady = pod(
         "steady",
         json!([container(
             "app",
@@ -677,8 +688,19 @@ async fn prometheus_scrapes_metrics_that_match_the_simulated_usage() {
             json!({"cpu": "1", "memory": "1Gi"})
         )]),
         json!({"sim.tailor.dev/usage": usage}),
-    )
-    .await;
+    );
+    steady.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            name: "steady-7d9f".into(),
+            uid: rs.metadata.uid.clone().unwrap(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        },
+    ]);
+    api.create(&PostParams::default(), &steady).await.unwrap();
+    wait_for(&api, "steady", "Running", running).await;
     let target = |job: &str, path: &str| ScrapeTarget {
         job: job.into(),
         address: sim.metrics_addr().to_string(),
@@ -778,6 +800,15 @@ async fn prometheus_scrapes_metrics_that_match_the_simulated_usage() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert!((rate - 0.25).abs() <= 0.025, "cpu rate {rate}");
+    // Ownership, as kube-state-metrics reports it.
+    assert_eq!(
+        one(&format!("kube_pod_owner{{namespace=\"{ns}\",pod=\"steady\",owner_kind=\"ReplicaSet\",owner_name=\"steady-7d9f\",owner_is_controller=\"true\"}}")).await,
+        1.0
+    );
+    assert_eq!(
+        one(&format!("kube_replicaset_owner{{namespace=\"{ns}\",replicaset=\"steady-7d9f\",owner_kind=\"Deployment\",owner_name=\"steady\"}}")).await,
+        1.0
+    );
     // Throttling only above the limit: none here.
     assert_eq!(
         one(&format!(
@@ -786,4 +817,86 @@ async fn prometheus_scrapes_metrics_that_match_the_simulated_usage() {
         .await,
         0.0
     );
+}
+
+#[tokio::test]
+async fn the_tailor_sim_binary_registers_its_nodes_and_rejects_a_bad_config() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Node;
+    let bin = env!("CARGO_BIN_EXE_tailor-sim");
+    let dir = tempfile::tempdir().unwrap();
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "nodes:\n  - {name: a, cpu: lots, memory: 1Gi}\n").unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nodes[0].cpu") && stderr.contains("\"lots\""),
+        "{stderr}"
+    );
+
+    let cp = ControlPlane::start().await.unwrap();
+    let good = dir.path().join("sim.yaml");
+    std::fs::write(
+        &good,
+        "nodes:\n  - {name: bin, count: 2, cpu: '2', memory: 4Gi, labels: {zone: a}}\n",
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(bin)
+        .args([
+            "--config",
+            good.to_str().unwrap(),
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .env("KUBECONFIG", cp.kubeconfig())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let nodes = Api::<Node>::all(cp.client());
+    let leases = Api::<Lease>::namespaced(cp.client(), "kube-node-lease");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let ready: Vec<_> = nodes
+            .list(&ListParams::default().labels("zone=a"))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| {
+                        c.iter().any(|c| {
+                            c.type_ == "Ready"
+                                && c.status == "True"
+                                && c.reason.as_deref() == Some("KubeletReady")
+                        })
+                    })
+            })
+            .collect();
+        let lease = leases.get_opt("bin-1").await.unwrap();
+        if ready.len() == 2 && lease.is_some() {
+            let n = &ready[0];
+            assert_eq!(
+                n.status.as_ref().unwrap().allocatable.as_ref().unwrap()["cpu"].0,
+                "2"
+            );
+            let spec = lease.unwrap().spec.unwrap();
+            assert_eq!(spec.holder_identity.as_deref(), Some("bin-1"));
+            assert_eq!(spec.lease_duration_seconds, Some(40));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nodes not registered by the binary"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    child.kill().await.unwrap();
 }
