@@ -881,13 +881,15 @@ async fn the_tailor_sim_binary_registers_its_nodes_and_rejects_a_bad_config() {
             })
             .collect();
         let lease = leases.get_opt("bin-1").await.unwrap();
-        if ready.len() == 2 && lease.is_some() {
+        if ready.len() == 2
+            && let Some(lease) = lease
+        {
             let n = &ready[0];
             assert_eq!(
                 n.status.as_ref().unwrap().allocatable.as_ref().unwrap()["cpu"].0,
                 "2"
             );
-            let spec = lease.unwrap().spec.unwrap();
+            let spec = lease.spec.unwrap();
             assert_eq!(spec.holder_identity.as_deref(), Some("bin-1"));
             assert_eq!(spec.lease_duration_seconds, Some(40));
             break;
