@@ -1,0 +1,175 @@
+//! What is known about one container of one workload: usage distributions, the exact memory
+//! peak per hour (so the window's peak expires exactly), sample counts, and OOM kills.
+//!
+//! Samples of every pod of the workload, earlier rollouts included, go into the same history:
+//! the recommendation is per workload and container name.
+
+use std::collections::BTreeMap;
+
+use super::histogram::DecayingHistogram;
+
+const HOUR: f64 = 3600.0;
+
+/// An OOM kill seen in the window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OomKill {
+    /// When (unix seconds).
+    pub time: f64,
+    /// The memory limit (or request, where no limit was set) at the kill, bytes.
+    pub limit: f64,
+}
+
+/// Usage history of one container name of one workload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerHistory {
+    cpu: DecayingHistogram,
+    memory: DecayingHistogram,
+    /// Memory peak per hour (hour index -> bytes).
+    memory_peaks: BTreeMap<i64, f64>,
+    /// CPU peak per hour (hour index -> cores).
+    cpu_peaks: BTreeMap<i64, f64>,
+    cpu_samples: u64,
+    memory_samples: u64,
+    rejected: u64,
+    first: Option<f64>,
+    last: Option<f64>,
+    ooms: Vec<OomKill>,
+}
+
+impl Default for ContainerHistory {
+    fn default() -> Self {
+        Self {
+            cpu: DecayingHistogram::cpu(),
+            memory: DecayingHistogram::memory(),
+            memory_peaks: BTreeMap::new(),
+            cpu_peaks: BTreeMap::new(),
+            cpu_samples: 0,
+            memory_samples: 0,
+            rejected: 0,
+            first: None,
+            last: None,
+            ooms: Vec::new(),
+        }
+    }
+}
+
+fn hour(t: f64) -> i64 {
+    (t / HOUR).floor() as i64
+}
+
+fn valid(t: f64, v: f64) -> bool {
+    t.is_finite() && v.is_finite() && v >= 0.0
+}
+
+impl ContainerHistory {
+    fn seen(&mut self, t: f64) {
+        self.first = Some(self.first.map_or(t, |f| f.min(t)));
+        self.last = Some(self.last.map_or(t, |l| l.max(t)));
+    }
+
+    /// A CPU usage sample (cores, averaged over the sample interval). NaN, infinities and
+    /// negative values are counted as rejected and otherwise ignored.
+    pub fn add_cpu(&mut self, t: f64, cores: f64) {
+        if !valid(t, cores) || !self.cpu.add(cores, 1.0, t) {
+            self.rejected += 1;
+            return;
+        }
+        self.cpu_samples += 1;
+        let peak = self.cpu_peaks.entry(hour(t)).or_insert(0.0);
+        *peak = peak.max(cores);
+        self.seen(t);
+    }
+
+    /// A memory working-set sample (bytes).
+    pub fn add_memory(&mut self, t: f64, bytes: f64) {
+        if !valid(t, bytes) || !self.memory.add(bytes, 1.0, t) {
+            self.rejected += 1;
+            return;
+        }
+        self.memory_samples += 1;
+        let peak = self.memory_peaks.entry(hour(t)).or_insert(0.0);
+        *peak = peak.max(bytes);
+        self.seen(t);
+    }
+
+    /// An OOM kill with the limit in force at the time.
+    pub fn add_oom(&mut self, t: f64, limit: f64) {
+        if !valid(t, limit) || self.ooms.iter().any(|o| o.time == t) {
+            return;
+        }
+        self.ooms.push(OomKill { time: t, limit });
+        self.ooms.sort_by(|a, b| a.time.total_cmp(&b.time));
+    }
+
+    /// Drops what is older than `since` from the peaks and OOM kills (the histograms decay
+    /// instead).
+    pub fn expire(&mut self, since: f64) {
+        let h = hour(since);
+        self.memory_peaks = self.memory_peaks.split_off(&h);
+        self.cpu_peaks = self.cpu_peaks.split_off(&h);
+        self.ooms.retain(|o| o.time >= since);
+        if let Some(first) = self.first
+            && first < since
+        {
+            self.first = Some(since);
+        }
+    }
+
+    /// The `p` percentile of CPU usage, cores.
+    pub fn cpu_percentile(&self, p: f64) -> Option<f64> {
+        self.cpu.percentile(p)
+    }
+
+    /// The `p` percentile of memory usage, bytes.
+    pub fn memory_percentile(&self, p: f64) -> Option<f64> {
+        self.memory.percentile(p)
+    }
+
+    /// The highest memory sample in the window, bytes.
+    pub fn memory_peak(&self) -> Option<f64> {
+        self.memory_peaks.values().copied().reduce(f64::max)
+    }
+
+    /// The highest CPU sample in the window, cores.
+    pub fn cpu_peak(&self) -> Option<f64> {
+        self.cpu_peaks.values().copied().reduce(f64::max)
+    }
+
+    /// Samples taken (CPU and memory).
+    pub fn samples(&self) -> u64 {
+        self.cpu_samples + self.memory_samples
+    }
+
+    /// CPU samples taken.
+    pub fn cpu_samples(&self) -> u64 {
+        self.cpu_samples
+    }
+
+    /// Memory samples taken.
+    pub fn memory_samples(&self) -> u64 {
+        self.memory_samples
+    }
+
+    /// Samples refused (NaN, infinite, negative).
+    pub fn rejected(&self) -> u64 {
+        self.rejected
+    }
+
+    /// Seconds between the first and the last sample.
+    pub fn span(&self) -> f64 {
+        match (self.first, self.last) {
+            (Some(f), Some(l)) => l - f,
+            _ => 0.0,
+        }
+    }
+
+    /// The latest sample's time.
+    pub fn last_sample(&self) -> Option<f64> {
+        self.last
+    }
+
+    /// The most recent OOM kill in the window.
+    pub fn last_oom(&self) -> Option<OomKill> {
+        self.ooms.last().copied()
+    }
+}

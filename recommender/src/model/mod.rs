@@ -1,0 +1,12 @@
+//! The recommendation model. Pure: no Kubernetes client, no HTTP, no clock.
+//!
+//! - [`histogram`]: decaying exponential-bucket histograms (as upstream VPA's).
+//! - [`history`]: a container's usage history: distributions, hourly peaks, OOM kills.
+//! - [`heap`]: heap hints from JVM flags, `GOMEMLIMIT`, Node's `--max-old-space-size`.
+//! - [`estimator`]: **how the CPU and memory targets are computed**, with bounds, the memory
+//!   floor and its reason.
+
+pub mod estimator;
+pub mod heap;
+pub mod histogram;
+pub mod history;
