@@ -621,6 +621,9 @@ async fn history_generator_output_backfills_and_queries_back_exactly() {
             trace: None,
             cpu: (Some(0.5), Some(2.0)),
             memory: (Some(512.0 * 1048576.0), Some(2048.0 * 1048576.0)),
+            owner: Some(("StatefulSet".into(), name.into())),
+            lifetime: None,
+            oom_kills: vec![],
         })
         .collect();
     let now = std::time::SystemTime::now()

@@ -36,6 +36,26 @@ pub struct HistoryContainer {
     pub cpu: (Option<f64>, Option<f64>),
     /// Memory request and limit, bytes.
     pub memory: (Option<f64>, Option<f64>),
+    /// The pod's controlling owner `(kind, name)`, for `kube_pod_owner`.
+    pub owner: Option<(String, String)>,
+    /// When the pod existed `(from, to)`, unix seconds; `None`: the whole window. Pods of an
+    /// earlier rollout existed only in the earlier part.
+    pub lifetime: Option<(i64, i64)>,
+    /// OOM kills (unix seconds): each adds a restart and sets the last terminated reason.
+    pub oom_kills: Vec<i64>,
+}
+
+/// A ReplicaSet and its controlling owner, for `kube_replicaset_owner`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaSetOwner {
+    /// Namespace.
+    pub namespace: String,
+    /// ReplicaSet.
+    pub replicaset: String,
+    /// Owner kind (`Deployment`).
+    pub owner_kind: String,
+    /// Owner name.
+    pub owner_name: String,
 }
 
 /// One generated series: its labels and samples `(unix seconds, value)`.
@@ -49,13 +69,17 @@ pub struct Series {
     pub samples: Vec<(i64, f64)>,
 }
 
-const FAMILIES: [(&str, &str); 6] = [
+const FAMILIES: [(&str, &str); 10] = [
     ("container_cpu_usage_seconds_total", "counter"),
     ("container_memory_working_set_bytes", "gauge"),
     ("container_memory_rss", "gauge"),
     ("container_spec_memory_limit_bytes", "gauge"),
     ("kube_pod_container_resource_requests", "gauge"),
     ("kube_pod_container_resource_limits", "gauge"),
+    ("kube_pod_container_status_restarts_total", "counter"),
+    ("kube_pod_container_status_last_terminated_reason", "gauge"),
+    ("kube_pod_owner", "gauge"),
+    ("kube_replicaset_owner", "gauge"),
 ];
 
 /// Generates every series for `containers` from `start` to `end` (unix seconds, inclusive)
@@ -68,6 +92,16 @@ pub fn generate(containers: &[HistoryContainer], start: i64, end: i64, step: i64
         .collect();
     let mut out = Vec::new();
     for c in containers {
+        let (from, to) = c.lifetime.unwrap_or((start, end));
+        let times: Vec<i64> = times
+            .iter()
+            .copied()
+            .filter(|t| (from..=to).contains(t))
+            .collect();
+        if times.is_empty() {
+            continue;
+        }
+        let start = times[0];
         let base = || {
             BTreeMap::from([
                 ("namespace", c.namespace.clone()),
@@ -99,6 +133,48 @@ pub fn generate(containers: &[HistoryContainer], start: i64, end: i64, step: i64
             rss.push((t, (mem * RSS_SHARE).round()));
         }
         let constant = |v: f64| times.iter().map(|t| (*t, v)).collect::<Vec<_>>();
+        let restarts: Vec<(i64, f64)> = times
+            .iter()
+            .map(|t| (*t, c.oom_kills.iter().filter(|k| **k <= *t).count() as f64))
+            .collect();
+        out.push(Series {
+            metric: "kube_pod_container_status_restarts_total",
+            labels: base(),
+            samples: restarts,
+        });
+        if let Some(first) = c.oom_kills.iter().min() {
+            let mut l = base();
+            l.insert("reason", "OOMKilled".into());
+            out.push(Series {
+                metric: "kube_pod_container_status_last_terminated_reason",
+                labels: l,
+                samples: times
+                    .iter()
+                    .filter(|t| *t >= first)
+                    .map(|t| (*t, 1.0))
+                    .collect(),
+            });
+        }
+        if let Some((kind, name)) = &c.owner
+            && !out.iter().any(|s| {
+                s.metric == "kube_pod_owner"
+                    && s.labels.get("pod") == Some(&c.pod)
+                    && s.labels.get("namespace") == Some(&c.namespace)
+            })
+        {
+            let labels = BTreeMap::from([
+                ("namespace", c.namespace.clone()),
+                ("pod", c.pod.clone()),
+                ("owner_kind", kind.clone()),
+                ("owner_name", name.clone()),
+                ("owner_is_controller", "true".to_owned()),
+            ]);
+            out.push(Series {
+                metric: "kube_pod_owner",
+                labels,
+                samples: constant(1.0),
+            });
+        }
         out.push(Series {
             metric: "container_cpu_usage_seconds_total",
             labels: cadvisor(),
@@ -144,6 +220,34 @@ pub fn generate(containers: &[HistoryContainer], start: i64, end: i64, step: i64
     out
 }
 
+/// `kube_replicaset_owner` for `replicasets` over the window.
+pub fn replicaset_owners(
+    replicasets: &[ReplicaSetOwner],
+    start: i64,
+    end: i64,
+    step: i64,
+) -> Vec<Series> {
+    let step = step.max(1);
+    replicasets
+        .iter()
+        .map(|r| Series {
+            metric: "kube_replicaset_owner",
+            labels: BTreeMap::from([
+                ("namespace", r.namespace.clone()),
+                ("replicaset", r.replicaset.clone()),
+                ("owner_kind", r.owner_kind.clone()),
+                ("owner_name", r.owner_name.clone()),
+                ("owner_is_controller", "true".to_owned()),
+            ]),
+            samples: (0..)
+                .map(|i| start + i * step)
+                .take_while(|t| *t <= end)
+                .map(|t| (t, 1.0))
+                .collect(),
+        })
+        .collect()
+}
+
 /// Renders series as OpenMetrics text (families contiguous, ending in `# EOF`).
 pub fn openmetrics(series: &[Series]) -> String {
     let mut out = String::new();
@@ -187,15 +291,23 @@ mod tests {
             trace: None,
             cpu: (Some(0.1), Some(0.25)),
             memory: (Some(100.0), Some(200.0)),
+            owner: None,
+            lifetime: None,
+            oom_kills: vec![],
         };
         let s = generate(&[c], 0, 120, 60);
-        let cpu = &s[0];
+        let find = |m: &str| s.iter().find(|x| x.metric == m).unwrap();
+        let cpu = find("container_cpu_usage_seconds_total");
         assert_eq!(
             cpu.samples,
             vec![(0, 0.0), (60, 15.0), (120, 30.0)],
             "0.25 cores (throttled) x 60 s"
         );
-        assert_eq!(s[1].samples[0].1, 200.0, "memory capped at the limit");
+        assert_eq!(
+            find("container_memory_working_set_bytes").samples[0].1,
+            200.0,
+            "memory capped at the limit"
+        );
         let text = openmetrics(&s);
         assert!(text.ends_with("# EOF\n"));
         assert!(text.contains("kube_pod_container_resource_limits{container=\"c\",namespace=\"ns\",node=\"n\",pod=\"p\",resource=\"cpu\",unit=\"core\"} 0.25 60"));

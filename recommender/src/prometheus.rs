@@ -1,0 +1,655 @@
+//! The usage history source: Prometheus (or any server with its HTTP API: Thanos, Mimir,
+//! VictoriaMetrics). Thin I/O: it issues queries and feeds the pure model.
+//!
+//! - Queries go as `POST` forms (long pod lists never hit URL limits), in batches of pods, and
+//!   range queries are cut into chunks of at most `max_points` steps (Prometheus refuses more
+//!   than 11,000 points per series).
+//! - Timeouts and retries with exponential back-off for connection errors, timeouts and 5xx;
+//!   4xx and `bad_data` answers are not retried.
+//! - Bearer-token or basic auth; TLS with the system roots, an extra CA, or none verified.
+//! - A workload's pods come from kube-state-metrics ownership series over the whole window, so
+//!   pods of earlier rollouts count, and names are matched exactly, so a workload whose name
+//!   shares a prefix does not.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::model::history::ContainerHistory;
+
+/// Why history could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HistoryError {
+    /// Prometheus could not be reached or kept failing.
+    #[error("Prometheus unavailable: {0}")]
+    Unavailable(String),
+    /// Prometheus refused the query.
+    #[error("Prometheus rejected the query: {0}")]
+    Rejected(String),
+    /// The answer was not what the API promises.
+    #[error("Prometheus answered garbage: {0}")]
+    Malformed(String),
+    /// The client could not be built (bad URL, bad CA file).
+    #[error("Prometheus client: {0}")]
+    Config(String),
+}
+
+/// How to authenticate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Auth {
+    /// None.
+    #[default]
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// Basic auth.
+    Basic {
+        /// User.
+        user: String,
+        /// Password.
+        password: String,
+    },
+}
+
+/// Metric and label names (kube-prometheus defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricNames {
+    /// cAdvisor CPU counter.
+    pub cpu: String,
+    /// cAdvisor working set.
+    pub memory: String,
+    /// kube-state-metrics restarts counter.
+    pub restarts: String,
+    /// kube-state-metrics last terminated reason.
+    pub terminated_reason: String,
+    /// kube-state-metrics limits.
+    pub limits: String,
+    /// kube-state-metrics requests.
+    pub requests: String,
+    /// kube-state-metrics pod owner.
+    pub pod_owner: String,
+    /// kube-state-metrics ReplicaSet owner.
+    pub replicaset_owner: String,
+    /// kube-state-metrics Job owner.
+    pub job_owner: String,
+    /// Extra label matchers added to every selector (e.g. `cluster="prod"`).
+    pub extra_matchers: String,
+}
+
+impl Default for MetricNames {
+    fn default() -> Self {
+        Self {
+            cpu: "container_cpu_usage_seconds_total".into(),
+            memory: "container_memory_working_set_bytes".into(),
+            restarts: "kube_pod_container_status_restarts_total".into(),
+            terminated_reason: "kube_pod_container_status_last_terminated_reason".into(),
+            limits: "kube_pod_container_resource_limits".into(),
+            requests: "kube_pod_container_resource_requests".into(),
+            pod_owner: "kube_pod_owner".into(),
+            replicaset_owner: "kube_replicaset_owner".into(),
+            job_owner: "kube_job_owner".into(),
+            extra_matchers: String::new(),
+        }
+    }
+}
+
+/// Client configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Base URL, e.g. `http://prometheus.monitoring:9090`.
+    pub url: String,
+    /// Authentication.
+    pub auth: Auth,
+    /// An extra CA certificate (PEM) to trust.
+    pub ca_file: Option<PathBuf>,
+    /// Skip TLS verification (never in production).
+    pub insecure_skip_verify: bool,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Retries after the first attempt.
+    pub retries: u32,
+    /// First back-off; doubled on every retry.
+    pub backoff: Duration,
+    /// Resolution of the history.
+    pub step: Duration,
+    /// The window `rate()` uses for CPU.
+    pub rate_window: Duration,
+    /// Most steps in one range query (Prometheus refuses more than 11,000).
+    pub max_points: usize,
+    /// Most pods in one query.
+    pub pod_batch: usize,
+    /// Metric names.
+    pub names: MetricNames,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            url: "http://localhost:9090".into(),
+            auth: Auth::None,
+            ca_file: None,
+            insecure_skip_verify: false,
+            timeout: Duration::from_secs(30),
+            retries: 3,
+            backoff: Duration::from_millis(500),
+            step: Duration::from_secs(60),
+            rate_window: Duration::from_secs(300),
+            max_points: 10_000,
+            pod_batch: 50,
+            names: MetricNames::default(),
+        }
+    }
+}
+
+/// Counters of the work done, for logs and benchmarks.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// HTTP queries issued (retries included).
+    pub queries: AtomicU64,
+    /// Samples received.
+    pub samples: AtomicU64,
+}
+
+/// A Prometheus HTTP API client.
+#[derive(Debug)]
+pub struct Prometheus {
+    http: reqwest::Client,
+    config: Config,
+    stats: Stats,
+}
+
+/// One series of a range query: labels and `(unix seconds, value)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Samples; values Prometheus sends as `NaN`/`+Inf` arrive as such.
+    pub samples: Vec<(f64, f64)>,
+}
+
+#[derive(Deserialize)]
+struct ApiResponse {
+    status: String,
+    data: Option<ApiData>,
+    #[serde(rename = "errorType")]
+    error_type: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ApiData {
+    #[serde(rename = "resultType")]
+    result_type: String,
+    result: Vec<RawSeries>,
+}
+
+#[derive(Deserialize)]
+struct RawSeries {
+    metric: BTreeMap<String, String>,
+    #[serde(default)]
+    values: Vec<(f64, String)>,
+    #[serde(default)]
+    value: Option<(f64, String)>,
+}
+
+/// The kinds of workload whose pods can be found.
+pub const WORKLOAD_KINDS: &[&str] = &[
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "Job",
+    "CronJob",
+];
+
+/// Quotes a label value for PromQL.
+fn quote(v: &str) -> String {
+    format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// An anchored regex alternation matching exactly `values`, quoted for PromQL.
+fn exact_alternation(values: &[String]) -> String {
+    let escaped: Vec<String> = values
+        .iter()
+        .map(|v| {
+            v.chars()
+                .flat_map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        vec![c]
+                    } else {
+                        vec!['\\', c]
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    quote(&escaped.join("|"))
+}
+
+impl Prometheus {
+    /// A client for `config`.
+    pub fn new(config: Config) -> Result<Self, HistoryError> {
+        let mut builder = reqwest::Client::builder().timeout(config.timeout);
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| HistoryError::Config(format!("CA file {}: {e}", path.display())))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| HistoryError::Config(format!("CA file {}: {e}", path.display())))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        if config.insecure_skip_verify {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| HistoryError::Config(e.to_string()))?;
+        if !(config.url.starts_with("http://") || config.url.starts_with("https://")) {
+            return Err(HistoryError::Config(format!(
+                "URL {:?} must start with http:// or https://",
+                config.url
+            )));
+        }
+        Ok(Self {
+            http,
+            config,
+            stats: Stats::default(),
+        })
+    }
+
+    /// The work done so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    async fn post(&self, endpoint: &str, form: &[(&str, String)]) -> Result<ApiData, HistoryError> {
+        let url = format!(
+            "{}/api/v1/{endpoint}",
+            self.config.url.trim_end_matches('/')
+        );
+        let mut delay = self.config.backoff;
+        let mut attempt = 0;
+        loop {
+            self.stats.queries.fetch_add(1, Ordering::Relaxed);
+            let mut req = self.http.post(&url).form(form);
+            req = match &self.config.auth {
+                Auth::None => req,
+                Auth::Bearer(t) => req.bearer_auth(t),
+                Auth::Basic { user, password } => req.basic_auth(user, Some(password)),
+            };
+            let retryable = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let body = resp.bytes().await.map_err(|e| {
+                        HistoryError::Unavailable(format!("{url}: reading the answer: {e}"))
+                    });
+                    match body {
+                        Ok(body) if status.is_server_error() => {
+                            format!(
+                                "{url}: HTTP {status}: {}",
+                                String::from_utf8_lossy(&body[..body.len().min(200)])
+                            )
+                        }
+                        Ok(body) => return self.decode(&url, status, &body),
+                        Err(HistoryError::Unavailable(m)) => m,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => format!("{url}: {e}"),
+            };
+            if attempt >= self.config.retries {
+                return Err(HistoryError::Unavailable(format!(
+                    "{retryable} (after {} attempts)",
+                    attempt + 1
+                )));
+            }
+            attempt += 1;
+            tracing::debug!(%url, attempt, error = %retryable, "Prometheus query failed; retrying");
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+    }
+
+    fn decode(
+        &self,
+        url: &str,
+        status: reqwest::StatusCode,
+        body: &[u8],
+    ) -> Result<ApiData, HistoryError> {
+        let parsed: ApiResponse = serde_json::from_slice(body).map_err(|e| {
+            HistoryError::Malformed(format!(
+                "{url}: HTTP {status}: {e}: {:?}",
+                String::from_utf8_lossy(&body[..body.len().min(120)])
+            ))
+        })?;
+        if parsed.status != "success" {
+            return Err(HistoryError::Rejected(format!(
+                "{url}: {}: {}",
+                parsed.error_type.unwrap_or_default(),
+                parsed.error.unwrap_or_else(|| parsed.status.clone())
+            )));
+        }
+        if !status.is_success() {
+            return Err(HistoryError::Rejected(format!("{url}: HTTP {status}")));
+        }
+        parsed
+            .data
+            .ok_or_else(|| HistoryError::Malformed(format!("{url}: success without data")))
+    }
+
+    fn series(&self, data: ApiData, want: &str) -> Result<Vec<Series>, HistoryError> {
+        if data.result_type != want {
+            return Err(HistoryError::Malformed(format!(
+                "expected a {want} result, got {:?}",
+                data.result_type
+            )));
+        }
+        let mut out = Vec::with_capacity(data.result.len());
+        for raw in data.result {
+            let pairs = if want == "matrix" {
+                raw.values
+            } else {
+                raw.value.into_iter().collect()
+            };
+            let mut samples = Vec::with_capacity(pairs.len());
+            for (t, v) in pairs {
+                // Prometheus writes NaN and infinities as strings; the model rejects them.
+                let v: f64 = v.parse().map_err(|_| {
+                    HistoryError::Malformed(format!("sample value {v:?} is not a number"))
+                })?;
+                samples.push((t, v));
+            }
+            self.stats
+                .samples
+                .fetch_add(samples.len() as u64, Ordering::Relaxed);
+            out.push(Series {
+                labels: raw.metric,
+                samples,
+            });
+        }
+        Ok(out)
+    }
+
+    /// An instant query at `time`.
+    pub async fn query(&self, query: &str, time: f64) -> Result<Vec<Series>, HistoryError> {
+        let data = self
+            .post(
+                "query",
+                &[("query", query.to_owned()), ("time", time.to_string())],
+            )
+            .await?;
+        self.series(data, "vector")
+    }
+
+    /// A range query, cut into chunks of at most `max_points` steps.
+    pub async fn query_range(
+        &self,
+        query: &str,
+        start: f64,
+        end: f64,
+        step: f64,
+    ) -> Result<Vec<Series>, HistoryError> {
+        let step = step.max(1.0);
+        let chunk = step * (self.config.max_points.max(2) - 1) as f64;
+        let mut merged: BTreeMap<BTreeMap<String, String>, Vec<(f64, f64)>> = BTreeMap::new();
+        let mut from = start;
+        while from <= end {
+            let to = (from + chunk).min(end);
+            let data = self
+                .post(
+                    "query_range",
+                    &[
+                        ("query", query.to_owned()),
+                        ("start", from.to_string()),
+                        ("end", to.to_string()),
+                        ("step", step.to_string()),
+                    ],
+                )
+                .await?;
+            for s in self.series(data, "matrix")? {
+                merged.entry(s.labels).or_default().extend(s.samples);
+            }
+            from = to + step;
+        }
+        Ok(merged
+            .into_iter()
+            .map(|(labels, samples)| Series { labels, samples })
+            .collect())
+    }
+
+    fn selector(&self, metric: &str, matchers: &[String]) -> String {
+        let mut all: Vec<String> = matchers.to_vec();
+        if !self.config.names.extra_matchers.is_empty() {
+            all.push(self.config.names.extra_matchers.clone());
+        }
+        format!("{metric}{{{}}}", all.join(","))
+    }
+
+    /// What `owners` own, by the ownership series `metric` (its owned-object label is
+    /// `owned_label`), seen at any time in the `window` seconds before `end`.
+    async fn owned(
+        &self,
+        namespace: &str,
+        (metric, owned_label, kind): (&str, &str, &str),
+        owners: &[String],
+        (end, window): (f64, f64),
+    ) -> Result<Vec<String>, HistoryError> {
+        if owners.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out = BTreeSet::new();
+        for batch in owners.chunks(self.config.pod_batch.max(1)) {
+            let sel = self.selector(
+                metric,
+                &[
+                    format!("namespace={}", quote(namespace)),
+                    format!("owner_kind={}", quote(kind)),
+                    format!("owner_name=~{}", exact_alternation(batch)),
+                ],
+            );
+            let q = format!(
+                "max by ({owned_label}) (max_over_time({sel}[{}s]))",
+                window.ceil() as i64
+            );
+            for s in self.query(&q, end).await? {
+                if let Some(v) = s.labels.get(owned_label) {
+                    out.insert(v.clone());
+                }
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Every pod the workload had in `[end - window, end]`, earlier rollouts included.
+    pub async fn workload_pods(
+        &self,
+        namespace: &str,
+        kind: &str,
+        name: &str,
+        end: f64,
+        window: f64,
+    ) -> Result<Vec<String>, HistoryError> {
+        let n = &self.config.names;
+        let name = vec![name.to_owned()];
+        let (pod_owner_kind, owners) = match kind {
+            "Deployment" => (
+                "ReplicaSet",
+                self.owned(
+                    namespace,
+                    (&n.replicaset_owner, "replicaset", "Deployment"),
+                    &name,
+                    (end, window),
+                )
+                .await?,
+            ),
+            "CronJob" => (
+                "Job",
+                self.owned(
+                    namespace,
+                    (&n.job_owner, "job_name", "CronJob"),
+                    &name,
+                    (end, window),
+                )
+                .await?,
+            ),
+            "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => (kind, name),
+            other => {
+                return Err(HistoryError::Config(format!(
+                    "workload kind {other:?} is not supported; supported: {}",
+                    WORKLOAD_KINDS.join(", ")
+                )));
+            }
+        };
+        self.owned(
+            namespace,
+            (&n.pod_owner, "pod", pod_owner_kind),
+            &owners,
+            (end, window),
+        )
+        .await
+    }
+
+    /// The usage history of `pods` in `[start, end]`, per container name.
+    pub async fn history(
+        &self,
+        namespace: &str,
+        pods: &[String],
+        start: f64,
+        end: f64,
+    ) -> Result<BTreeMap<String, ContainerHistory>, HistoryError> {
+        let mut out: BTreeMap<String, ContainerHistory> = BTreeMap::new();
+        let step = self.config.step.as_secs_f64().max(1.0);
+        let step_s = step.ceil() as i64;
+        let rate_s = self.config.rate_window.as_secs().max(1);
+        let n = &self.config.names;
+        for batch in pods.chunks(self.config.pod_batch.max(1)) {
+            let base = vec![
+                format!("namespace={}", quote(namespace)),
+                format!("pod=~{}", exact_alternation(batch)),
+                "container!=\"\"".to_owned(),
+                "container!=\"POD\"".to_owned(),
+            ];
+            let cpu = self.selector(&n.cpu, &base);
+            let memory = self.selector(&n.memory, &base);
+            let cpu_q = format!("sum by (pod, container) (rate({cpu}[{rate_s}s]))");
+            for s in self.query_range(&cpu_q, start, end, step).await? {
+                let h = out.entry(container_of(&s)).or_default();
+                for (t, v) in &s.samples {
+                    h.add_cpu(*t, *v);
+                }
+            }
+            // The highest working set within each step, so short peaks are not stepped over.
+            let mem_q = format!("max by (pod, container) (max_over_time({memory}[{step_s}s]))");
+            for s in self.query_range(&mem_q, start, end, step).await? {
+                let h = out.entry(container_of(&s)).or_default();
+                for (t, v) in &s.samples {
+                    h.add_memory(*t, *v);
+                }
+            }
+            self.ooms(&base, start, end, step, &mut out).await?;
+        }
+        for h in out.values_mut() {
+            h.expire(start);
+        }
+        Ok(out)
+    }
+
+    /// OOM kills: restarts that grew while the last terminated reason was `OOMKilled`, with
+    /// the memory limit (or request) at that time.
+    async fn ooms(
+        &self,
+        base: &[String],
+        start: f64,
+        end: f64,
+        step: f64,
+        out: &mut BTreeMap<String, ContainerHistory>,
+    ) -> Result<(), HistoryError> {
+        let n = &self.config.names;
+        let step_s = step.ceil() as i64;
+        let reason = self.selector(
+            &n.terminated_reason,
+            &[
+                base[0].clone(),
+                base[1].clone(),
+                "reason=\"OOMKilled\"".into(),
+            ],
+        );
+        let restarts = self.selector(&n.restarts, &base[..2]);
+        let q = format!(
+            "max by (pod, container) (increase({restarts}[{step_s}s]) > 0) and on (pod, container) max by (pod, container) ({reason} == 1)"
+        );
+        let kills = self.query_range(&q, start, end, step).await?;
+        if kills.is_empty() {
+            return Ok(());
+        }
+        let mut limits: BTreeMap<(String, String), Vec<(f64, f64)>> = BTreeMap::new();
+        for metric in [&n.requests, &n.limits] {
+            let sel = self.selector(
+                metric,
+                &[
+                    base[0].clone(),
+                    base[1].clone(),
+                    "resource=\"memory\"".into(),
+                ],
+            );
+            for s in self
+                .query_range(
+                    &format!("max by (pod, container) ({sel})"),
+                    start,
+                    end,
+                    step,
+                )
+                .await?
+            {
+                let key = (
+                    s.labels.get("pod").cloned().unwrap_or_default(),
+                    s.labels.get("container").cloned().unwrap_or_default(),
+                );
+                // Limits come second and replace requests where both exist.
+                limits.insert(key, s.samples);
+            }
+        }
+        for s in kills {
+            let key = (
+                s.labels.get("pod").cloned().unwrap_or_default(),
+                s.labels.get("container").cloned().unwrap_or_default(),
+            );
+            let h = out.entry(key.1.clone()).or_default();
+            for (t, _) in &s.samples {
+                let limit = limits
+                    .get(&key)
+                    .and_then(|v| v.iter().rev().find(|(lt, _)| lt <= t).map(|(_, l)| *l))
+                    .or_else(|| h.memory_peak());
+                if let Some(limit) = limit {
+                    h.add_oom(*t, limit);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn container_of(s: &Series) -> String {
+    s.labels.get("container").cloned().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_quoted_and_matched_exactly() {
+        assert_eq!(quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(
+            exact_alternation(&["web-7d9f".into(), "web.v2".into()]),
+            "\"web-7d9f|web\\\\.v2\""
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! The Prometheus history source against a real Prometheus backfilled by the simulator's
+//! history generator, and against servers that are down or answer garbage.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+use std::time::Duration;
+
+use tailor_e2e::Prometheus as PromServer;
+use tailor_e2e::sim::history::{
+    HistoryContainer, ReplicaSetOwner, generate, openmetrics, replicaset_owners,
+};
+use tailor_e2e::sim::usage::{PodUsage, container_seed};
+use tailor_recommender::prometheus::{Config, HistoryError, Prometheus};
+
+const MI: f64 = 1024.0 * 1024.0;
+const DAY: i64 = 86_400;
+const STEP: i64 = 60;
+
+fn container(
+    pod: &str,
+    owner: (&str, &str),
+    model: &str,
+    lifetime: Option<(i64, i64)>,
+) -> HistoryContainer {
+    let models = PodUsage::parse(&format!("{{\"*\": {model}}}")).unwrap();
+    HistoryContainer {
+        namespace: "shop".into(),
+        pod: pod.into(),
+        container: "app".into(),
+        image: "example/app:1".into(),
+        node: "sim-0".into(),
+        model: models.model("app").unwrap().clone(),
+        seed: container_seed(1, "shop", pod, "app"),
+        trace: None,
+        cpu: (Some(0.5), Some(2.0)),
+        memory: (Some(512.0 * MI), Some(2048.0 * MI)),
+        owner: Some((owner.0.into(), owner.1.into())),
+        lifetime,
+        oom_kills: vec![],
+    }
+}
+
+fn client(url: &str) -> Prometheus {
+    Prometheus::new(Config {
+        url: url.into(),
+        retries: 1,
+        backoff: Duration::from_millis(10),
+        timeout: Duration::from_secs(10),
+        ..Config::default()
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn history_spans_rollouts_excludes_neighbours_and_reads_ooms() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let end = (now - 3600) / STEP * STEP;
+    let start = end - 8 * DAY;
+    let mid = start + 4 * DAY;
+    // Deployment web: an earlier rollout (RS web-aaa) with a 900 MiB peak, then web-bbb.
+    // Deployment web-api shares the prefix and uses 3 GiB: it must not count.
+    let mut old = container(
+        "web-aaa-1",
+        ("ReplicaSet", "web-aaa"),
+        r#"{"model": "spikes", "cpu": 0.2, "memory": "300Mi", "spikeMemory": "600Mi", "everySeconds": 86400, "durationSeconds": 600}"#,
+        Some((start, mid)),
+    );
+    old.oom_kills = vec![start + DAY];
+    old.memory.1 = Some(1024.0 * MI);
+    let new = container(
+        "web-bbb-1",
+        ("ReplicaSet", "web-bbb"),
+        r#"{"model": "constant", "cpu": 0.3, "memory": "350Mi", "noise": 0.05}"#,
+        Some((mid + STEP, end)),
+    );
+    let neighbour = container(
+        "web-api-ccc-1",
+        ("ReplicaSet", "web-api-ccc"),
+        r#"{"model": "constant", "cpu": 3, "memory": "3Gi"}"#,
+        None,
+    );
+    let mut series = generate(&[old, new, neighbour], start, end, STEP);
+    let rs = |name: &str, owner: &str| ReplicaSetOwner {
+        namespace: "shop".into(),
+        replicaset: name.into(),
+        owner_kind: "Deployment".into(),
+        owner_name: owner.into(),
+    };
+    series.extend(replicaset_owners(
+        &[
+            rs("web-aaa", "web"),
+            rs("web-bbb", "web"),
+            rs("web-api-ccc", "web-api"),
+        ],
+        start,
+        end,
+        STEP,
+    ));
+    let server = PromServer::backfilled(&openmetrics(&series)).await.unwrap();
+    let prom = client(server.url());
+
+    let pods = prom
+        .workload_pods("shop", "Deployment", "web", end as f64, (8 * DAY) as f64)
+        .await
+        .unwrap();
+    assert_eq!(pods, ["web-aaa-1", "web-bbb-1"]);
+    let neighbour_pods = prom
+        .workload_pods(
+            "shop",
+            "Deployment",
+            "web-api",
+            end as f64,
+            (8 * DAY) as f64,
+        )
+        .await
+        .unwrap();
+    assert_eq!(neighbour_pods, ["web-api-ccc-1"]);
+
+    let history = prom
+        .history("shop", &pods, start as f64, end as f64)
+        .await
+        .unwrap();
+    let app = &history["app"];
+    // Both rollouts' samples: 8 days at one a minute, more than one range query can hold.
+    let expected = (8 * DAY / STEP) as u64;
+    assert!(
+        app.memory_samples() + 10 >= expected && app.memory_samples() <= expected + 2,
+        "{}",
+        app.memory_samples()
+    );
+    assert!(
+        prom.stats()
+            .queries
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 4,
+        "chunked range queries"
+    );
+    // The earlier rollout's spike is the peak; the neighbour's 3 GiB is not.
+    assert_eq!(app.memory_peak(), Some(900.0 * MI));
+    let cpu_p50 = app.cpu_percentile(0.5).unwrap();
+    assert!((0.19..0.33).contains(&cpu_p50), "{cpu_p50}");
+    // The OOM kill of the earlier rollout, with the limit it had.
+    let oom = app.last_oom().expect("the OOM kill is found");
+    assert_eq!(oom.limit, 1024.0 * MI);
+    assert!(
+        (oom.time - (start + DAY) as f64).abs() <= STEP as f64,
+        "{}",
+        oom.time
+    );
+}
+
+#[tokio::test]
+async fn nan_and_infinite_samples_are_ignored() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let end = (now - 3600) / STEP * STEP;
+    let start = end - 6 * 3600;
+    let mut om = String::from("# TYPE container_memory_working_set_bytes gauge\n");
+    let mut t = start;
+    let mut i = 0;
+    while t <= end {
+        let v = match i % 10 {
+            3 => "NaN".to_owned(),
+            7 => "+Inf".to_owned(),
+            _ => (100.0 * MI).to_string(),
+        };
+        om.push_str(&format!("container_memory_working_set_bytes{{namespace=\"ns\",pod=\"p\",container=\"app\"}} {v} {t}\n"));
+        t += STEP;
+        i += 1;
+    }
+    om.push_str("# EOF\n");
+    let server = PromServer::backfilled(&om).await.unwrap();
+    let prom = client(server.url());
+    let h = prom
+        .history("ns", &["p".into()], start as f64, end as f64)
+        .await
+        .unwrap();
+    let app = &h["app"];
+    assert!(app.rejected() > 0, "garbage samples counted");
+    assert_eq!(app.memory_peak(), Some(100.0 * MI), "and ignored");
+}
+
+/// A one-request-at-a-time HTTP server that answers every request with `body`.
+async fn fake_server(status: &'static str, body: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 65536];
+            let _ = sock.read(&mut buf).await;
+            let resp = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn down_or_garbage_prometheus_gives_clear_errors() {
+    // Nothing listens on this port.
+    let port = tailor_e2e::free_port().unwrap();
+    let e = client(&format!("http://127.0.0.1:{port}"))
+        .history("ns", &["p".into()], 0.0, 3600.0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, HistoryError::Unavailable(m) if m.contains("after 2 attempts")),
+        "{e}"
+    );
+
+    let e = client(&fake_server("200 OK", "<html>not prometheus</html>").await)
+        .query("up", 0.0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, HistoryError::Malformed(m) if m.contains("not prometheus")),
+        "{e}"
+    );
+
+    let e = client(&fake_server("200 OK", r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"lots"]}]}}"#).await)
+        .query("up", 0.0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, HistoryError::Malformed(m) if m.contains("\"lots\"")),
+        "{e}"
+    );
+
+    let e = client(
+        &fake_server(
+            "400 Bad Request",
+            r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#,
+        )
+        .await,
+    )
+    .query("up{", 0.0)
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, HistoryError::Rejected(m) if m.contains("bad_data: parse error")),
+        "{e}"
+    );
+
+    let e = client(&fake_server("503 Service Unavailable", "overloaded").await)
+        .query("up", 0.0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, HistoryError::Unavailable(m) if m.contains("503") && m.contains("after 2 attempts")),
+        "{e}"
+    );
+
+    let e = Prometheus::new(Config {
+        url: "prometheus:9090".into(),
+        ..Config::default()
+    })
+    .unwrap_err();
+    assert!(matches!(e, HistoryError::Config(_)));
+}
