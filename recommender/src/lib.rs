@@ -9,5 +9,7 @@
 //! The model is in place; the Prometheus history source and the controller are being built.
 #![forbid(unsafe_code)]
 
+pub mod controller;
 pub mod model;
 pub mod prometheus;
+pub mod spec;

@@ -1,14 +1,122 @@
 //! `tailor-recommender`.
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
 
-/// Computes CPU/memory recommendations for VerticalAutoscalers.
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use tailor_recommender::controller::{self, Options};
+use tailor_recommender::prometheus::{Auth, Config, Prometheus};
+
+/// Computes CPU/memory recommendations for VerticalAutoscalers from Prometheus history.
 #[derive(Debug, Parser)]
 #[command(name = "tailor-recommender", version, about)]
-struct Args {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
+    log: String,
+}
 
-fn main() -> std::process::ExitCode {
-    let _args = Args::parse();
-    eprintln!("tailor-recommender: no subcommands are available in this build yet");
-    std::process::ExitCode::FAILURE
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Watch VerticalAutoscalers and keep their status.recommendation current.
+    Run(RunArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+struct PrometheusArgs {
+    /// Prometheus (or Thanos, Mimir, VictoriaMetrics) base URL.
+    #[arg(long, env = "TAILOR_PROMETHEUS_URL")]
+    prometheus_url: String,
+    /// A file holding a bearer token.
+    #[arg(long, env = "TAILOR_PROMETHEUS_TOKEN_FILE")]
+    prometheus_token_file: Option<PathBuf>,
+    /// Basic-auth user (with --prometheus-password-file).
+    #[arg(long, env = "TAILOR_PROMETHEUS_USER")]
+    prometheus_user: Option<String>,
+    /// A file holding the basic-auth password.
+    #[arg(long, env = "TAILOR_PROMETHEUS_PASSWORD_FILE")]
+    prometheus_password_file: Option<PathBuf>,
+    /// An extra CA certificate (PEM) for the Prometheus server.
+    #[arg(long, env = "TAILOR_PROMETHEUS_CA_FILE")]
+    prometheus_ca_file: Option<PathBuf>,
+    /// Do not verify the Prometheus server's certificate.
+    #[arg(long, env = "TAILOR_PROMETHEUS_INSECURE_SKIP_VERIFY")]
+    prometheus_insecure_skip_verify: bool,
+    /// Resolution of the history, seconds.
+    #[arg(long, env = "TAILOR_HISTORY_STEP_SECONDS", default_value_t = 60)]
+    history_step_seconds: u64,
+}
+
+#[derive(Debug, ClapArgs)]
+struct RunArgs {
+    #[command(flatten)]
+    prometheus: PrometheusArgs,
+    /// How often every VerticalAutoscaler is recomputed, seconds.
+    #[arg(long, env = "TAILOR_REFRESH_SECONDS", default_value_t = 300)]
+    refresh_seconds: u64,
+    /// VerticalAutoscalers computed at once.
+    #[arg(long, env = "TAILOR_CONCURRENCY", default_value_t = 4)]
+    concurrency: usize,
+}
+
+fn read_secret(path: &PathBuf) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn prometheus(args: &PrometheusArgs) -> Result<Prometheus, String> {
+    let auth = match (&args.prometheus_token_file, &args.prometheus_user, &args.prometheus_password_file) {
+        (Some(token), None, None) => Auth::Bearer(read_secret(token)?),
+        (None, Some(user), Some(password)) => Auth::Basic {
+            user: user.clone(),
+            password: read_secret(password)?,
+        },
+        (None, None, None) => Auth::None,
+        _ => return Err("use either --prometheus-token-file or --prometheus-user with --prometheus-password-file".into()),
+    };
+    Prometheus::new(Config {
+        url: args.prometheus_url.clone(),
+        auth,
+        ca_file: args.prometheus_ca_file.clone(),
+        insecure_skip_verify: args.prometheus_insecure_skip_verify,
+        step: Duration::from_secs(args.history_step_seconds.max(1)),
+        ..Config::default()
+    })
+    .map_err(|e| e.to_string())
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Run(args) => {
+            let prom = prometheus(&args.prometheus)?;
+            let client = kube::Client::try_default().await.map_err(|e| format!("Kubernetes client: {e}"))?;
+            let options = Options {
+                refresh: Duration::from_secs(args.refresh_seconds.max(1)),
+                concurrency: args.concurrency.max(1),
+                ..Options::default()
+            };
+            tokio::select! {
+                () = controller::run(client, prom, options) => Ok(()),
+                r = tokio::signal::ctrl_c() => r.map_err(|e| e.to_string()),
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .init();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tailor-recommender: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,529 @@
+//! The recommender controller: for every VerticalAutoscaler, resolve the workload's pods, read
+//! their history from Prometheus, run the model and write `status.recommendation` and the
+//! conditions with server-side apply.
+//!
+//! - Triggers: a VerticalAutoscaler created or its spec changed (generation), and a refresh of
+//!   every object each `refresh` interval.
+//! - A failure to read history keeps the previous recommendation and sets
+//!   `HistoryUnavailable`; one object's failure never stops the others.
+//! - Pods, ReplicaSets and Jobs are read from reflectors (watch caches), not listed per object.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tailor_crds::quantity::{cpu_millis, format_cpu_millis, format_memory_bytes, memory_bytes};
+use tailor_crds::v1alpha1::{
+    ContainerRecommendation, FloorReason, HeapSource, MemoryFloor, Recommendation, ResourceName,
+    Resources, SUPPORTED_TARGETS, VerticalAutoscaler, VerticalAutoscalerStatus, condition,
+};
+use tokio::sync::mpsc;
+
+use crate::model::estimator::{self, Current, Estimate, MemoryReason, Settings, Verdict};
+use crate::model::heap::{self, HeapHint, HeapSize, Process, Runtime};
+use crate::prometheus::{HistoryError, Prometheus};
+use crate::spec;
+
+/// The field manager of everything the recommender writes.
+pub const FIELD_MANAGER: &str = "tailor-recommender";
+/// A pod annotation giving a container's heap ceiling: `tailor.dev/heap-max.<container>: 2Gi`
+/// or `tailor.dev/heap-max: 2Gi` for every container.
+pub const HEAP_ANNOTATION: &str = "tailor.dev/heap-max";
+
+/// Controller settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How often every object is recomputed.
+    pub refresh: Duration,
+    /// Objects computed at once.
+    pub concurrency: usize,
+    /// Model settings.
+    pub settings: Settings,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            refresh: Duration::from_secs(300),
+            concurrency: 4,
+            settings: Settings::default(),
+        }
+    }
+}
+
+/// Shared state of the controller.
+struct Context {
+    client: kube::Client,
+    prometheus: Prometheus,
+    options: Options,
+    pods: Store<Pod>,
+    replicasets: Store<PartialObjectMeta<ReplicaSet>>,
+    jobs: Store<PartialObjectMeta<Job>>,
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// Runs the controller until the future is dropped.
+pub async fn run(client: kube::Client, prometheus: Prometheus, options: Options) {
+    let (pods, pod_writer) = reflector::store();
+    let (replicasets, rs_writer) = reflector::store();
+    let (jobs, job_writer) = reflector::store();
+    let (vas, va_writer) = reflector::store::<VerticalAutoscaler>();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        prometheus,
+        options,
+        pods,
+        replicasets,
+        jobs,
+    });
+
+    let pod_stream = reflector::reflector(
+        pod_writer,
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .for_each(|_| std::future::ready(()));
+    let rs_stream = reflector::reflector(
+        rs_writer,
+        watcher(Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .for_each(|_| std::future::ready(()));
+    let job_stream = reflector::reflector(
+        job_writer,
+        watcher(Api::<PartialObjectMeta<Job>>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .for_each(|_| std::future::ready(()));
+
+    let (queue, mut work) = mpsc::unbounded_channel::<ObjectRef<VerticalAutoscaler>>();
+    // Spec changes (new generation) trigger at once; status writes do not.
+    let trigger_queue = queue.clone();
+    let va_stream = reflector::reflector(
+        va_writer,
+        watcher(Api::<VerticalAutoscaler>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(kube::runtime::predicates::generation, Default::default())
+    .for_each(move |va| {
+        if let Ok(va) = va {
+            let _ = trigger_queue.send(ObjectRef::from_obj(&va));
+        }
+        std::future::ready(())
+    });
+    let refresh_vas = vas.clone();
+    let refresh = ctx.options.refresh;
+    let timer = async move {
+        let mut interval = tokio::time::interval(refresh);
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            for va in refresh_vas.state() {
+                let _ = queue.send(ObjectRef::from_obj(va.as_ref()));
+            }
+        }
+    };
+    let worker = async move {
+        // Wait for the caches, so the first pass sees every pod.
+        let _ = tokio::join!(ctx.pods.wait_until_ready(), ctx.replicasets.wait_until_ready(), ctx.jobs.wait_until_ready());
+        // Each object is computed by one task at a time; a trigger for an object being
+        // computed runs it once more afterwards; triggers for a queued object merge.
+        let (mut queued, mut active, mut again) = (HashSet::new(), HashSet::new(), HashSet::new());
+        let mut backlog = std::collections::VecDeque::new();
+        let mut running = futures::stream::FuturesUnordered::new();
+        let limit = ctx.options.concurrency.max(1);
+        loop {
+            tokio::select! {
+                Some(key) = work.recv() => {
+                    if active.contains(&key) {
+                        again.insert(key);
+                    } else if queued.insert(key.clone()) {
+                        backlog.push_back(key);
+                    }
+                }
+                Some(key) = running.next(), if !running.is_empty() => {
+                    active.remove(&key);
+                    if again.remove(&key) && queued.insert(key.clone()) {
+                        backlog.push_back(key);
+                    }
+                }
+            }
+            while running.len() < limit
+                && let Some(key) = backlog.pop_front()
+            {
+                queued.remove(&key);
+                active.insert(key.clone());
+                let ctx = ctx.clone();
+                let vas = vas.clone();
+                running.push(async move {
+                    if let Some(va) = vas.get(&key) {
+                        reconcile(&ctx, &va).await;
+                    }
+                    key
+                });
+            }
+        }
+    };
+    tokio::join!(pod_stream, rs_stream, job_stream, va_stream, timer, worker);
+}
+
+/// Pods currently belonging to the workload, from the caches.
+fn live_pods(ctx: &Context, namespace: &str, kind: &str, name: &str) -> Vec<Arc<Pod>> {
+    let controller_of = |refs: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
+        refs.and_then(|r| r.iter().find(|o| o.controller == Some(true)))
+            .map(|o| (o.kind.clone(), o.name.clone()))
+    };
+    let owned_by = |kind: &str, name: &str, owner: Option<(String, String)>| owner.is_some_and(|(k, n)| k == kind && n == name);
+    ctx.pods
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(namespace))
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            let owner = controller_of(p.metadata.owner_references.as_ref());
+            match kind {
+                "Deployment" => owner.is_some_and(|(k, rs)| {
+                    k == "ReplicaSet"
+                        && ctx
+                            .replicasets
+                            .get(&ObjectRef::new(&rs).within(namespace))
+                            .is_some_and(|r| owned_by("Deployment", name, controller_of(r.metadata.owner_references.as_ref())))
+                }),
+                "CronJob" => owner.is_some_and(|(k, job)| {
+                    k == "Job"
+                        && ctx
+                            .jobs
+                            .get(&ObjectRef::new(&job).within(namespace))
+                            .is_some_and(|j| owned_by("CronJob", name, controller_of(j.metadata.owner_references.as_ref())))
+                }),
+                _ => owned_by(kind, name, owner),
+            }
+        })
+        .collect()
+}
+
+fn process_of(c: &Container) -> (Vec<String>, Vec<String>, Vec<(String, String)>) {
+    let env = c
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| e.value.clone().map(|v| (e.name.clone(), v)))
+        .collect();
+    (
+        c.command.clone().unwrap_or_default(),
+        c.args.clone().unwrap_or_default(),
+        env,
+    )
+}
+
+/// The heap floor for a container, and where it came from.
+fn heap_floor(policy: &tailor_crds::v1alpha1::ContainerPolicy, pod: Option<&Pod>, container: &str) -> Result<Option<f64>, String> {
+    let heap_policy = policy.heap.clone().unwrap_or_default();
+    let overhead = heap_policy
+        .overhead
+        .as_ref()
+        .map(|q| memory_bytes(q).map(|b| b as f64))
+        .transpose()
+        .map_err(|e| format!("heap.overhead: {e}"))?;
+    let hint = match heap_policy.source {
+        HeapSource::Off => None,
+        HeapSource::Explicit => heap_policy
+            .max_heap
+            .as_ref()
+            .map(|q| memory_bytes(q).map(|b| b as f64))
+            .transpose()
+            .map_err(|e| format!("heap.maxHeap: {e}"))?
+            .map(|bytes| HeapHint {
+                runtime: Runtime::Explicit,
+                size: HeapSize::Bytes(bytes),
+                source: "heap.maxHeap".into(),
+            }),
+        HeapSource::Auto => pod.and_then(|pod| {
+            let annotations = pod.metadata.annotations.as_ref();
+            let annotated = annotations.and_then(|a| {
+                a.get(&format!("{HEAP_ANNOTATION}.{container}"))
+                    .or_else(|| a.get(HEAP_ANNOTATION))
+            });
+            if let Some(v) = annotated
+                && let Ok(bytes) = memory_bytes(&k8s_openapi::apimachinery::pkg::api::resource::Quantity(v.clone()))
+            {
+                return Some(HeapHint {
+                    runtime: Runtime::Explicit,
+                    size: HeapSize::Bytes(bytes as f64),
+                    source: format!("annotation {HEAP_ANNOTATION}"),
+                });
+            }
+            let c = pod.spec.as_ref()?.containers.iter().find(|c| c.name == container)?;
+            let (command, args, env) = process_of(c);
+            heap::detect(&Process {
+                command: &command,
+                args: &args,
+                env: &env,
+            })
+        }),
+    };
+    Ok(hint.map(|h| heap::floor(&h, overhead)))
+}
+
+fn current(pod: Option<&Pod>, container: &str) -> Current {
+    let requests = pod
+        .and_then(|p| p.spec.as_ref())
+        .and_then(|s| s.containers.iter().find(|c| c.name == container))
+        .and_then(|c| c.resources.as_ref())
+        .and_then(|r| r.requests.clone())
+        .unwrap_or_default();
+    Current {
+        cpu: requests.get("cpu").and_then(|q| cpu_millis(q).ok()).map(|m| m as f64 / 1000.0),
+        memory: requests.get("memory").and_then(|q| memory_bytes(q).ok()).map(|b| b as f64),
+    }
+}
+
+fn reason(r: MemoryReason) -> FloorReason {
+    match r {
+        MemoryReason::Percentile => FloorReason::Percentile,
+        MemoryReason::Peak => FloorReason::Peak,
+        MemoryReason::HeapHint => FloorReason::HeapHint,
+        MemoryReason::Oom => FloorReason::Oom,
+    }
+}
+
+fn resources(cpu: Option<i64>, memory: Option<i64>) -> Resources {
+    Resources {
+        cpu: cpu.map(format_cpu_millis),
+        memory: memory.map(format_memory_bytes),
+    }
+}
+
+fn to_status(container: &str, e: &Estimate, cpu: bool, memory: bool) -> ContainerRecommendation {
+    let pick = |a: estimator::Amounts| resources(cpu.then_some(a.cpu), memory.then_some(a.memory));
+    ContainerRecommendation {
+        container_name: container.to_owned(),
+        target: pick(e.target),
+        lower_bound: Some(pick(e.lower)),
+        upper_bound: Some(pick(e.upper)),
+        uncapped_target: Some(pick(e.uncapped)),
+        memory_floor: memory.then(|| MemoryFloor {
+            value: format_memory_bytes(e.floor),
+            reason: reason(e.reason),
+        }),
+        samples: Some(e.samples as i64),
+        history_span: Some(spec::format_duration(e.span)),
+        observed_peak: Some(resources(Some(e.peak.cpu), Some(e.peak.memory))),
+    }
+}
+
+/// The outcome of computing one object, before it is written.
+struct Outcome {
+    recommendation: Option<Recommendation>,
+    conditions: Vec<(&'static str, bool, &'static str, String)>,
+}
+
+async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
+    let mut conditions = Vec::new();
+    let previous = va.status.as_ref().and_then(|s| s.recommendation.clone());
+    let ns = va.namespace().unwrap_or_default();
+    let target = &va.spec.target_ref;
+    let unsupported = |message: String| Outcome {
+        recommendation: previous.clone(),
+        conditions: vec![
+            (condition::CONFIG_UNSUPPORTED, true, "UnsupportedTarget", message),
+            (condition::RECOMMENDATION_PROVIDED, false, "ConfigUnsupported", "see ConfigUnsupported".into()),
+        ],
+    };
+    if !SUPPORTED_TARGETS
+        .iter()
+        .any(|(v, k)| *v == target.api_version && *k == target.kind)
+    {
+        return unsupported(format!(
+            "targetRef {}/{} is not a workload tailor can resolve (supported: Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob)",
+            target.api_version, target.kind
+        ));
+    }
+    let window = match spec::parse_duration(&va.spec.recommender_policy.history_window) {
+        Ok(w) => w,
+        Err(e) => return unsupported(format!("recommenderPolicy.historyWindow: {e}")),
+    };
+    conditions.push((condition::CONFIG_UNSUPPORTED, false, "Supported", "the configuration is supported".into()));
+
+    let live = live_pods(ctx, &ns, &target.kind, &target.name);
+    let end = now();
+    let start = end - window;
+    let history = async {
+        let pods = ctx
+            .prometheus
+            .workload_pods(&ns, &target.kind, &target.name, end, window)
+            .await?;
+        let histories = ctx.prometheus.history(&ns, &pods, start, end).await?;
+        Ok::<_, HistoryError>((pods, histories))
+    }
+    .await;
+    let (history_pods, histories) = match history {
+        Ok(h) => h,
+        Err(e) => {
+            conditions.push((condition::HISTORY_UNAVAILABLE, true, "PrometheusError", e.to_string()));
+            let kept = previous.is_some();
+            conditions.push((
+                condition::RECOMMENDATION_PROVIDED,
+                kept,
+                if kept { "PreviousRecommendationKept" } else { "HistoryUnavailable" },
+                "usage history could not be read; see HistoryUnavailable".into(),
+            ));
+            return Outcome {
+                recommendation: previous,
+                conditions,
+            };
+        }
+    };
+    conditions.push((condition::HISTORY_UNAVAILABLE, false, "HistoryRead", format!("history of {} pods read", history_pods.len())));
+    let no_pods = live.is_empty() && history_pods.is_empty();
+    conditions.push((
+        condition::NO_PODS_MATCHED,
+        no_pods,
+        if no_pods { "NoPods" } else { "PodsFound" },
+        format!(
+            "{} running pods and {} pods in the history window of {}/{}",
+            live.len(),
+            history_pods.len(),
+            target.kind,
+            target.name
+        ),
+    ));
+
+    // Containers: those of the live pods, else those in the history.
+    let template = live.first().map(|p| p.as_ref());
+    let mut names: Vec<String> = template
+        .and_then(|p| p.spec.as_ref())
+        .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+        .unwrap_or_else(|| histories.keys().cloned().collect());
+    names.retain(|n| !n.is_empty());
+
+    let mut recs = Vec::new();
+    let mut low = Vec::new();
+    let mut missing = Vec::new();
+    for name in &names {
+        let policy = spec::container_policy(&va.spec, name);
+        if !spec::is_controlled(&policy) {
+            continue;
+        }
+        let model_policy = match spec::model_policy(&va.spec, &policy) {
+            Ok(p) => p,
+            Err(e) => return unsupported(format!("container {name}: {e}")),
+        };
+        let heap = match heap_floor(&policy, template, name) {
+            Ok(h) => h,
+            Err(e) => return unsupported(format!("container {name}: {e}")),
+        };
+        let Some(h) = histories.get(name) else {
+            missing.push(format!("{name}: no samples"));
+            continue;
+        };
+        match estimator::estimate(h, &model_policy, heap, &current(template, name), &ctx.options.settings) {
+            Verdict::Estimate(e) => {
+                if e.low_confidence {
+                    low.push(format!("{name}: {}", spec::format_duration(e.span)));
+                }
+                recs.push(to_status(
+                    name,
+                    &e,
+                    spec::controls(&policy, ResourceName::Cpu),
+                    spec::controls(&policy, ResourceName::Memory),
+                ));
+            }
+            Verdict::NotEnoughHistory(m) => missing.push(format!("{name}: {m}")),
+        }
+    }
+    let low_confidence = !low.is_empty() || !missing.is_empty();
+    conditions.push((
+        condition::LOW_CONFIDENCE,
+        low_confidence,
+        if low_confidence { "LittleHistory" } else { "EnoughHistory" },
+        if low_confidence {
+            format!("little history, no decreases recommended: {}", low.iter().chain(&missing).cloned().collect::<Vec<_>>().join("; "))
+        } else {
+            "at least a day of history for every container".into()
+        },
+    ));
+    let provided = !recs.is_empty();
+    conditions.push((
+        condition::RECOMMENDATION_PROVIDED,
+        provided,
+        if provided { "Computed" } else if no_pods { "NoPodsMatched" } else { "NotEnoughHistory" },
+        if provided {
+            format!("from {} of history over {} pods", spec::format_duration(window), history_pods.len())
+        } else {
+            "no container has enough history yet".into()
+        },
+    ));
+    Outcome {
+        recommendation: provided.then_some(Recommendation {
+            container_recommendations: recs,
+        }),
+        conditions,
+    }
+}
+
+async fn reconcile(ctx: &Context, va: &VerticalAutoscaler) {
+    let outcome = compute(ctx, va).await;
+    let previous: BTreeMap<String, Condition> = va
+        .status
+        .as_ref()
+        .map(|s| s.conditions.iter().map(|c| (c.type_.clone(), c.clone())).collect())
+        .unwrap_or_default();
+    let stamp = Time(k8s_openapi::jiff::Timestamp::now());
+    let conditions: Vec<Condition> = outcome
+        .conditions
+        .into_iter()
+        .map(|(type_, on, reason, message)| {
+            let status = if on { "True" } else { "False" };
+            let since = previous
+                .get(type_)
+                .filter(|c| c.status == status)
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or_else(|| stamp.clone());
+            Condition {
+                type_: type_.to_owned(),
+                status: status.to_owned(),
+                reason: reason.to_owned(),
+                message,
+                last_transition_time: since,
+                observed_generation: va.metadata.generation,
+            }
+        })
+        .collect();
+    let status = VerticalAutoscalerStatus {
+        observed_generation: va.metadata.generation,
+        recommendation: outcome.recommendation,
+        conditions,
+        ..Default::default()
+    };
+    let api: Api<VerticalAutoscaler> = Api::namespaced(ctx.client.clone(), &va.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": VerticalAutoscaler::api_version(&()),
+        "kind": VerticalAutoscaler::kind(&()),
+        "status": status,
+    });
+    if let Err(e) = api
+        .patch_status(&va.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch))
+        .await
+    {
+        tracing::warn!(va = %format!("{}/{}", va.namespace().unwrap_or_default(), va.name_any()), error = %e, "status not written");
+    }
+}
