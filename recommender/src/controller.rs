@@ -102,13 +102,19 @@ pub async fn run(client: kube::Client, prometheus: Prometheus, options: Options)
     .for_each(|_| std::future::ready(()));
     let rs_stream = reflector::reflector(
         rs_writer,
-        watcher(Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()), watcher::Config::default()),
+        watcher(
+            Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()),
+            watcher::Config::default(),
+        ),
     )
     .default_backoff()
     .for_each(|_| std::future::ready(()));
     let job_stream = reflector::reflector(
         job_writer,
-        watcher(Api::<PartialObjectMeta<Job>>::all(client.clone()), watcher::Config::default()),
+        watcher(
+            Api::<PartialObjectMeta<Job>>::all(client.clone()),
+            watcher::Config::default(),
+        ),
     )
     .default_backoff()
     .for_each(|_| std::future::ready(()));
@@ -118,7 +124,10 @@ pub async fn run(client: kube::Client, prometheus: Prometheus, options: Options)
     let trigger_queue = queue.clone();
     let va_stream = reflector::reflector(
         va_writer,
-        watcher(Api::<VerticalAutoscaler>::all(client.clone()), watcher::Config::default()),
+        watcher(
+            Api::<VerticalAutoscaler>::all(client.clone()),
+            watcher::Config::default(),
+        ),
     )
     .default_backoff()
     .applied_objects()
@@ -143,7 +152,11 @@ pub async fn run(client: kube::Client, prometheus: Prometheus, options: Options)
     };
     let worker = async move {
         // Wait for the caches, so the first pass sees every pod.
-        let _ = tokio::join!(ctx.pods.wait_until_ready(), ctx.replicasets.wait_until_ready(), ctx.jobs.wait_until_ready());
+        let _ = tokio::join!(
+            ctx.pods.wait_until_ready(),
+            ctx.replicasets.wait_until_ready(),
+            ctx.jobs.wait_until_ready()
+        );
         // Each object is computed by one task at a time; a trigger for an object being
         // computed runs it once more afterwards; triggers for a queued object merge.
         let (mut queued, mut active, mut again) = (HashSet::new(), HashSet::new(), HashSet::new());
@@ -187,11 +200,14 @@ pub async fn run(client: kube::Client, prometheus: Prometheus, options: Options)
 
 /// Pods currently belonging to the workload, from the caches.
 fn live_pods(ctx: &Context, namespace: &str, kind: &str, name: &str) -> Vec<Arc<Pod>> {
-    let controller_of = |refs: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
-        refs.and_then(|r| r.iter().find(|o| o.controller == Some(true)))
-            .map(|o| (o.kind.clone(), o.name.clone()))
+    let controller_of =
+        |refs: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
+            refs.and_then(|r| r.iter().find(|o| o.controller == Some(true)))
+                .map(|o| (o.kind.clone(), o.name.clone()))
+        };
+    let owned_by = |kind: &str, name: &str, owner: Option<(String, String)>| {
+        owner.is_some_and(|(k, n)| k == kind && n == name)
     };
-    let owned_by = |kind: &str, name: &str, owner: Option<(String, String)>| owner.is_some_and(|(k, n)| k == kind && n == name);
     ctx.pods
         .state()
         .into_iter()
@@ -205,14 +221,26 @@ fn live_pods(ctx: &Context, namespace: &str, kind: &str, name: &str) -> Vec<Arc<
                         && ctx
                             .replicasets
                             .get(&ObjectRef::new(&rs).within(namespace))
-                            .is_some_and(|r| owned_by("Deployment", name, controller_of(r.metadata.owner_references.as_ref())))
+                            .is_some_and(|r| {
+                                owned_by(
+                                    "Deployment",
+                                    name,
+                                    controller_of(r.metadata.owner_references.as_ref()),
+                                )
+                            })
                 }),
                 "CronJob" => owner.is_some_and(|(k, job)| {
                     k == "Job"
                         && ctx
                             .jobs
                             .get(&ObjectRef::new(&job).within(namespace))
-                            .is_some_and(|j| owned_by("CronJob", name, controller_of(j.metadata.owner_references.as_ref())))
+                            .is_some_and(|j| {
+                                owned_by(
+                                    "CronJob",
+                                    name,
+                                    controller_of(j.metadata.owner_references.as_ref()),
+                                )
+                            })
                 }),
                 _ => owned_by(kind, name, owner),
             }
@@ -235,7 +263,11 @@ fn process_of(c: &Container) -> (Vec<String>, Vec<String>, Vec<(String, String)>
 }
 
 /// The heap floor for a container, and where it came from.
-fn heap_floor(policy: &tailor_crds::v1alpha1::ContainerPolicy, pod: Option<&Pod>, container: &str) -> Result<Option<f64>, String> {
+fn heap_floor(
+    policy: &tailor_crds::v1alpha1::ContainerPolicy,
+    pod: Option<&Pod>,
+    container: &str,
+) -> Result<Option<f64>, String> {
     let heap_policy = policy.heap.clone().unwrap_or_default();
     let overhead = heap_policy
         .overhead
@@ -263,7 +295,9 @@ fn heap_floor(policy: &tailor_crds::v1alpha1::ContainerPolicy, pod: Option<&Pod>
                     .or_else(|| a.get(HEAP_ANNOTATION))
             });
             if let Some(v) = annotated
-                && let Ok(bytes) = memory_bytes(&k8s_openapi::apimachinery::pkg::api::resource::Quantity(v.clone()))
+                && let Ok(bytes) = memory_bytes(
+                    &k8s_openapi::apimachinery::pkg::api::resource::Quantity(v.clone()),
+                )
             {
                 return Some(HeapHint {
                     runtime: Runtime::Explicit,
@@ -271,7 +305,12 @@ fn heap_floor(policy: &tailor_crds::v1alpha1::ContainerPolicy, pod: Option<&Pod>
                     source: format!("annotation {HEAP_ANNOTATION}"),
                 });
             }
-            let c = pod.spec.as_ref()?.containers.iter().find(|c| c.name == container)?;
+            let c = pod
+                .spec
+                .as_ref()?
+                .containers
+                .iter()
+                .find(|c| c.name == container)?;
             let (command, args, env) = process_of(c);
             heap::detect(&Process {
                 command: &command,
@@ -291,8 +330,14 @@ fn current(pod: Option<&Pod>, container: &str) -> Current {
         .and_then(|r| r.requests.clone())
         .unwrap_or_default();
     Current {
-        cpu: requests.get("cpu").and_then(|q| cpu_millis(q).ok()).map(|m| m as f64 / 1000.0),
-        memory: requests.get("memory").and_then(|q| memory_bytes(q).ok()).map(|b| b as f64),
+        cpu: requests
+            .get("cpu")
+            .and_then(|q| cpu_millis(q).ok())
+            .map(|m| m as f64 / 1000.0),
+        memory: requests
+            .get("memory")
+            .and_then(|q| memory_bytes(q).ok())
+            .map(|b| b as f64),
     }
 }
 
@@ -344,8 +389,18 @@ async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
     let unsupported = |message: String| Outcome {
         recommendation: previous.clone(),
         conditions: vec![
-            (condition::CONFIG_UNSUPPORTED, true, "UnsupportedTarget", message),
-            (condition::RECOMMENDATION_PROVIDED, false, "ConfigUnsupported", "see ConfigUnsupported".into()),
+            (
+                condition::CONFIG_UNSUPPORTED,
+                true,
+                "UnsupportedTarget",
+                message,
+            ),
+            (
+                condition::RECOMMENDATION_PROVIDED,
+                false,
+                "ConfigUnsupported",
+                "see ConfigUnsupported".into(),
+            ),
         ],
     };
     if !SUPPORTED_TARGETS
@@ -361,7 +416,12 @@ async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
         Ok(w) => w,
         Err(e) => return unsupported(format!("recommenderPolicy.historyWindow: {e}")),
     };
-    conditions.push((condition::CONFIG_UNSUPPORTED, false, "Supported", "the configuration is supported".into()));
+    conditions.push((
+        condition::CONFIG_UNSUPPORTED,
+        false,
+        "Supported",
+        "the configuration is supported".into(),
+    ));
 
     let live = live_pods(ctx, &ns, &target.kind, &target.name);
     let end = now();
@@ -378,12 +438,21 @@ async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
     let (history_pods, histories) = match history {
         Ok(h) => h,
         Err(e) => {
-            conditions.push((condition::HISTORY_UNAVAILABLE, true, "PrometheusError", e.to_string()));
+            conditions.push((
+                condition::HISTORY_UNAVAILABLE,
+                true,
+                "PrometheusError",
+                e.to_string(),
+            ));
             let kept = previous.is_some();
             conditions.push((
                 condition::RECOMMENDATION_PROVIDED,
                 kept,
-                if kept { "PreviousRecommendationKept" } else { "HistoryUnavailable" },
+                if kept {
+                    "PreviousRecommendationKept"
+                } else {
+                    "HistoryUnavailable"
+                },
                 "usage history could not be read; see HistoryUnavailable".into(),
             ));
             return Outcome {
@@ -392,7 +461,12 @@ async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
             };
         }
     };
-    conditions.push((condition::HISTORY_UNAVAILABLE, false, "HistoryRead", format!("history of {} pods read", history_pods.len())));
+    conditions.push((
+        condition::HISTORY_UNAVAILABLE,
+        false,
+        "HistoryRead",
+        format!("history of {} pods read", history_pods.len()),
+    ));
     let no_pods = live.is_empty() && history_pods.is_empty();
     conditions.push((
         condition::NO_PODS_MATCHED,
@@ -435,7 +509,13 @@ async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
             missing.push(format!("{name}: no samples"));
             continue;
         };
-        match estimator::estimate(h, &model_policy, heap, &current(template, name), &ctx.options.settings) {
+        match estimator::estimate(
+            h,
+            &model_policy,
+            heap,
+            &current(template, name),
+            &ctx.options.settings,
+        ) {
             Verdict::Estimate(e) => {
                 if e.low_confidence {
                     low.push(format!("{name}: {}", spec::format_duration(e.span)));
@@ -454,9 +534,20 @@ async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
     conditions.push((
         condition::LOW_CONFIDENCE,
         low_confidence,
-        if low_confidence { "LittleHistory" } else { "EnoughHistory" },
         if low_confidence {
-            format!("little history, no decreases recommended: {}", low.iter().chain(&missing).cloned().collect::<Vec<_>>().join("; "))
+            "LittleHistory"
+        } else {
+            "EnoughHistory"
+        },
+        if low_confidence {
+            format!(
+                "little history, no decreases recommended: {}",
+                low.iter()
+                    .chain(&missing)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
         } else {
             "at least a day of history for every container".into()
         },
@@ -465,9 +556,19 @@ async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
     conditions.push((
         condition::RECOMMENDATION_PROVIDED,
         provided,
-        if provided { "Computed" } else if no_pods { "NoPodsMatched" } else { "NotEnoughHistory" },
         if provided {
-            format!("from {} of history over {} pods", spec::format_duration(window), history_pods.len())
+            "Computed"
+        } else if no_pods {
+            "NoPodsMatched"
+        } else {
+            "NotEnoughHistory"
+        },
+        if provided {
+            format!(
+                "from {} of history over {} pods",
+                spec::format_duration(window),
+                history_pods.len()
+            )
         } else {
             "no container has enough history yet".into()
         },
@@ -485,7 +586,12 @@ async fn reconcile(ctx: &Context, va: &VerticalAutoscaler) {
     let previous: BTreeMap<String, Condition> = va
         .status
         .as_ref()
-        .map(|s| s.conditions.iter().map(|c| (c.type_.clone(), c.clone())).collect())
+        .map(|s| {
+            s.conditions
+                .iter()
+                .map(|c| (c.type_.clone(), c.clone()))
+                .collect()
+        })
         .unwrap_or_default();
     let stamp = Time(k8s_openapi::jiff::Timestamp::now());
     let conditions: Vec<Condition> = outcome
@@ -514,14 +620,19 @@ async fn reconcile(ctx: &Context, va: &VerticalAutoscaler) {
         conditions,
         ..Default::default()
     };
-    let api: Api<VerticalAutoscaler> = Api::namespaced(ctx.client.clone(), &va.namespace().unwrap_or_default());
+    let api: Api<VerticalAutoscaler> =
+        Api::namespaced(ctx.client.clone(), &va.namespace().unwrap_or_default());
     let patch = json!({
         "apiVersion": VerticalAutoscaler::api_version(&()),
         "kind": VerticalAutoscaler::kind(&()),
         "status": status,
     });
     if let Err(e) = api
-        .patch_status(&va.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch))
+        .patch_status(
+            &va.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
         .await
     {
         tracing::warn!(va = %format!("{}/{}", va.namespace().unwrap_or_default(), va.name_any()), error = %e, "status not written");

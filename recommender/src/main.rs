@@ -92,7 +92,9 @@ async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Run(args) => {
             let prom = prometheus(&args.prometheus)?;
-            let client = kube::Client::try_default().await.map_err(|e| format!("Kubernetes client: {e}"))?;
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| format!("Kubernetes client: {e}"))?;
             let options = Options {
                 refresh: Duration::from_secs(args.refresh_seconds.max(1)),
                 concurrency: args.concurrency.max(1),

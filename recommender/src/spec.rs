@@ -23,7 +23,9 @@ pub fn parse_duration(text: &str) -> Result<f64, String> {
         }
         let n: f64 = rest[..digits].parse().map_err(|_| err())?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let factor = match &rest[..unit_len] {
             "ms" => 0.001,
             "s" => 1.0,
@@ -95,7 +97,10 @@ fn limits(r: Option<&Resources>) -> Result<Limits, String> {
 }
 
 /// The model policy for one container. Errors name the offending value.
-pub fn model_policy(spec: &VerticalAutoscalerSpec, container: &ContainerPolicy) -> Result<Policy, String> {
+pub fn model_policy(
+    spec: &VerticalAutoscalerSpec,
+    container: &ContainerPolicy,
+) -> Result<Policy, String> {
     let rp = &spec.recommender_policy;
     let finite = |name: &str, v: f64| {
         if v.is_finite() {
@@ -119,7 +124,9 @@ pub fn model_policy(spec: &VerticalAutoscalerSpec, container: &ContainerPolicy) 
             .transpose()
             .map_err(|e| format!("oomBump.minBump: {e}"))?
             .unwrap_or(0.0),
-        min_allowed: limits(container.min_allowed.as_ref()).map_err(|e| format!("minAllowed: {e}"))?,
-        max_allowed: limits(container.max_allowed.as_ref()).map_err(|e| format!("maxAllowed: {e}"))?,
+        min_allowed: limits(container.min_allowed.as_ref())
+            .map_err(|e| format!("minAllowed: {e}"))?,
+        max_allowed: limits(container.max_allowed.as_ref())
+            .map_err(|e| format!("maxAllowed: {e}"))?,
     })
 }

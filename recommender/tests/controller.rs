@@ -1,0 +1,383 @@
+//! The recommender controller against a real API server and a real Prometheus backfilled with
+//! the simulator's history: recommendations and conditions in VerticalAutoscaler status.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+use tailor_crds::quantity::{cpu_millis, memory_bytes};
+use tailor_crds::v1alpha1::{FloorReason, VerticalAutoscaler};
+use tailor_e2e::sim::history::{
+    HistoryContainer, ReplicaSetOwner, generate, openmetrics, replicaset_owners,
+};
+use tailor_e2e::sim::usage::{PodUsage, container_seed};
+use tailor_e2e::{ControlPlane, Prometheus as PromServer};
+use tailor_recommender::controller::{self, Options};
+use tailor_recommender::prometheus::{Config, Prometheus};
+
+const MI: f64 = 1024.0 * 1024.0;
+const GI: f64 = 1024.0 * MI;
+const DAY: i64 = 86_400;
+const STEP: i64 = 60;
+const WAIT: Duration = Duration::from_secs(60);
+
+fn history(
+    pod: &str,
+    owner: (&str, &str),
+    model: Value,
+    lifetime: Option<(i64, i64)>,
+) -> HistoryContainer {
+    let models = PodUsage::parse(&json!({"*": model}).to_string()).unwrap();
+    HistoryContainer {
+        namespace: "shop".into(),
+        pod: pod.into(),
+        container: "app".into(),
+        image: "example/app:1".into(),
+        node: "sim-0".into(),
+        model: models.model("app").unwrap().clone(),
+        seed: container_seed(1, "shop", pod, "app"),
+        trace: None,
+        cpu: (Some(0.5), Some(1.0)),
+        memory: (Some(512.0 * MI), Some(8.0 * GI)),
+        owner: Some((owner.0.into(), owner.1.into())),
+        lifetime,
+        oom_kills: vec![],
+    }
+}
+
+fn workload(kind: &str, name: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name},
+        "spec": {"selector": {"matchLabels": {"app": name}}, "serviceName": name,
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "app", "image": "example/app:1"}]}}},
+    })
+}
+
+fn owner_ref(kind: &str, name: &str, uid: &str) -> Value {
+    json!([{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": uid, "controller": true}])
+}
+
+fn pod(name: &str, owner: Value, args: Value, memory_request: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "ownerReferences": owner},
+        "spec": {"containers": [{"name": "app", "image": "example/app:1", "args": args,
+            "resources": {"requests": {"cpu": "500m", "memory": memory_request}}}]},
+    }))
+    .unwrap()
+}
+
+fn va(name: &str, target: Value) -> VerticalAutoscaler {
+    serde_json::from_value(json!({
+        "apiVersion": "tailor.dev/v1alpha1", "kind": "VerticalAutoscaler",
+        "metadata": {"name": name}, "spec": {"targetRef": target},
+    }))
+    .unwrap()
+}
+
+fn cond<'a>(va: &'a VerticalAutoscaler, type_: &str) -> Option<(&'a str, &'a str)> {
+    va.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.message.as_str()))
+}
+
+async fn wait_va(
+    api: &Api<VerticalAutoscaler>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&VerticalAutoscaler) -> bool,
+) -> VerticalAutoscaler {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let v = api.get(name).await.unwrap();
+        if check(&v) {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: not {what}: {:#?}",
+            v.status
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn recommendations_and_conditions_are_written_for_every_object() {
+    let cp = ControlPlane::start().await.unwrap();
+    let client = cp.client();
+    let ns = "shop";
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let pp = PostParams::default();
+    // web: Deployment -> ReplicaSet web-bbb -> pod; an earlier rollout web-aaa peaked at 1524 MiB.
+    let deploy = Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(
+            &pp,
+            &serde_json::from_value(workload("Deployment", "web")).unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut rs: ReplicaSet = serde_json::from_value(workload("ReplicaSet", "web-bbb")).unwrap();
+    rs.metadata.owner_references = serde_json::from_value(owner_ref(
+        "Deployment",
+        "web",
+        deploy.metadata.uid.as_deref().unwrap(),
+    ))
+    .unwrap();
+    let rs = Api::<ReplicaSet>::namespaced(client.clone(), ns)
+        .create(&pp, &rs)
+        .await
+        .unwrap();
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    pods.create(
+        &pp,
+        &pod(
+            "web-bbb-1",
+            owner_ref("ReplicaSet", "web-bbb", rs.metadata.uid.as_deref().unwrap()),
+            json!([]),
+            "512Mi",
+        ),
+    )
+    .await
+    .unwrap();
+    // jvm: a StatefulSet pod started with -Xmx3g that uses 400 MiB.
+    let sts = Api::<StatefulSet>::namespaced(client.clone(), ns)
+        .create(
+            &pp,
+            &serde_json::from_value(workload("StatefulSet", "jvm")).unwrap(),
+        )
+        .await
+        .unwrap();
+    pods.create(
+        &pp,
+        &pod(
+            "jvm-0",
+            owner_ref("StatefulSet", "jvm", sts.metadata.uid.as_deref().unwrap()),
+            json!(["-Xmx3g", "-jar", "app.jar"]),
+            "1Gi",
+        ),
+    )
+    .await
+    .unwrap();
+    // young: three hours of history only, currently requesting 2 GiB.
+    let young = Api::<StatefulSet>::namespaced(client.clone(), ns)
+        .create(
+            &pp,
+            &serde_json::from_value(workload("StatefulSet", "young")).unwrap(),
+        )
+        .await
+        .unwrap();
+    pods.create(
+        &pp,
+        &pod(
+            "young-0",
+            owner_ref(
+                "StatefulSet",
+                "young",
+                young.metadata.uid.as_deref().unwrap(),
+            ),
+            json!([]),
+            "2Gi",
+        ),
+    )
+    .await
+    .unwrap();
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let end = now / STEP * STEP;
+    let start = end - 8 * DAY;
+    let mut series = generate(
+        &[
+            history(
+                "web-aaa-1",
+                ("ReplicaSet", "web-aaa"),
+                json!({"model": "spikes", "cpu": 0.2, "memory": "500Mi", "spikeMemory": "1Gi", "everySeconds": 86400, "durationSeconds": 900}),
+                Some((start, start + 3 * DAY)),
+            ),
+            history(
+                "web-bbb-1",
+                ("ReplicaSet", "web-bbb"),
+                json!({"model": "daily", "cpu": {"min": 0.1, "max": 0.6}, "memory": {"min": "300Mi", "max": "500Mi"}}),
+                Some((start + 3 * DAY + STEP, end)),
+            ),
+            history(
+                "jvm-0",
+                ("StatefulSet", "jvm"),
+                json!({"model": "constant", "cpu": 0.2, "memory": "400Mi"}),
+                None,
+            ),
+            history(
+                "young-0",
+                ("StatefulSet", "young"),
+                json!({"model": "constant", "cpu": 0.1, "memory": "100Mi"}),
+                Some((end - 3 * 3600, end)),
+            ),
+        ],
+        start,
+        end,
+        STEP,
+    );
+    let rs_owner = |rs: &str| ReplicaSetOwner {
+        namespace: ns.into(),
+        replicaset: rs.into(),
+        owner_kind: "Deployment".into(),
+        owner_name: "web".into(),
+    };
+    series.extend(replicaset_owners(
+        &[rs_owner("web-aaa"), rs_owner("web-bbb")],
+        start,
+        end,
+        STEP,
+    ));
+    let server = PromServer::backfilled(&openmetrics(&series)).await.unwrap();
+    let prom = Prometheus::new(Config {
+        url: server.url().into(),
+        retries: 0,
+        timeout: Duration::from_secs(20),
+        ..Config::default()
+    })
+    .unwrap();
+
+    let vas = Api::<VerticalAutoscaler>::namespaced(client.clone(), ns);
+    for (name, target) in [
+        (
+            "web",
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}),
+        ),
+        (
+            "jvm",
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "jvm"}),
+        ),
+        (
+            "young",
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "young"}),
+        ),
+        (
+            "ghost",
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "ghost"}),
+        ),
+        (
+            "rollout",
+            json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "web"}),
+        ),
+    ] {
+        vas.create(&pp, &va(name, target)).await.unwrap();
+    }
+    let options = Options {
+        refresh: Duration::from_secs(2),
+        ..Options::default()
+    };
+    let task = tokio::spawn(controller::run(client.clone(), prom, options));
+
+    // web: both rollouts count; the earlier rollout's 1524 MiB peak sets the floor.
+    let web = wait_va(&vas, "web", "recommended", |v| {
+        cond(v, "RecommendationProvided").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    let rec = &web
+        .status
+        .as_ref()
+        .unwrap()
+        .recommendation
+        .as_ref()
+        .unwrap()
+        .container_recommendations[0];
+    assert_eq!(rec.container_name, "app");
+    let memory = memory_bytes(rec.target.memory.as_ref().unwrap()).unwrap() as f64;
+    assert!(
+        memory >= (500.0 + 1024.0) * MI * 1.1,
+        "floor above the earlier rollout's peak: {memory}"
+    );
+    let floor = rec.memory_floor.as_ref().unwrap();
+    assert_eq!(floor.reason, FloorReason::Peak);
+    let cpu = cpu_millis(rec.target.cpu.as_ref().unwrap()).unwrap();
+    assert!((400..=800).contains(&cpu), "cpu {cpu}");
+    assert!(rec.samples.unwrap() > 20_000);
+    assert_eq!(rec.history_span.as_deref(), Some("8d"));
+    assert_eq!(cond(&web, "LowConfidence").unwrap().0, "False");
+    assert_eq!(cond(&web, "HistoryUnavailable").unwrap().0, "False");
+    assert_eq!(web.status.as_ref().unwrap().observed_generation, Some(1));
+
+    // jvm: never below heap + overhead.
+    let jvm = wait_va(&vas, "jvm", "recommended", |v| {
+        cond(v, "RecommendationProvided").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    let rec = &jvm
+        .status
+        .as_ref()
+        .unwrap()
+        .recommendation
+        .as_ref()
+        .unwrap()
+        .container_recommendations[0];
+    assert!(memory_bytes(rec.target.memory.as_ref().unwrap()).unwrap() as f64 >= 3.75 * GI);
+    assert_eq!(
+        rec.memory_floor.as_ref().unwrap().reason,
+        FloorReason::HeapHint
+    );
+
+    // young: low confidence, and no decrease below the 2 GiB it requests.
+    let y = wait_va(&vas, "young", "recommended", |v| {
+        cond(v, "RecommendationProvided").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    assert_eq!(cond(&y, "LowConfidence").unwrap().0, "True");
+    let rec = &y
+        .status
+        .as_ref()
+        .unwrap()
+        .recommendation
+        .as_ref()
+        .unwrap()
+        .container_recommendations[0];
+    assert!(memory_bytes(rec.target.memory.as_ref().unwrap()).unwrap() as f64 >= 2.0 * GI);
+
+    // ghost: no pods; rollout: unsupported. Neither stops the others.
+    let g = wait_va(&vas, "ghost", "NoPodsMatched", |v| {
+        cond(v, "NoPodsMatched").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    assert_eq!(cond(&g, "RecommendationProvided").unwrap().0, "False");
+    let r = wait_va(&vas, "rollout", "ConfigUnsupported", |v| {
+        cond(v, "ConfigUnsupported").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    assert!(
+        cond(&r, "ConfigUnsupported")
+            .unwrap()
+            .1
+            .contains("argoproj.io/v1alpha1/Rollout")
+    );
+
+    // Prometheus goes away: HistoryUnavailable, and the recommendation is kept.
+    let before = web.status.as_ref().unwrap().recommendation.clone();
+    drop(server);
+    let web = wait_va(&vas, "web", "HistoryUnavailable", |v| {
+        cond(v, "HistoryUnavailable").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    assert!(
+        cond(&web, "HistoryUnavailable")
+            .unwrap()
+            .1
+            .contains("Prometheus unavailable")
+    );
+    assert_eq!(web.status.as_ref().unwrap().recommendation, before);
+    assert_eq!(cond(&web, "RecommendationProvided").unwrap().0, "True");
+    task.abort();
+}
