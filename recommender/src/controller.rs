@@ -64,8 +64,9 @@ impl Default for Options {
 
 /// Shared state of the controller.
 struct Context {
+    metrics: Arc<crate::metrics::Metrics>,
     client: kube::Client,
-    prometheus: Prometheus,
+    prometheus: Arc<Prometheus>,
     options: Options,
     pods: Store<Pod>,
     replicasets: Store<PartialObjectMeta<ReplicaSet>>,
@@ -80,12 +81,19 @@ fn now() -> f64 {
 }
 
 /// Runs the controller until the future is dropped.
-pub async fn run(client: kube::Client, prometheus: Prometheus, options: Options) {
+pub async fn run(
+    client: kube::Client,
+    prometheus: Arc<Prometheus>,
+    options: Options,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
+    metrics.pass_started();
     let (pods, pod_writer) = reflector::store();
     let (replicasets, rs_writer) = reflector::store();
     let (jobs, job_writer) = reflector::store();
     let (vas, va_writer) = reflector::store::<VerticalAutoscaler>();
     let ctx = Arc::new(Context {
+        metrics,
         client: client.clone(),
         prometheus,
         options,
@@ -94,6 +102,7 @@ pub async fn run(client: kube::Client, prometheus: Prometheus, options: Options)
         jobs,
     });
 
+    tracing::info!("starting watches of pods, ReplicaSets, Jobs and VerticalAutoscalers");
     let pod_stream = reflector::reflector(
         pod_writer,
         watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
@@ -140,12 +149,24 @@ pub async fn run(client: kube::Client, prometheus: Prometheus, options: Options)
     });
     let refresh_vas = vas.clone();
     let refresh = ctx.options.refresh;
+    let timer_metrics = ctx.metrics.clone();
     let timer = async move {
         let mut interval = tokio::time::interval(refresh);
         interval.tick().await;
         loop {
             interval.tick().await;
-            for va in refresh_vas.state() {
+            let state = refresh_vas.state();
+            // Deleted objects' series go away.
+            timer_metrics.retain(
+                &state
+                    .iter()
+                    .map(|va| (va.namespace().unwrap_or_default(), va.name_any()))
+                    .collect(),
+            );
+            if state.is_empty() {
+                timer_metrics.pass_done(now());
+            }
+            for va in state {
                 let _ = queue.send(ObjectRef::from_obj(va.as_ref()));
             }
         }
@@ -155,8 +176,18 @@ pub async fn run(client: kube::Client, prometheus: Prometheus, options: Options)
         let _ = tokio::join!(
             ctx.pods.wait_until_ready(),
             ctx.replicasets.wait_until_ready(),
-            ctx.jobs.wait_until_ready()
+            ctx.jobs.wait_until_ready(),
+            vas.wait_until_ready()
         );
+        tracing::info!(
+            verticalautoscalers = vas.len(),
+            pods = ctx.pods.len(),
+            "caches synced; first pass starts"
+        );
+        if vas.is_empty() {
+            // Nothing to compute: the first pass is trivially over.
+            ctx.metrics.pass_done(now());
+        }
         // Each object is computed by one task at a time; a trigger for an object being
         // computed runs it once more afterwards; triggers for a queued object merge.
         let (mut queued, mut active, mut again) = (HashSet::new(), HashSet::new(), HashSet::new());
@@ -177,6 +208,10 @@ pub async fn run(client: kube::Client, prometheus: Prometheus, options: Options)
                     if again.remove(&key) && queued.insert(key.clone()) {
                         backlog.push_back(key);
                     }
+                    if backlog.is_empty() && running.is_empty() {
+                        // Every queued object is computed: a pass is over.
+                        ctx.metrics.pass_done(now());
+                    }
                 }
             }
             while running.len() < limit
@@ -195,7 +230,15 @@ pub async fn run(client: kube::Client, prometheus: Prometheus, options: Options)
             }
         }
     };
-    tokio::join!(pod_stream, rs_stream, job_stream, va_stream, timer, worker);
+    // Each watch in a task of its own; dropping `run` drops the set, which aborts them.
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(pod_stream);
+    tasks.spawn(rs_stream);
+    tasks.spawn(job_stream);
+    tasks.spawn(va_stream);
+    tasks.spawn(timer);
+    tasks.spawn(worker);
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Pods currently belonging to the workload, from the caches.
@@ -582,7 +625,35 @@ async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
 }
 
 async fn reconcile(ctx: &Context, va: &VerticalAutoscaler) {
+    let started = std::time::Instant::now();
     let outcome = compute(ctx, va).await;
+    let on = |t: &str| outcome.conditions.iter().any(|(c, v, _, _)| *c == t && *v);
+    let label = if on(condition::CONFIG_UNSUPPORTED) {
+        "config_unsupported"
+    } else if on(condition::HISTORY_UNAVAILABLE) {
+        "history_unavailable"
+    } else if on(condition::RECOMMENDATION_PROVIDED) {
+        "recommended"
+    } else {
+        "not_recommended"
+    };
+    let (ns, name) = (va.namespace().unwrap_or_default(), va.name_any());
+    ctx.metrics.record(
+        &ns,
+        &name,
+        outcome
+            .recommendation
+            .as_ref()
+            .map(|r| r.container_recommendations.as_slice())
+            .unwrap_or_default(),
+    );
+    let stats = ctx.prometheus.stats();
+    ctx.metrics.prometheus_totals(
+        stats.queries.load(std::sync::atomic::Ordering::Relaxed),
+        stats.samples.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    ctx.metrics
+        .reconciled(label, started.elapsed().as_secs_f64());
     let previous: BTreeMap<String, Condition> = va
         .status
         .as_ref()

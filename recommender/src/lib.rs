@@ -10,6 +10,8 @@
 #![forbid(unsafe_code)]
 
 pub mod controller;
+pub mod lease;
+pub mod metrics;
 pub mod model;
 pub mod prometheus;
 pub mod spec;

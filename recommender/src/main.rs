@@ -3,8 +3,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use tailor_recommender::controller::{self, Options};
+use tailor_recommender::lease::{self, LeaseConfig};
+use tailor_recommender::metrics::Metrics;
 use tailor_recommender::prometheus::{Auth, Config, Prometheus};
 
 /// Computes CPU/memory recommendations for VerticalAutoscalers from Prometheus history.
@@ -59,6 +63,22 @@ struct RunArgs {
     /// VerticalAutoscalers computed at once.
     #[arg(long, env = "TAILOR_CONCURRENCY", default_value_t = 4)]
     concurrency: usize,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, env = "TAILOR_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    admin_addr: std::net::SocketAddr,
+    /// Elect a leader through a Lease so only one replica writes. Disable only for a single
+    /// replica.
+    #[arg(long, env = "TAILOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// The Lease's name.
+    #[arg(long, env = "TAILOR_LEASE_NAME", default_value = "tailor-recommender")]
+    lease_name: String,
+    /// The Lease's namespace (the pod's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tailor-system")]
+    lease_namespace: String,
+    /// This replica's identity (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
 }
 
 fn read_secret(path: &PathBuf) -> Result<String, String> {
@@ -100,11 +120,82 @@ async fn run(cli: Cli) -> Result<(), String> {
                 concurrency: args.concurrency.max(1),
                 ..Options::default()
             };
-            tokio::select! {
-                () = controller::run(client, prom, options) => Ok(()),
-                r = tokio::signal::ctrl_c() => r.map_err(|e| e.to_string()),
-            }
+            let metrics = Arc::new(Metrics::new());
+            let listener = tokio::net::TcpListener::bind(args.admin_addr)
+                .await
+                .map_err(|e| format!("admin address {}: {e}", args.admin_addr))?;
+            let admin = tokio::spawn(tailor_recommender::metrics::serve(
+                listener,
+                metrics.clone(),
+            ));
+            let prom = Arc::new(prom);
+            let work = {
+                let (client, metrics, options, prom) = (
+                    client.clone(),
+                    metrics.clone(),
+                    options.clone(),
+                    prom.clone(),
+                );
+                move || {
+                    let (client, metrics, options, prom) = (
+                        client.clone(),
+                        metrics.clone(),
+                        options.clone(),
+                        prom.clone(),
+                    );
+                    async move { controller::run(client, prom, options, metrics).await }
+                }
+            };
+            let controller = async {
+                if args.leader_election {
+                    let identity = args.identity.clone().unwrap_or_else(default_identity);
+                    let (tx, rx) = tokio::sync::watch::channel(false);
+                    let config = LeaseConfig {
+                        name: args.lease_name.clone(),
+                        namespace: args.lease_namespace.clone(),
+                        identity,
+                        duration: Duration::from_secs(15),
+                    };
+                    let mut leader_rx = rx.clone();
+                    let gauge = metrics.clone();
+                    let track = async move {
+                        gauge.set_leader(false);
+                        while leader_rx.changed().await.is_ok() {
+                            gauge.set_leader(*leader_rx.borrow());
+                        }
+                    };
+                    tokio::join!(
+                        lease::elect(client.clone(), config, tx),
+                        lease::while_leading(rx, work),
+                        track
+                    );
+                } else {
+                    metrics.set_leader(true);
+                    work().await;
+                }
+            };
+            let result = tokio::select! {
+                () = controller => Ok(()),
+                r = shutdown_signal() => r,
+            };
+            admin.abort();
+            result
         }
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "tailor-recommender".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+async fn shutdown_signal() -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = term.recv() => Ok(()),
+        r = tokio::signal::ctrl_c() => r.map_err(|e| e.to_string()),
     }
 }
 

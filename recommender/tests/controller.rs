@@ -281,7 +281,13 @@ async fn recommendations_and_conditions_are_written_for_every_object() {
         refresh: Duration::from_secs(2),
         ..Options::default()
     };
-    let task = tokio::spawn(controller::run(client.clone(), prom, options));
+    let metrics = std::sync::Arc::new(tailor_recommender::metrics::Metrics::new());
+    let task = tokio::spawn(controller::run(
+        client.clone(),
+        std::sync::Arc::new(prom),
+        options,
+        metrics.clone(),
+    ));
 
     // web: both rollouts count; the earlier rollout's 1524 MiB peak sets the floor.
     let web = wait_va(&vas, "web", "recommended", |v| {
@@ -311,6 +317,19 @@ async fn recommendations_and_conditions_are_written_for_every_object() {
     assert_eq!(cond(&web, "LowConfidence").unwrap().0, "False");
     assert_eq!(cond(&web, "HistoryUnavailable").unwrap().0, "False");
     assert_eq!(web.status.as_ref().unwrap().observed_generation, Some(1));
+
+    // Exported for Grafana.
+    let text = metrics.encode();
+    let floor_series = format!(
+        "tailor_recommendation_memory_bytes{{namespace=\"shop\",verticalautoscaler=\"web\",container=\"app\",bound=\"floor\"}} {}",
+        memory_bytes(&floor.value).unwrap()
+    );
+    assert!(
+        text.contains(&floor_series),
+        "{floor_series} missing:\n{text}"
+    );
+    assert!(text.contains("tailor_recommendation_memory_floor_reason{namespace=\"shop\",verticalautoscaler=\"web\",container=\"app\",reason=\"Peak\"} 1"));
+    assert!(text.contains(&format!("tailor_recommendation_cpu_cores{{namespace=\"shop\",verticalautoscaler=\"web\",container=\"app\",bound=\"target\"}} {}", cpu as f64 / 1000.0)));
 
     // jvm: never below heap + overhead.
     let jvm = wait_va(&vas, "jvm", "recommended", |v| {
@@ -346,6 +365,8 @@ async fn recommendations_and_conditions_are_written_for_every_object() {
         .unwrap()
         .container_recommendations[0];
     assert!(memory_bytes(rec.target.memory.as_ref().unwrap()).unwrap() as f64 >= 2.0 * GI);
+
+    assert!(metrics.is_ready(), "ready after the first pass");
 
     // ghost: no pods; rollout: unsupported. Neither stops the others.
     let g = wait_va(&vas, "ghost", "NoPodsMatched", |v| {
