@@ -62,8 +62,8 @@ impl Default for Options {
     }
 }
 
-/// Shared state of the controller.
-struct Context {
+/// Shared state of the controller (and of the one-shot CLI, which fills the caches from lists).
+pub struct Context {
     metrics: Arc<crate::metrics::Metrics>,
     client: kube::Client,
     prometheus: Arc<Prometheus>,
@@ -419,12 +419,78 @@ fn to_status(container: &str, e: &Estimate, cpu: bool, memory: bool) -> Containe
 }
 
 /// The outcome of computing one object, before it is written.
-struct Outcome {
-    recommendation: Option<Recommendation>,
-    conditions: Vec<(&'static str, bool, &'static str, String)>,
+#[derive(Debug)]
+pub struct Outcome {
+    /// The recommendation to write (the previous one when history is unavailable).
+    pub recommendation: Option<Recommendation>,
+    /// `(type, status, reason, message)` of each condition.
+    pub conditions: Vec<(&'static str, bool, &'static str, String)>,
 }
 
-async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("pods", &self.pods.len())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context whose caches hold `pods`, `replicasets` and `jobs` as listed once.
+    pub fn from_lists(
+        client: kube::Client,
+        prometheus: Arc<Prometheus>,
+        options: Options,
+        pods: Vec<Pod>,
+        replicasets: Vec<PartialObjectMeta<ReplicaSet>>,
+        jobs: Vec<PartialObjectMeta<Job>>,
+    ) -> Self {
+        fn fill<K>(items: Vec<K>) -> Store<K>
+        where
+            K: kube::Resource + Clone + 'static,
+            K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+        {
+            let mut writer = reflector::store::Writer::<K>::default();
+            writer.apply_watcher_event(&watcher::Event::Init);
+            for item in items {
+                writer.apply_watcher_event(&watcher::Event::InitApply(item));
+            }
+            writer.apply_watcher_event(&watcher::Event::InitDone);
+            writer.as_reader()
+        }
+        Self {
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            client,
+            prometheus,
+            options,
+            pods: fill(pods),
+            replicasets: fill(replicasets),
+            jobs: fill(jobs),
+        }
+    }
+
+    /// The containers of the workload's current pods with their requests (cores, bytes).
+    pub fn current_requests(
+        &self,
+        namespace: &str,
+        kind: &str,
+        name: &str,
+    ) -> BTreeMap<String, Current> {
+        let live = live_pods(self, namespace, kind, name);
+        let Some(pod) = live.first() else {
+            return BTreeMap::new();
+        };
+        pod.spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .map(|c| (c.name.clone(), current(Some(pod.as_ref()), &c.name)))
+            .collect()
+    }
+}
+
+/// Computes one VerticalAutoscaler's recommendation and conditions without writing them.
+pub async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
     let mut conditions = Vec::new();
     let previous = va.status.as_ref().and_then(|s| s.recommendation.clone());
     let ns = va.namespace().unwrap_or_default();

@@ -9,6 +9,7 @@
 //! The model is in place; the Prometheus history source and the controller are being built.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod controller;
 pub mod lease;
 pub mod metrics;

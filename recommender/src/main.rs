@@ -26,6 +26,21 @@ struct Cli {
 enum Command {
     /// Watch VerticalAutoscalers and keep their status.recommendation current.
     Run(RunArgs),
+    /// Print recommendations once: for the VerticalAutoscalers found, or for every workload
+    /// of the namespaces that have none. Needs only Prometheus and read access.
+    Recommend(RecommendArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+struct RecommendArgs {
+    #[command(flatten)]
+    prometheus: PrometheusArgs,
+    /// Namespaces to read (repeat the flag); all when none is given.
+    #[arg(long = "namespace", short = 'n')]
+    namespaces: Vec<String>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    output: tailor_recommender::cli::Output,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -110,6 +125,21 @@ fn prometheus(args: &PrometheusArgs) -> Result<Prometheus, String> {
 
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Command::Recommend(args) => {
+            let prom = prometheus(&args.prometheus)?;
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| format!("Kubernetes client: {e}"))?;
+            let rows = tailor_recommender::cli::recommend(
+                client,
+                prom,
+                &args.namespaces,
+                &mut std::io::stderr(),
+            )
+            .await?;
+            tailor_recommender::cli::render(&rows, args.output, &mut std::io::stdout().lock())
+                .map_err(|e| e.to_string())
+        }
         Command::Run(args) => {
             let prom = prometheus(&args.prometheus)?;
             let client = kube::Client::try_default()
