@@ -277,8 +277,9 @@ async fn recommendations_and_conditions_are_written_for_every_object() {
     ] {
         vas.create(&pp, &va(name, target)).await.unwrap();
     }
+    // A long refresh: everything below is triggered by object changes.
     let options = Options {
-        refresh: Duration::from_secs(2),
+        refresh: Duration::from_secs(600),
         ..Options::default()
     };
     let metrics = std::sync::Arc::new(tailor_recommender::metrics::Metrics::new());
@@ -385,9 +386,42 @@ async fn recommendations_and_conditions_are_written_for_every_object() {
             .contains("argoproj.io/v1alpha1/Rollout")
     );
 
+    // A spec change is acted on at once, not at the next refresh.
+    vas.patch(
+        "web",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(
+            json!({"spec": {"recommenderPolicy": {"memory": {"peakMargin": 1.0}}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let started = tokio::time::Instant::now();
+    let web = wait_va(&vas, "web", "recomputed", |v| {
+        v.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let rec = &web
+        .status
+        .as_ref()
+        .unwrap()
+        .recommendation
+        .as_ref()
+        .unwrap()
+        .container_recommendations[0];
+    assert!(memory_bytes(rec.target.memory.as_ref().unwrap()).unwrap() as f64 >= 2.0 * 1524.0 * MI);
+
     // Prometheus goes away: HistoryUnavailable, and the recommendation is kept.
     let before = web.status.as_ref().unwrap().recommendation.clone();
     drop(server);
+    vas.patch(
+        "web",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"recommenderPolicy": {"cpu": {"margin": 0.2}}}})),
+    )
+    .await
+    .unwrap();
     let web = wait_va(&vas, "web", "HistoryUnavailable", |v| {
         cond(v, "HistoryUnavailable").is_some_and(|c| c.0 == "True")
     })
