@@ -71,6 +71,17 @@ pub struct Context {
     pods: Store<Pod>,
     replicasets: Store<PartialObjectMeta<ReplicaSet>>,
     jobs: Store<PartialObjectMeta<Job>>,
+    cache: std::sync::Mutex<BTreeMap<(String, String), Cached>>,
+}
+
+/// What was read for one VerticalAutoscaler, so the next pass reads only what is new.
+#[derive(Debug)]
+struct Cached {
+    target: (String, String),
+    window: f64,
+    pods: std::collections::BTreeSet<String>,
+    histories: BTreeMap<String, crate::model::history::ContainerHistory>,
+    until: f64,
 }
 
 fn now() -> f64 {
@@ -100,6 +111,7 @@ pub async fn run(
         pods,
         replicasets,
         jobs,
+        cache: Default::default(),
     });
 
     tracing::info!("starting watches of pods, ReplicaSets, Jobs and VerticalAutoscalers");
@@ -150,6 +162,7 @@ pub async fn run(
     let refresh_vas = vas.clone();
     let refresh = ctx.options.refresh;
     let timer_metrics = ctx.metrics.clone();
+    let timer_ctx = ctx.clone();
     let timer = async move {
         let mut interval = tokio::time::interval(refresh);
         interval.tick().await;
@@ -163,6 +176,16 @@ pub async fn run(
                     .map(|va| (va.namespace().unwrap_or_default(), va.name_any()))
                     .collect(),
             );
+            // Deleted objects' cached history goes away.
+            timer_ctx
+                .cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|k, _| {
+                    state
+                        .iter()
+                        .any(|va| va.namespace().as_ref() == Some(&k.0) && va.name_any() == k.1)
+                });
             if state.is_empty() {
                 timer_metrics.pass_done(now());
             }
@@ -467,6 +490,7 @@ impl Context {
             pods: fill(pods),
             replicasets: fill(replicasets),
             jobs: fill(jobs),
+            cache: Default::default(),
         }
     }
 
@@ -487,6 +511,46 @@ impl Context {
             .map(|c| (c.name.clone(), current(Some(pod.as_ref()), &c.name)))
             .collect()
     }
+}
+
+/// Reads the workload's history: only what is new since the last pass for pods already read,
+/// the whole window for pods not seen before (a new rollout) or without a previous pass.
+async fn read_history(
+    ctx: &Context,
+    ns: &str,
+    (kind, name): (&str, &str),
+    (start, end, window): (f64, f64, f64),
+    cached: Option<Cached>,
+) -> Result<Cached, HistoryError> {
+    let pods: std::collections::BTreeSet<String> = ctx
+        .prometheus
+        .workload_pods(ns, kind, name, end, window)
+        .await?
+        .into_iter()
+        .collect();
+    let step = ctx.prometheus.config().step.as_secs_f64().max(1.0);
+    let (mut histories, known, from) = match cached {
+        Some(c) => (c.histories, c.pods, c.until + step),
+        None => (BTreeMap::new(), Default::default(), start),
+    };
+    let old: Vec<String> = pods.intersection(&known).cloned().collect();
+    let new: Vec<String> = pods.difference(&known).cloned().collect();
+    ctx.prometheus
+        .extend_history(&mut histories, ns, &old, from.max(start), end)
+        .await?;
+    ctx.prometheus
+        .extend_history(&mut histories, ns, &new, start, end)
+        .await?;
+    for h in histories.values_mut() {
+        h.expire(start);
+    }
+    Ok(Cached {
+        target: (kind.to_owned(), name.to_owned()),
+        window,
+        pods,
+        histories,
+        until: end,
+    })
 }
 
 /// Computes one VerticalAutoscaler's recommendation and conditions without writing them.
@@ -535,15 +599,36 @@ pub async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
     let live = live_pods(ctx, &ns, &target.kind, &target.name);
     let end = now();
     let start = end - window;
-    let history = async {
-        let pods = ctx
-            .prometheus
-            .workload_pods(&ns, &target.kind, &target.name, end, window)
-            .await?;
-        let histories = ctx.prometheus.history(&ns, &pods, start, end).await?;
-        Ok::<_, HistoryError>((pods, histories))
-    }
+    let key = (ns.clone(), va.name_any());
+    let target_key = (target.kind.clone(), target.name.clone());
+    let cached = ctx
+        .cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&key)
+        .filter(|c| c.target == target_key && c.window == window);
+    let history = read_history(
+        ctx,
+        &ns,
+        (&target.kind, &target.name),
+        (start, end, window),
+        cached,
+    )
     .await;
+    let history = match history {
+        Ok(c) => {
+            let result = (
+                c.pods.iter().cloned().collect::<Vec<_>>(),
+                c.histories.clone(),
+            );
+            ctx.cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(key, c);
+            Ok(result)
+        }
+        Err(e) => Err(e),
+    };
     let (history_pods, histories) = match history {
         Ok(h) => h,
         Err(e) => {

@@ -524,7 +524,28 @@ impl Prometheus {
         start: f64,
         end: f64,
     ) -> Result<BTreeMap<String, ContainerHistory>, HistoryError> {
-        let mut out: BTreeMap<String, ContainerHistory> = BTreeMap::new();
+        let mut out = BTreeMap::new();
+        self.extend_history(&mut out, namespace, pods, start, end)
+            .await?;
+        for h in out.values_mut() {
+            h.expire(start);
+        }
+        Ok(out)
+    }
+
+    /// Adds the samples of `pods` in `[start, end]` to `out` (per container name). Nothing is
+    /// expired: the caller decides the window.
+    pub async fn extend_history(
+        &self,
+        out: &mut BTreeMap<String, ContainerHistory>,
+        namespace: &str,
+        pods: &[String],
+        start: f64,
+        end: f64,
+    ) -> Result<(), HistoryError> {
+        if pods.is_empty() || end < start {
+            return Ok(());
+        }
         let step = self.config.step.as_secs_f64().max(1.0);
         let step_s = step.ceil() as i64;
         let rate_s = self.config.rate_window.as_secs().max(1);
@@ -553,12 +574,9 @@ impl Prometheus {
                     h.add_memory(*t, *v);
                 }
             }
-            self.ooms(&base, start, end, step, &mut out).await?;
+            self.ooms(&base, start, end, step, out).await?;
         }
-        for h in out.values_mut() {
-            h.expire(start);
-        }
-        Ok(out)
+        Ok(())
     }
 
     /// OOM kills: restarts that grew while the last terminated reason was `OOMKilled`, with

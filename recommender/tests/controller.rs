@@ -244,13 +244,15 @@ async fn recommendations_and_conditions_are_written_for_every_object() {
         STEP,
     ));
     let server = PromServer::backfilled(&openmetrics(&series)).await.unwrap();
-    let prom = Prometheus::new(Config {
-        url: server.url().into(),
-        retries: 0,
-        timeout: Duration::from_secs(20),
-        ..Config::default()
-    })
-    .unwrap();
+    let prom = std::sync::Arc::new(
+        Prometheus::new(Config {
+            url: server.url().into(),
+            retries: 0,
+            timeout: Duration::from_secs(20),
+            ..Config::default()
+        })
+        .unwrap(),
+    );
 
     let vas = Api::<VerticalAutoscaler>::namespaced(client.clone(), ns);
     for (name, target) in [
@@ -285,7 +287,7 @@ async fn recommendations_and_conditions_are_written_for_every_object() {
     let metrics = std::sync::Arc::new(tailor_recommender::metrics::Metrics::new());
     let task = tokio::spawn(controller::run(
         client.clone(),
-        std::sync::Arc::new(prom),
+        prom.clone(),
         options,
         metrics.clone(),
     ));
@@ -386,7 +388,10 @@ async fn recommendations_and_conditions_are_written_for_every_object() {
             .contains("argoproj.io/v1alpha1/Rollout")
     );
 
-    // A spec change is acted on at once, not at the next refresh.
+    // A spec change is acted on at once, not at the next refresh, and reads only the new
+    // samples: the history of the first pass is kept.
+    let samples = |p: &Prometheus| p.stats().samples.load(std::sync::atomic::Ordering::Relaxed);
+    let before_change = samples(&prom);
     vas.patch(
         "web",
         &kube::api::PatchParams::default(),
@@ -402,6 +407,11 @@ async fn recommendations_and_conditions_are_written_for_every_object() {
     })
     .await;
     assert!(started.elapsed() < Duration::from_secs(20));
+    let read = samples(&prom) - before_change;
+    assert!(
+        read < 1_000,
+        "an incremental read, not the whole window again: {read} samples"
+    );
     let rec = &web
         .status
         .as_ref()
