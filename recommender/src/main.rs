@@ -9,7 +9,7 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 use tailor_recommender::controller::{self, Options};
 use tailor_recommender::lease::{self, LeaseConfig};
 use tailor_recommender::metrics::Metrics;
-use tailor_recommender::prometheus::{Auth, Config, Prometheus};
+use tailor_recommender::prometheus::{Auth, Config, MetricNames, Prometheus};
 
 /// Computes CPU/memory recommendations for VerticalAutoscalers from Prometheus history.
 #[derive(Debug, Parser)]
@@ -66,6 +66,18 @@ struct PrometheusArgs {
     /// Resolution of the history, seconds.
     #[arg(long, env = "TAILOR_HISTORY_STEP_SECONDS", default_value_t = 60)]
     history_step_seconds: u64,
+    /// Label matchers added to every query, e.g. `cluster="prod"`.
+    #[arg(long, env = "TAILOR_PROMETHEUS_EXTRA_MATCHERS", default_value = "")]
+    prometheus_extra_matchers: String,
+    /// cAdvisor CPU counter.
+    #[arg(long, env = "TAILOR_METRIC_CPU", default_value = "container_cpu_usage_seconds_total")]
+    metric_cpu: String,
+    /// cAdvisor working set.
+    #[arg(long, env = "TAILOR_METRIC_MEMORY", default_value = "container_memory_working_set_bytes")]
+    metric_memory: String,
+    /// kube-state-metrics series prefix (`kube_pod_owner`, `kube_replicaset_owner`, ... follow it).
+    #[arg(long, env = "TAILOR_KSM_PREFIX", default_value = "kube_")]
+    ksm_prefix: String,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -118,6 +130,18 @@ fn prometheus(args: &PrometheusArgs) -> Result<Prometheus, String> {
         ca_file: args.prometheus_ca_file.clone(),
         insecure_skip_verify: args.prometheus_insecure_skip_verify,
         step: Duration::from_secs(args.history_step_seconds.max(1)),
+        names: MetricNames {
+            cpu: args.metric_cpu.clone(),
+            memory: args.metric_memory.clone(),
+            restarts: format!("{}pod_container_status_restarts_total", args.ksm_prefix),
+            terminated_reason: format!("{}pod_container_status_last_terminated_reason", args.ksm_prefix),
+            limits: format!("{}pod_container_resource_limits", args.ksm_prefix),
+            requests: format!("{}pod_container_resource_requests", args.ksm_prefix),
+            pod_owner: format!("{}pod_owner", args.ksm_prefix),
+            replicaset_owner: format!("{}replicaset_owner", args.ksm_prefix),
+            job_owner: format!("{}job_owner", args.ksm_prefix),
+            extra_matchers: args.prometheus_extra_matchers.clone(),
+        },
         ..Config::default()
     })
     .map_err(|e| e.to_string())
