@@ -70,10 +70,18 @@ struct PrometheusArgs {
     #[arg(long, env = "TAILOR_PROMETHEUS_EXTRA_MATCHERS", default_value = "")]
     prometheus_extra_matchers: String,
     /// cAdvisor CPU counter.
-    #[arg(long, env = "TAILOR_METRIC_CPU", default_value = "container_cpu_usage_seconds_total")]
+    #[arg(
+        long,
+        env = "TAILOR_METRIC_CPU",
+        default_value = "container_cpu_usage_seconds_total"
+    )]
     metric_cpu: String,
     /// cAdvisor working set.
-    #[arg(long, env = "TAILOR_METRIC_MEMORY", default_value = "container_memory_working_set_bytes")]
+    #[arg(
+        long,
+        env = "TAILOR_METRIC_MEMORY",
+        default_value = "container_memory_working_set_bytes"
+    )]
     metric_memory: String,
     /// kube-state-metrics series prefix (`kube_pod_owner`, `kube_replicaset_owner`, ... follow it).
     #[arg(long, env = "TAILOR_KSM_PREFIX", default_value = "kube_")]
@@ -134,7 +142,10 @@ fn prometheus(args: &PrometheusArgs) -> Result<Prometheus, String> {
             cpu: args.metric_cpu.clone(),
             memory: args.metric_memory.clone(),
             restarts: format!("{}pod_container_status_restarts_total", args.ksm_prefix),
-            terminated_reason: format!("{}pod_container_status_last_terminated_reason", args.ksm_prefix),
+            terminated_reason: format!(
+                "{}pod_container_status_last_terminated_reason",
+                args.ksm_prefix
+            ),
             limits: format!("{}pod_container_resource_limits", args.ksm_prefix),
             requests: format!("{}pod_container_resource_requests", args.ksm_prefix),
             pod_owner: format!("{}pod_owner", args.ksm_prefix),
