@@ -187,7 +187,7 @@ pub async fn run(
                         .any(|va| va.namespace().as_ref() == Some(&k.0) && va.name_any() == k.1)
                 });
             if state.is_empty() {
-                timer_metrics.pass_done(now());
+                timer_metrics.pass_done(now(), 0.0);
             }
             for va in state {
                 let _ = queue.send(ObjectRef::from_obj(va.as_ref()));
@@ -209,7 +209,7 @@ pub async fn run(
         );
         if vas.is_empty() {
             // Nothing to compute: the first pass is trivially over.
-            ctx.metrics.pass_done(now());
+            ctx.metrics.pass_done(now(), 0.0);
         }
         // Each object is computed by one task at a time; a trigger for an object being
         // computed runs it once more afterwards; triggers for a queued object merge.
@@ -217,9 +217,11 @@ pub async fn run(
         let mut backlog = std::collections::VecDeque::new();
         let mut running = futures::stream::FuturesUnordered::new();
         let limit = ctx.options.concurrency.max(1);
+        let mut pass_start: Option<f64> = None;
         loop {
             tokio::select! {
                 Some(key) = work.recv() => {
+                    pass_start.get_or_insert_with(now);
                     if active.contains(&key) {
                         again.insert(key);
                     } else if queued.insert(key.clone()) {
@@ -233,7 +235,8 @@ pub async fn run(
                     }
                     if backlog.is_empty() && running.is_empty() {
                         // Every queued object is computed: a pass is over.
-                        ctx.metrics.pass_done(now());
+                        let end = now();
+                        ctx.metrics.pass_done(end, end - pass_start.take().unwrap_or(end));
                     }
                 }
             }

@@ -10,6 +10,7 @@
 //! | `tailor_recommender_reconciles_total` | `outcome` = `recommended`, `not_recommended`, `history_unavailable`, `config_unsupported` |
 //! | `tailor_recommender_reconcile_duration_seconds` | histogram |
 //! | `tailor_recommender_last_pass_timestamp_seconds` | when the last pass over all objects finished |
+//! | `tailor_recommender_last_pass_duration_seconds` | how long it took |
 //! | `tailor_recommender_prometheus_queries_total`, `tailor_recommender_prometheus_samples_total` | |
 //! | `tailor_recommender_leader` | 1 on the replica that writes |
 
@@ -67,6 +68,7 @@ pub struct Metrics {
     reconciles: Family<OutcomeLabels, Counter>,
     duration: Histogram,
     last_pass: Gauge<f64, AtomicU64>,
+    pass_duration: Gauge<f64, AtomicU64>,
     queries: Counter,
     samples: Counter,
     leader: Gauge,
@@ -90,6 +92,7 @@ impl Metrics {
         let reconciles = Family::<OutcomeLabels, Counter>::default();
         let duration = Histogram::new(exponential_buckets(0.01, 2.0, 14));
         let last_pass = Gauge::<f64, AtomicU64>::default();
+        let pass_duration = Gauge::<f64, AtomicU64>::default();
         let (queries, samples, leader) = (Counter::default(), Counter::default(), Gauge::default());
         registry.register(
             "tailor_recommendation_cpu_cores",
@@ -122,6 +125,11 @@ impl Metrics {
             last_pass.clone(),
         );
         registry.register(
+            "tailor_recommender_last_pass_duration_seconds",
+            "How long the last pass over every VerticalAutoscaler took",
+            pass_duration.clone(),
+        );
+        registry.register(
             "tailor_recommender_prometheus_queries",
             "HTTP queries sent to Prometheus",
             queries.clone(),
@@ -144,6 +152,7 @@ impl Metrics {
             reconciles,
             duration,
             last_pass,
+            pass_duration,
             queries,
             samples,
             leader,
@@ -254,9 +263,10 @@ impl Metrics {
         self.duration.observe(seconds);
     }
 
-    /// Marks the end of a pass over every object.
-    pub fn pass_done(&self, unix_seconds: f64) {
+    /// Marks the end of a pass over every object, which took `seconds`.
+    pub fn pass_done(&self, unix_seconds: f64, seconds: f64) {
         self.last_pass.set(unix_seconds);
+        self.pass_duration.set(seconds);
         self.ready.store(true, Ordering::Relaxed);
     }
 

@@ -29,6 +29,8 @@ pub struct ScrapeTarget {
 pub struct PrometheusOptions {
     /// OpenMetrics text (ending in `# EOF`) to backfill the TSDB with before the server starts.
     pub backfill: Option<String>,
+    /// A file of OpenMetrics text to backfill with (for histories too large for a string).
+    pub backfill_file: Option<std::path::PathBuf>,
     /// Targets to scrape.
     pub scrape_targets: Vec<ScrapeTarget>,
     /// The scrape interval.
@@ -39,6 +41,7 @@ impl Default for PrometheusOptions {
     fn default() -> Self {
         Self {
             backfill: None,
+            backfill_file: None,
             scrape_targets: Vec::new(),
             scrape_interval: Duration::from_secs(1),
         }
@@ -105,7 +108,13 @@ impl Prometheus {
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).map_err(HarnessError::io("create TSDB dir"))?;
         if let Some(text) = &options.backfill {
-            backfill(dir.path(), &data, text)?;
+            let input = dir.path().join("backfill.om");
+            std::fs::write(&input, text)
+                .map_err(HarnessError::io(format!("write {}", input.display())))?;
+            backfill(&input, &data)?;
+        }
+        if let Some(input) = &options.backfill_file {
+            backfill(input, &data)?;
         }
         let config = dir.path().join("prometheus.yml");
         std::fs::write(&config, config_yaml(&options))
@@ -223,13 +232,11 @@ impl Prometheus {
     }
 }
 
-fn backfill(dir: &Path, data: &Path, text: &str) -> Result<()> {
+fn backfill(input: &Path, data: &Path) -> Result<()> {
     let promtool = prometheus_binary("promtool")?;
-    let input = dir.join("backfill.om");
-    std::fs::write(&input, text).map_err(HarnessError::io(format!("write {}", input.display())))?;
     let out = std::process::Command::new(&promtool)
         .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&input)
+        .arg(input)
         .arg(data)
         .output()
         .map_err(HarnessError::io(format!("run {}", promtool.display())))?;

@@ -254,19 +254,59 @@ pub fn openmetrics(series: &[Series]) -> String {
     for (family, kind) in FAMILIES {
         let _ = writeln!(out, "# TYPE {family} {kind}");
         for s in series.iter().filter(|s| s.metric == family) {
-            let labels = s
-                .labels
-                .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
-                .collect::<Vec<_>>()
-                .join(",");
-            for (t, v) in &s.samples {
-                let _ = writeln!(out, "{family}{{{labels}}} {v} {t}");
-            }
+            write_series(&mut out, s);
         }
     }
     out.push_str("# EOF\n");
     out
+}
+
+fn write_series(out: &mut String, s: &Series) {
+    let labels = s
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect::<Vec<_>>()
+        .join(",");
+    for (t, v) in &s.samples {
+        let _ = writeln!(out, "{}{{{labels}}} {v} {t}", s.metric);
+    }
+}
+
+/// Streams the OpenMetrics text of `containers` and `replicasets` to `out`, holding one
+/// container's series in memory at a time (for histories too large for a string).
+pub fn write_openmetrics(
+    containers: &[HistoryContainer],
+    replicasets: &[ReplicaSetOwner],
+    (start, end, step): (i64, i64, i64),
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    let mut buf = String::new();
+    for (family, kind) in FAMILIES {
+        writeln!(out, "# TYPE {family} {kind}")?;
+        let series: Box<dyn Iterator<Item = Vec<Series>>> = if family == "kube_replicaset_owner" {
+            Box::new(std::iter::once(replicaset_owners(
+                replicasets,
+                start,
+                end,
+                step,
+            )))
+        } else {
+            Box::new(
+                containers
+                    .iter()
+                    .map(|c| generate(std::slice::from_ref(c), start, end, step)),
+            )
+        };
+        for batch in series {
+            for s in batch.iter().filter(|s| s.metric == family) {
+                buf.clear();
+                write_series(&mut buf, s);
+                out.write_all(buf.as_bytes())?;
+            }
+        }
+    }
+    out.write_all(b"# EOF\n")
 }
 
 #[cfg(test)]
