@@ -4,10 +4,13 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 
-.PHONY: help test test-deps lint fmt crds unit bench-sim
+.PHONY: help test test-deps lint fmt crds unit bench-sim bench-recommender
 
 bench-sim: ## simulator benchmark: 100 nodes, 5,000 pods, 1,000 resizes (prints rates and peak RSS)
 	hack/bench-sim.sh
+
+bench-recommender: ## recommender benchmark: 2,000 workloads, 7 days (first, steady-state, after-restart passes)
+	hack/bench-recommender.sh
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'

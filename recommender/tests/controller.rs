@@ -13,7 +13,7 @@ use tailor_crds::v1alpha1::{FloorReason, VerticalAutoscaler};
 use tailor_e2e::sim::history::{
     HistoryContainer, ReplicaSetOwner, generate, openmetrics, replicaset_owners,
 };
-use tailor_e2e::sim::usage::{PodUsage, container_seed};
+use tailor_e2e::sim::usage::PodUsage;
 use tailor_e2e::{ControlPlane, Prometheus as PromServer};
 use tailor_recommender::controller::{self, Options};
 use tailor_recommender::prometheus::{Config, Prometheus};
@@ -32,19 +32,16 @@ fn history(
 ) -> HistoryContainer {
     let models = PodUsage::parse(&json!({"*": model}).to_string()).unwrap();
     HistoryContainer {
-        namespace: "shop".into(),
-        pod: pod.into(),
-        container: "app".into(),
-        image: "example/app:1".into(),
-        node: "sim-0".into(),
-        model: models.model("app").unwrap().clone(),
-        seed: container_seed(1, "shop", pod, "app"),
-        trace: None,
         cpu: (Some(0.5), Some(1.0)),
         memory: (Some(512.0 * MI), Some(8.0 * GI)),
-        owner: Some((owner.0.into(), owner.1.into())),
         lifetime,
-        oom_kills: vec![],
+        ..HistoryContainer::new(
+            "shop",
+            pod,
+            "app",
+            models.model("app").unwrap().clone(),
+            owner,
+        )
     }
 }
 

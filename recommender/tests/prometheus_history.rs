@@ -8,7 +8,7 @@ use tailor_e2e::Prometheus as PromServer;
 use tailor_e2e::sim::history::{
     HistoryContainer, ReplicaSetOwner, generate, openmetrics, replicaset_owners,
 };
-use tailor_e2e::sim::usage::{PodUsage, container_seed};
+use tailor_e2e::sim::usage::PodUsage;
 use tailor_recommender::prometheus::{Config, HistoryError, Prometheus};
 
 const MI: f64 = 1024.0 * 1024.0;
@@ -23,19 +23,16 @@ fn container(
 ) -> HistoryContainer {
     let models = PodUsage::parse(&format!("{{\"*\": {model}}}")).unwrap();
     HistoryContainer {
-        namespace: "shop".into(),
-        pod: pod.into(),
-        container: "app".into(),
-        image: "example/app:1".into(),
-        node: "sim-0".into(),
-        model: models.model("app").unwrap().clone(),
-        seed: container_seed(1, "shop", pod, "app"),
-        trace: None,
         cpu: (Some(0.5), Some(2.0)),
         memory: (Some(512.0 * MI), Some(2048.0 * MI)),
-        owner: Some((owner.0.into(), owner.1.into())),
         lifetime,
-        oom_kills: vec![],
+        ..HistoryContainer::new(
+            "shop",
+            pod,
+            "app",
+            models.model("app").unwrap().clone(),
+            owner,
+        )
     }
 }
 

@@ -45,6 +45,35 @@ pub struct HistoryContainer {
     pub oom_kills: Vec<i64>,
 }
 
+impl HistoryContainer {
+    /// Container `container` (image `example/<container>:1`) of `namespace/pod` on node
+    /// `sim-0`, seeded from its names with seed 1, owned by `owner` `(kind, name)`, for the
+    /// whole window, without requests, limits or OOM kills.
+    pub fn new(
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        model: Model,
+        owner: (&str, &str),
+    ) -> Self {
+        Self {
+            namespace: namespace.into(),
+            pod: pod.into(),
+            container: container.into(),
+            image: format!("example/{container}:1"),
+            node: "sim-0".into(),
+            seed: super::usage::container_seed(1, namespace, pod, container),
+            model,
+            trace: None,
+            cpu: (None, None),
+            memory: (None, None),
+            owner: Some((owner.0.into(), owner.1.into())),
+            lifetime: None,
+            oom_kills: vec![],
+        }
+    }
+}
+
 /// A ReplicaSet and its controlling owner, for `kube_replicaset_owner`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaSetOwner {
