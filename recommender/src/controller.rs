@@ -525,19 +525,29 @@ async fn read_history(
     (start, end, window): (f64, f64, f64),
     cached: Option<Cached>,
 ) -> Result<Cached, HistoryError> {
-    let pods: std::collections::BTreeSet<String> = ctx
+    let step = ctx.prometheus.config().step.as_secs_f64().max(1.0);
+    // With a previous pass, only pods that existed since then can have new samples: the
+    // ownership query looks back that far, not over the whole window.
+    let (mut histories, known, from, lookback) = match cached {
+        Some(c) => {
+            let since = (end - c.until).max(0.0) + 2.0 * step;
+            (
+                c.histories,
+                c.pods,
+                c.until + step,
+                since.max(300.0).min(window),
+            )
+        }
+        None => (BTreeMap::new(), Default::default(), start, window),
+    };
+    let recent: std::collections::BTreeSet<String> = ctx
         .prometheus
-        .workload_pods(ns, kind, name, end, window)
+        .workload_pods(ns, kind, name, end, lookback)
         .await?
         .into_iter()
         .collect();
-    let step = ctx.prometheus.config().step.as_secs_f64().max(1.0);
-    let (mut histories, known, from) = match cached {
-        Some(c) => (c.histories, c.pods, c.until + step),
-        None => (BTreeMap::new(), Default::default(), start),
-    };
-    let old: Vec<String> = pods.intersection(&known).cloned().collect();
-    let new: Vec<String> = pods.difference(&known).cloned().collect();
+    let old: Vec<String> = recent.intersection(&known).cloned().collect();
+    let new: Vec<String> = recent.difference(&known).cloned().collect();
     ctx.prometheus
         .extend_history(&mut histories, ns, &old, from.max(start), end)
         .await?;
@@ -547,6 +557,7 @@ async fn read_history(
     for h in histories.values_mut() {
         h.expire(start);
     }
+    let pods = known.union(&recent).cloned().collect();
     Ok(Cached {
         target: (kind.to_owned(), name.to_owned()),
         window,
