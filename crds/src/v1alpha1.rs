@@ -494,6 +494,29 @@ impl ContainerPolicy {
     }
 }
 
+impl ResourcePolicy {
+    /// The policy for `container`: its own entry, else `*`, else the defaults.
+    pub fn for_container(&self, container: &str) -> ContainerPolicy {
+        self.container_policies
+            .iter()
+            .find(|p| p.container_name == container)
+            .or_else(|| {
+                self.container_policies
+                    .iter()
+                    .find(|p| p.container_name == "*")
+            })
+            .cloned()
+            .unwrap_or_else(|| ContainerPolicy::new(container))
+    }
+}
+
+impl ContainerPolicy {
+    /// Whether tailor sizes `resource` of this container at all.
+    pub fn controls(&self, resource: ResourceName) -> bool {
+        self.mode == ContainerMode::Auto && self.controlled_resources.contains(&resource)
+    }
+}
+
 fn default_controlled_resources() -> Vec<ResourceName> {
     vec![ResourceName::Cpu, ResourceName::Memory]
 }

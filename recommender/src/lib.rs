@@ -11,7 +11,6 @@
 
 pub mod cli;
 pub mod controller;
-pub mod lease;
 pub mod metrics;
 pub mod model;
 pub mod prometheus;

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use tailor_recommender::controller::{self, Options};
-use tailor_recommender::lease::{self, LeaseConfig};
 use tailor_recommender::metrics::Metrics;
 use tailor_recommender::prometheus::{Auth, Config, MetricNames, Prometheus};
+use tailor_runtime::lease::{self, LeaseConfig};
 
 /// Computes CPU/memory recommendations for VerticalAutoscalers from Prometheus history.
 #[derive(Debug, Parser)]
@@ -189,10 +189,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             let listener = tokio::net::TcpListener::bind(args.admin_addr)
                 .await
                 .map_err(|e| format!("admin address {}: {e}", args.admin_addr))?;
-            let admin = tokio::spawn(tailor_recommender::metrics::serve(
-                listener,
-                metrics.clone(),
-            ));
+            let admin = tokio::spawn(tailor_runtime::admin::serve(listener, metrics.clone()));
             let prom = Arc::new(prom);
             let work = {
                 let (client, metrics, options, prom) = (
@@ -211,56 +208,25 @@ async fn run(cli: Cli) -> Result<(), String> {
                     async move { controller::run(client, prom, options, metrics).await }
                 }
             };
-            let controller = async {
-                if args.leader_election {
-                    let identity = args.identity.clone().unwrap_or_else(default_identity);
-                    let (tx, rx) = tokio::sync::watch::channel(false);
-                    let config = LeaseConfig {
-                        name: args.lease_name.clone(),
-                        namespace: args.lease_namespace.clone(),
-                        identity,
-                        duration: Duration::from_secs(15),
-                    };
-                    let mut leader_rx = rx.clone();
-                    let gauge = metrics.clone();
-                    let track = async move {
-                        gauge.set_leader(false);
-                        while leader_rx.changed().await.is_ok() {
-                            gauge.set_leader(*leader_rx.borrow());
-                        }
-                    };
-                    tokio::join!(
-                        lease::elect(client.clone(), config, tx),
-                        lease::while_leading(rx, work),
-                        track
-                    );
-                } else {
-                    metrics.set_leader(true);
-                    work().await;
-                }
-            };
+            let config = args.leader_election.then(|| LeaseConfig {
+                name: args.lease_name.clone(),
+                namespace: args.lease_namespace.clone(),
+                identity: args
+                    .identity
+                    .clone()
+                    .unwrap_or_else(|| tailor_runtime::default_identity("tailor-recommender")),
+                duration: Duration::from_secs(15),
+            });
+            let gauge = metrics.clone();
+            let controller =
+                lease::lead(client.clone(), config, move |l| gauge.set_leader(l), work);
             let result = tokio::select! {
                 () = controller => Ok(()),
-                r = shutdown_signal() => r,
+                r = tailor_runtime::shutdown_signal() => r,
             };
             admin.abort();
             result
         }
-    }
-}
-
-fn default_identity() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "tailor-recommender".into());
-    format!("{host}-{}", std::process::id())
-}
-
-/// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
-async fn shutdown_signal() -> Result<(), String> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    tokio::select! {
-        _ = term.recv() => Ok(()),
-        r = tokio::signal::ctrl_c() => r.map_err(|e| e.to_string()),
     }
 }
 

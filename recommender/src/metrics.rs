@@ -15,14 +15,9 @@
 //! | `tailor_recommender_leader` | 1 on the replica that writes |
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -305,36 +300,12 @@ impl Metrics {
     }
 }
 
-async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        m.encode(),
-    )
-}
-
-async fn healthz() -> &'static str {
-    "ok"
-}
-
-async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    if m.is_ready() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "first pass not finished")
+impl tailor_runtime::admin::Admin for Metrics {
+    fn encode(&self) -> String {
+        Metrics::encode(self)
     }
-}
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until dropped.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
-    let app = Router::new()
-        .route("/metrics", get(self::metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(metrics);
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "admin server stopped");
+    fn not_ready(&self) -> Option<&'static str> {
+        (!self.is_ready()).then_some("first pass not finished")
     }
 }

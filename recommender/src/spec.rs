@@ -57,13 +57,7 @@ pub fn format_duration(seconds: f64) -> String {
 
 /// The policy entry for `container`: its own, else `*`, else the defaults.
 pub fn container_policy(spec: &VerticalAutoscalerSpec, container: &str) -> ContainerPolicy {
-    let policies = &spec.resource_policy.container_policies;
-    policies
-        .iter()
-        .find(|p| p.container_name == container)
-        .or_else(|| policies.iter().find(|p| p.container_name == "*"))
-        .cloned()
-        .unwrap_or_else(|| ContainerPolicy::new(container))
+    spec.resource_policy.for_container(container)
 }
 
 /// Whether tailor recommends for `container` at all.

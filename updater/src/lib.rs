@@ -1,7 +1,6 @@
-//! The tailor updater: applies recommendations to running pods through the pod `resize`
-//! subresource. CPU changes and memory increases go live; memory decreases go through a
-//! container restart or a person's approval.
-//!
-//! This crate currently carries the binary's command-line surface only; the planner and the
-//! actuator are being built.
-#![forbid(unsafe_code)]
+//! tailor's updater: applies the recommender's recommendations to running pods through the
+//! `resize` subresource. [`plan`] is the pure planner; [`controller`] the actuator around it.
+
+pub mod controller;
+pub mod metrics;
+pub mod plan;

@@ -1,14 +1,135 @@
 //! `tailor-updater`.
 
-use clap::Parser;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Applies VerticalAutoscaler recommendations to running pods in place.
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use tailor_runtime::lease::{self, LeaseConfig};
+use tailor_updater::controller::{self, Options};
+use tailor_updater::metrics::Metrics;
+
+/// Applies VerticalAutoscaler recommendations to running pods through the resize subresource.
 #[derive(Debug, Parser)]
 #[command(name = "tailor-updater", version, about)]
-struct Args {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
+    log: String,
+}
 
-fn main() -> std::process::ExitCode {
-    let _args = Args::parse();
-    eprintln!("tailor-updater: no subcommands are available in this build yet");
-    std::process::ExitCode::FAILURE
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Watch VerticalAutoscalers with `updateMode: InPlace` and resize their pods.
+    Run(RunArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+struct RunArgs {
+    /// Log and record (Events, metrics) what would be resized; change nothing.
+    #[arg(long, env = "TAILOR_DRY_RUN", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    dry_run: bool,
+    /// Resize patches per second, over all objects.
+    #[arg(long, env = "TAILOR_MAX_RESIZES_PER_SECOND", default_value_t = 100.0)]
+    max_resizes_per_second: f64,
+    /// Resize patches allowed at once before the rate applies.
+    #[arg(long, env = "TAILOR_RESIZE_BURST", default_value_t = 100)]
+    resize_burst: u32,
+    /// VerticalAutoscalers reconciled at the same time.
+    #[arg(long, env = "TAILOR_CONCURRENCY", default_value_t = 16)]
+    concurrency: usize,
+    /// Every VerticalAutoscaler is reconciled at least this often (seconds), besides on changes.
+    #[arg(long, env = "TAILOR_RESYNC_SECONDS", default_value_t = 30)]
+    resync_seconds: u64,
+    /// The first back-off after a refused or failed resize (seconds; doubles up to 30 min).
+    #[arg(long, env = "TAILOR_BACKOFF_SECONDS", default_value_t = 30)]
+    backoff_seconds: u64,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, env = "TAILOR_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    admin_addr: std::net::SocketAddr,
+    /// Elect a leader through a Lease so only one replica writes. Disable only for a single
+    /// replica.
+    #[arg(long, env = "TAILOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// The Lease's name.
+    #[arg(long, env = "TAILOR_LEASE_NAME", default_value = "tailor-updater")]
+    lease_name: String,
+    /// The Lease's namespace (the pod's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tailor-system")]
+    lease_namespace: String,
+    /// This replica's identity (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Run(args) => {
+            if args.max_resizes_per_second.is_nan() || args.max_resizes_per_second <= 0.0 {
+                return Err(format!(
+                    "--max-resizes-per-second must be positive, got {}",
+                    args.max_resizes_per_second
+                ));
+            }
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| format!("cannot reach the Kubernetes API: {e}"))?;
+            let identity = args
+                .identity
+                .clone()
+                .unwrap_or_else(|| tailor_runtime::default_identity("tailor-updater"));
+            let options = Options {
+                dry_run: args.dry_run,
+                resizes_per_second: args.max_resizes_per_second,
+                burst: args.resize_burst,
+                concurrency: args.concurrency.max(1),
+                resync: Duration::from_secs(args.resync_seconds.max(1)),
+                backoff: Duration::from_secs(args.backoff_seconds.max(1)),
+                identity: identity.clone(),
+            };
+            if options.dry_run {
+                tracing::info!("dry run: nothing will be resized or written");
+            }
+            let metrics = Arc::new(Metrics::new());
+            let listener = tokio::net::TcpListener::bind(args.admin_addr)
+                .await
+                .map_err(|e| format!("admin address {}: {e}", args.admin_addr))?;
+            let admin = tokio::spawn(tailor_runtime::admin::serve(listener, metrics.clone()));
+            let work = {
+                let (client, metrics, options) = (client.clone(), metrics.clone(), options.clone());
+                move || controller::run(client.clone(), options.clone(), metrics.clone())
+            };
+            let config = args.leader_election.then(|| LeaseConfig {
+                name: args.lease_name.clone(),
+                namespace: args.lease_namespace.clone(),
+                identity,
+                duration: Duration::from_secs(15),
+            });
+            let gauge = metrics.clone();
+            let controller = lease::lead(client, config, move |l| gauge.set_leader(l), work);
+            let result = tokio::select! {
+                () = controller => Ok(()),
+                r = tailor_runtime::shutdown_signal() => r,
+            };
+            tracing::info!("shutting down");
+            admin.abort();
+            result
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .init();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tailor-updater: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use tailor_e2e::ControlPlane;
-use tailor_recommender::lease::{LeaseConfig, elect};
+use tailor_runtime::lease::{LeaseConfig, elect};
 use tokio::sync::watch;
 
 fn config(identity: &str) -> LeaseConfig {

@@ -150,3 +150,34 @@ where
         }
     }
 }
+
+/// Runs `work` under leader election (when `config` is given) or at once, telling
+/// `on_leader` each time this replica gains or loses the lease.
+pub async fn lead<F, Fut>(
+    client: kube::Client,
+    config: Option<LeaseConfig>,
+    on_leader: impl Fn(bool),
+    mut work: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Some(config) = config else {
+        on_leader(true);
+        work().await;
+        return;
+    };
+    let (tx, rx) = watch::channel(false);
+    let mut leader_rx = rx.clone();
+    let track = async move {
+        on_leader(false);
+        while leader_rx.changed().await.is_ok() {
+            on_leader(*leader_rx.borrow());
+        }
+    };
+    tokio::join!(
+        elect(client, config, tx),
+        while_leading(rx, &mut work),
+        track
+    );
+}

@@ -1,0 +1,51 @@
+//! The admin server: `/metrics` (OpenMetrics text), `/healthz` (the process is alive) and
+//! `/readyz` (the binary has done what makes it useful, e.g. its first pass).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+/// What the admin server asks of a binary.
+pub trait Admin: Send + Sync + 'static {
+    /// The metrics, as OpenMetrics text.
+    fn encode(&self) -> String;
+    /// `None` when ready; otherwise why not.
+    fn not_ready(&self) -> Option<&'static str>;
+}
+
+async fn metrics(State(a): State<Arc<dyn Admin>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        a.encode(),
+    )
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(a): State<Arc<dyn Admin>>) -> impl IntoResponse {
+    match a.not_ready() {
+        None => (StatusCode::OK, "ready"),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until dropped.
+pub async fn serve(listener: tokio::net::TcpListener, admin: Arc<dyn Admin>) {
+    let app = Router::new()
+        .route("/metrics", get(self::metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(admin);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "admin server stopped");
+    }
+}

@@ -1,0 +1,239 @@
+//! The updater's metrics, served on `/metrics` by the admin server.
+//!
+//! | metric | labels | what |
+//! | --- | --- | --- |
+//! | `tailor_updater_resizes_total` | `outcome`, `resource` | resizes by outcome: `issued`, `applied`, `restarted`, `deferred`, `infeasible`, `error`, `failed`, `conflict`, `vanished`, `dry_run` |
+//! | `tailor_updater_pending_approvals` | `namespace`, `verticalautoscaler` | memory decreases waiting for a person |
+//! | `tailor_updater_recommendation_to_applied_seconds` | | time from first seeing a recommendation to its resize being complete on a pod |
+//! | `tailor_updater_resizes_waiting` | `reason` = `restart_budget`, `infeasible` | planned resizes held back |
+//! | `tailor_updater_reconciles_total` | | VerticalAutoscaler reconciles |
+//! | `tailor_updater_api_requests_total` | `verb` | writes to the API server: `resize`, `get`, `status`, `event` |
+//! | `tailor_updater_leader` | | 1 on the replica that writes |
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+    resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VaLabels {
+    namespace: String,
+    verticalautoscaler: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerbLabels {
+    verb: String,
+}
+
+/// The updater's metrics.
+#[allow(missing_debug_implementations)] // the registry is not Debug
+pub struct Metrics {
+    registry: Registry,
+    resizes: Family<OutcomeLabels, Counter>,
+    pending: Family<VaLabels, Gauge>,
+    to_applied: Histogram,
+    waiting: Family<ReasonLabels, Gauge>,
+    reconciles: Counter,
+    requests: Family<VerbLabels, Counter>,
+    leader: Gauge,
+    pending_keys: Mutex<HashSet<(String, String)>>,
+    ready: AtomicBool,
+    standby: AtomicBool,
+    issued: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let resizes = Family::<OutcomeLabels, Counter>::default();
+        let pending = Family::<VaLabels, Gauge>::default();
+        let to_applied = Histogram::new(exponential_buckets(0.5, 2.0, 14));
+        let waiting = Family::<ReasonLabels, Gauge>::default();
+        let reconciles = Counter::default();
+        let requests = Family::<VerbLabels, Counter>::default();
+        let leader = Gauge::default();
+        registry.register(
+            "tailor_updater_resizes",
+            "Pod resizes by outcome and resource",
+            resizes.clone(),
+        );
+        registry.register(
+            "tailor_updater_pending_approvals",
+            "Memory decreases waiting for approval",
+            pending.clone(),
+        );
+        registry.register(
+            "tailor_updater_recommendation_to_applied_seconds",
+            "Time from first seeing a recommendation to a pod's resize to it being complete",
+            to_applied.clone(),
+        );
+        registry.register(
+            "tailor_updater_resizes_waiting",
+            "Planned resizes held back, by reason",
+            waiting.clone(),
+        );
+        registry.register(
+            "tailor_updater_reconciles",
+            "VerticalAutoscaler reconciles",
+            reconciles.clone(),
+        );
+        registry.register(
+            "tailor_updater_api_requests",
+            "Writes and reads the updater sends to the API server outside its watches",
+            requests.clone(),
+        );
+        registry.register(
+            "tailor_updater_leader",
+            "1 on the replica that writes",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            resizes,
+            pending,
+            to_applied,
+            waiting,
+            reconciles,
+            requests,
+            leader,
+            pending_keys: Mutex::new(HashSet::new()),
+            ready: AtomicBool::new(false),
+            standby: AtomicBool::new(true),
+            issued: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a resize outcome for each resource it touched.
+    pub fn resize(&self, outcome: &str, resources: &[&str]) {
+        for r in resources {
+            self.resizes
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.to_owned(),
+                    resource: (*r).to_owned(),
+                })
+                .inc();
+        }
+        if outcome == "issued" {
+            self.issued.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Resizes issued since start.
+    pub fn issued(&self) -> u64 {
+        self.issued.load(Ordering::Relaxed)
+    }
+
+    /// Sets the pending approvals of one VerticalAutoscaler.
+    pub fn pending(&self, namespace: &str, name: &str, count: usize) {
+        let key = (namespace.to_owned(), name.to_owned());
+        let labels = VaLabels {
+            namespace: key.0.clone(),
+            verticalautoscaler: key.1.clone(),
+        };
+        let mut keys = self
+            .pending_keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if count == 0 {
+            if keys.remove(&key) {
+                self.pending.remove(&labels);
+            }
+            return;
+        }
+        keys.insert(key);
+        self.pending
+            .get_or_create(&labels)
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Observes the time from a recommendation to its resize being complete.
+    pub fn applied_after(&self, seconds: f64) {
+        self.to_applied.observe(seconds);
+    }
+
+    /// Sets the number of resizes held back for `reason`.
+    pub fn waiting(&self, reason: &str, count: usize) {
+        self.waiting
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a reconcile.
+    pub fn reconciled(&self) {
+        self.reconciles.inc();
+    }
+
+    /// Counts a request to the API server.
+    pub fn request(&self, verb: &str) {
+        self.requests
+            .get_or_create(&VerbLabels {
+                verb: verb.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records whether this replica leads.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+        self.standby.store(!leader, Ordering::Relaxed);
+        if leader {
+            self.ready.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// The first pass is over.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl tailor_runtime::admin::Admin for Metrics {
+    fn encode(&self) -> String {
+        Metrics::encode(self)
+    }
+
+    fn not_ready(&self) -> Option<&'static str> {
+        // A standby is ready: it serves metrics and waits for the lease.
+        if self.standby.load(Ordering::Relaxed) || self.ready.load(Ordering::Relaxed) {
+            None
+        } else {
+            Some("caches not synced or first pass not finished")
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! The planner on pods and recommendations built in memory (it is pure).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::Pod;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use tailor_crds::v1alpha1::{ContainerRecommendation, ResourceName, VerticalAutoscalerSpec};
+use tailor_updater::plan::memory::Approved;
+use tailor_updater::plan::resources::{Amounts, ContainerResources, Qos, qos};
+use tailor_updater::plan::{PodInput, PodPlan, Skip, plan_pod, resize_patch};
+
+const MI: i64 = 1 << 20;
+
+fn pod(containers: Value) -> Pod {
+    let statuses: Vec<Value> = containers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            json!({"name": c["name"], "image": "x", "imageID": "", "ready": true,
+                        "restartCount": 0, "resources": c["resources"]})
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": "p", "namespace": "ns", "generation": 1, "uid": "u1"},
+        "spec": {"containers": containers},
+        "status": {"phase": "Running", "observedGeneration": 1, "containerStatuses": statuses,
+                   "conditions": [{"type": "Ready", "status": "True"}]},
+    }))
+    .unwrap()
+}
+
+fn container(name: &str, requests: Value, limits: Value) -> Value {
+    json!({"name": name, "image": "x", "resources": {"requests": requests, "limits": limits}})
+}
+
+fn spec(extra: Value) -> VerticalAutoscalerSpec {
+    let mut s = json!({"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "w"},
+                       "updatePolicy": {"updateMode": "InPlace"}});
+    merge(&mut s, extra);
+    serde_json::from_value(s).unwrap()
+}
+
+fn merge(a: &mut Value, b: Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+fn rec(name: &str, target: Value, extra: Value) -> ContainerRecommendation {
+    let mut r = json!({"containerName": name, "target": target});
+    merge(&mut r, extra);
+    serde_json::from_value(r).unwrap()
+}
+
+fn plan(pod: &Pod, spec: &VerticalAutoscalerSpec, recs: &[ContainerRecommendation]) -> PodPlan {
+    plan_with(pod, spec, recs, &BTreeSet::new(), &[])
+}
+
+fn plan_with(
+    pod: &Pod,
+    spec: &VerticalAutoscalerSpec,
+    recs: &[ContainerRecommendation],
+    blocked: &BTreeSet<ResourceName>,
+    approved: &[Approved],
+) -> PodPlan {
+    plan_pod(&PodInput {
+        pod,
+        spec,
+        recommendation: recs,
+        blocked,
+        approved,
+    })
+}
+
+fn amounts(cpu: Option<i64>, memory: Option<i64>) -> Amounts {
+    Amounts { cpu, memory }
+}
+
+#[test]
+fn cpu_moves_both_ways_beyond_min_change() {
+    let p = pod(json!([container(
+        "app",
+        json!({"cpu": "500m", "memory": "256Mi"}),
+        json!({})
+    )]));
+    let s = spec(json!({}));
+    let up = plan(
+        &p,
+        &s,
+        &[rec(
+            "app",
+            json!({"cpu": "1", "memory": "256Mi"}),
+            json!({}),
+        )],
+    );
+    assert_eq!(up.changes.len(), 1);
+    assert_eq!(
+        up.changes[0].to.requests,
+        amounts(Some(1000), Some(256 * MI))
+    );
+    assert!(!up.restarts());
+    let down = plan(
+        &p,
+        &s,
+        &[rec(
+            "app",
+            json!({"cpu": "200m", "memory": "256Mi"}),
+            json!({}),
+        )],
+    );
+    assert_eq!(down.changes[0].to.requests.cpu, Some(200));
+    // 4% away and inside the bounds: left alone, with the reason.
+    let small = plan(
+        &p,
+        &s,
+        &[rec(
+            "app",
+            json!({"cpu": "520m", "memory": "256Mi"}),
+            json!({"lowerBound": {"cpu": "400m"}, "upperBound": {"cpu": "700m"}}),
+        )],
+    );
+    assert!(!small.resizes());
+    assert!(
+        small.notes.iter().any(|n| n.reason.contains("minChange")),
+        "{small:?}"
+    );
+    // 4% away but the request lies outside the bounds: resized.
+    let outside = plan(
+        &p,
+        &s,
+        &[rec(
+            "app",
+            json!({"cpu": "520m", "memory": "256Mi"}),
+            json!({"lowerBound": {"cpu": "510m"}, "upperBound": {"cpu": "700m"}}),
+        )],
+    );
+    assert_eq!(outside.changes[0].to.requests.cpu, Some(520));
+}
+
+#[test]
+fn guaranteed_pods_keep_requests_equal_to_limits() {
+    let p = pod(json!([container(
+        "app",
+        json!({"cpu": "1", "memory": "1Gi"}),
+        json!({"cpu": "1", "memory": "1Gi"})
+    )]));
+    let plan = plan(
+        &p,
+        &spec(json!({})),
+        &[rec("app", json!({"cpu": "2", "memory": "2Gi"}), json!({}))],
+    );
+    let to = plan.changes[0].to;
+    assert_eq!(to.requests, amounts(Some(2000), Some(2048 * MI)));
+    assert_eq!(to.limits, to.requests);
+    assert_eq!(qos([&to]), Qos::Guaranteed);
+}
+
+#[test]
+fn limits_keep_their_ratio_or_stay() {
+    let p = pod(json!([container(
+        "app",
+        json!({"cpu": "100m", "memory": "100Mi"}),
+        json!({"cpu": "200m", "memory": "300Mi"})
+    )]));
+    let r = [rec(
+        "app",
+        json!({"cpu": "300m", "memory": "200Mi"}),
+        json!({}),
+    )];
+    let scaled = plan(&p, &spec(json!({})), &r);
+    assert_eq!(
+        scaled.changes[0].to.limits,
+        amounts(Some(600), Some(600 * MI))
+    );
+    let only = plan(
+        &p,
+        &spec(json!({"resourcePolicy": {"containerPolicies": [
+            {"containerName": "*", "controlledValues": "RequestsOnly"}]}})),
+        &r,
+    );
+    let to = only.changes[0].to;
+    assert_eq!(to.limits, amounts(Some(200), Some(300 * MI)));
+    // The CPU request is capped at the limit, and the cap is noted.
+    assert_eq!(to.requests, amounts(Some(200), Some(200 * MI)));
+    assert!(only.notes.iter().any(|n| n.reason.contains("capped")));
+}
+
+#[test]
+fn a_burstable_pod_never_becomes_guaranteed() {
+    // RequestsOnly would raise both requests to their limits: the pod would turn Guaranteed.
+    let p = pod(json!([container(
+        "app",
+        json!({"cpu": "100m", "memory": "100Mi"}),
+        json!({"cpu": "200m", "memory": "200Mi"})
+    )]));
+    let plan = plan(
+        &p,
+        &spec(json!({"resourcePolicy": {"containerPolicies": [
+            {"containerName": "*", "controlledValues": "RequestsOnly"}]}})),
+        &[rec("app", json!({"cpu": "1", "memory": "1Gi"}), json!({}))],
+    );
+    assert_eq!(plan.skip, Some(Skip::QosChange));
+    assert!(!plan.resizes());
+}
+
+#[test]
+fn best_effort_terminating_and_busy_pods_are_skipped() {
+    let s = spec(json!({}));
+    let r = [rec("app", json!({"cpu": "1", "memory": "1Gi"}), json!({}))];
+    let best_effort = pod(json!([{"name": "app", "image": "x"}]));
+    assert_eq!(plan(&best_effort, &s, &r).skip, Some(Skip::BestEffort));
+    let base = pod(json!([container("app", json!({"cpu": "100m"}), json!({}))]));
+    let mut terminating = base.clone();
+    terminating.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    assert_eq!(plan(&terminating, &s, &r).skip, Some(Skip::Terminating));
+    let mut pending = base.clone();
+    pending.status.as_mut().unwrap().phase = Some("Pending".into());
+    assert_eq!(
+        plan(&pending, &s, &r).skip,
+        Some(Skip::NotRunning("Pending".into()))
+    );
+    let mut unsynced = base.clone();
+    unsynced.metadata.generation = Some(2);
+    assert_eq!(plan(&unsynced, &s, &r).skip, Some(Skip::NotSynced));
+    let mut busy = base.clone();
+    busy.status
+        .as_mut()
+        .unwrap()
+        .conditions
+        .as_mut()
+        .unwrap()
+        .push(
+            serde_json::from_value(json!({"type": "PodResizeInProgress", "status": "True"}))
+                .unwrap(),
+        );
+    assert_eq!(plan(&busy, &s, &r).skip, Some(Skip::InProgress));
+    // Deferred is not in progress: the planner compares with the spec, which already asks.
+    let mut deferred = base;
+    deferred
+        .status
+        .as_mut()
+        .unwrap()
+        .conditions
+        .as_mut()
+        .unwrap()
+        .push(
+            serde_json::from_value(
+                json!({"type": "PodResizePending", "status": "True", "reason": "Deferred"}),
+            )
+            .unwrap(),
+        );
+    assert!(plan(&deferred, &s, &r).skip.is_none());
+}
+
+#[test]
+fn memory_decreases_are_held_for_approval_while_cpu_goes_live() {
+    let p = pod(json!([container(
+        "app",
+        json!({"cpu": "1", "memory": "1Gi"}),
+        json!({"cpu": "1", "memory": "1Gi"})
+    )]));
+    let s = spec(json!({}));
+    let r = [rec(
+        "app",
+        json!({"cpu": "2", "memory": "512Mi"}),
+        json!({}),
+    )];
+    let held = plan(&p, &s, &r);
+    assert_eq!(held.held.len(), 1);
+    assert_eq!((held.held[0].from, held.held[0].to), (1024 * MI, 512 * MI));
+    assert_eq!(
+        held.changes[0].to.requests,
+        amounts(Some(2000), Some(1024 * MI))
+    );
+    assert_eq!(held.changes[0].to.limits, held.changes[0].to.requests);
+    // Approved: the decrease joins the resize, under the approval's id.
+    let approved = [Approved {
+        container: "app".into(),
+        from: 1024 * MI,
+        to: 512 * MI,
+        id: "a1".into(),
+    }];
+    let go = plan_with(&p, &s, &r, &BTreeSet::new(), &approved);
+    assert!(go.held.is_empty());
+    assert_eq!(go.changes[0].to.limits.memory, Some(512 * MI));
+    assert_eq!(go.changes[0].approval.as_deref(), Some("a1"));
+    // Never: memory stays.
+    let never = plan(
+        &p,
+        &spec(json!({"updatePolicy": {"memoryDecrease": "Never"}})),
+        &r,
+    );
+    assert!(never.held.is_empty());
+    assert_eq!(never.changes[0].to.limits.memory, Some(1024 * MI));
+}
+
+#[test]
+fn restart_container_decreases_need_the_restart_policy() {
+    let mut c = container(
+        "app",
+        json!({"cpu": "1", "memory": "1Gi"}),
+        json!({"cpu": "1", "memory": "1Gi"}),
+    );
+    let s = spec(json!({"updatePolicy": {"memoryDecrease": "RestartContainer"}}));
+    let r = [rec(
+        "app",
+        json!({"cpu": "1", "memory": "512Mi"}),
+        json!({}),
+    )];
+    let without = plan(&pod(json!([c.clone()])), &s, &r);
+    assert!(!without.resizes());
+    assert!(
+        without
+            .notes
+            .iter()
+            .any(|n| n.reason.contains("resizePolicy"))
+    );
+    c["resizePolicy"] = json!([{"resourceName": "memory", "restartPolicy": "RestartContainer"}]);
+    let with = plan(&pod(json!([c])), &s, &r);
+    assert!(with.restarts());
+    assert_eq!(with.changes[0].to.limits.memory, Some(512 * MI));
+}
+
+#[test]
+fn memory_never_goes_below_the_floor() {
+    // maxAllowed pulls the target under the floor: the decrease stops at the floor.
+    let p = pod(json!([container(
+        "app",
+        json!({"memory": "4Gi"}),
+        json!({})
+    )]));
+    let s = spec(json!({"resourcePolicy": {"containerPolicies": [
+        {"containerName": "app", "maxAllowed": {"memory": "1Gi"}}]}}));
+    let r = [rec(
+        "app",
+        json!({"memory": "1Gi"}),
+        json!({"memoryFloor": {"value": "3Gi", "reason": "HeapHint"}}),
+    )];
+    let plan = plan(&p, &s, &r);
+    assert_eq!(plan.changes[0].to.requests.memory, Some(3072 * MI));
+    // A pod under its floor is raised even when the change is small.
+    let p = pod(json!([container(
+        "app",
+        json!({"memory": "2900Mi"}),
+        json!({})
+    )]));
+    let r = [rec(
+        "app",
+        json!({"memory": "3000Mi"}),
+        json!({"memoryFloor": {"value": "3000Mi", "reason": "Peak"}}),
+    )];
+    let up = super_plan(&p, &r);
+    assert_eq!(up.changes[0].to.requests.memory, Some(3000 * MI));
+}
+
+fn super_plan(p: &Pod, r: &[ContainerRecommendation]) -> PodPlan {
+    plan(p, &spec(json!({})), r)
+}
+
+#[test]
+fn policy_mode_controlled_resources_and_hpa_are_respected() {
+    let p = pod(json!([
+        container("app", json!({"cpu": "100m", "memory": "100Mi"}), json!({})),
+        container("side", json!({"cpu": "100m", "memory": "100Mi"}), json!({}))
+    ]));
+    let r = [
+        rec("app", json!({"cpu": "1", "memory": "1Gi"}), json!({})),
+        rec("side", json!({"cpu": "1", "memory": "1Gi"}), json!({})),
+    ];
+    let s = spec(json!({"resourcePolicy": {"containerPolicies": [
+        {"containerName": "side", "mode": "Off"},
+        {"containerName": "*", "controlledResources": ["cpu"]}]}}));
+    let plan1 = plan(&p, &s, &r);
+    assert_eq!(plan1.changes.len(), 1, "{plan1:?}");
+    assert_eq!(plan1.changes[0].container, "app");
+    assert_eq!(
+        plan1.changes[0].to.requests,
+        amounts(Some(1000), Some(100 * MI))
+    );
+    let blocked = BTreeSet::from([ResourceName::Cpu]);
+    let plan2 = plan_with(&p, &spec(json!({})), &r, &blocked, &[]);
+    assert!(plan2.changes.iter().all(|c| c.to.requests.cpu == Some(100)));
+    assert!(
+        plan2
+            .changes
+            .iter()
+            .all(|c| c.to.requests.memory == Some(1024 * MI))
+    );
+    assert!(plan2.notes.iter().any(|n| n.reason.contains("HPA")));
+}
+
+#[test]
+fn the_patch_carries_every_changed_container_and_the_precondition() {
+    let p = pod(json!([container(
+        "app",
+        json!({"cpu": "100m"}),
+        json!({"cpu": "200m"})
+    )]));
+    let plan = plan(
+        &p,
+        &spec(json!({})),
+        &[rec("app", json!({"cpu": "250m"}), json!({}))],
+    );
+    assert_eq!(
+        resize_patch(&plan, Some("42")),
+        json!({"metadata": {"resourceVersion": "42"}, "spec": {"containers": [
+            {"name": "app", "resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "500m"}}}]}})
+    );
+}
+
+fn quantity_cpu(m: i64) -> String {
+    format!("{m}m")
+}
+
+proptest! {
+    /// Whatever the pod and the recommendation: the QoS class stays, limits never fall below
+    /// requests, memory never falls below the floor, and limits are never removed.
+    #[test]
+    fn invariants_hold(
+        cpu_req in 10i64..4000, cpu_ratio in 0u8..4, mem_req in 16i64..8192, mem_ratio in 0u8..4,
+        cpu_t in 1i64..8000, mem_t in 1i64..16384, floor in 0i64..8192,
+        decrease in 0u8..3, only in any::<bool>(),
+    ) {
+        let limit = |req: i64, ratio: u8| match ratio { 0 => None, 1 => Some(req), r => Some(req * i64::from(r)) };
+        let (cl, ml) = (limit(cpu_req, cpu_ratio), limit(mem_req, mem_ratio));
+        let mut limits = serde_json::Map::new();
+        if let Some(c) = cl { limits.insert("cpu".into(), json!(quantity_cpu(c))); }
+        if let Some(m) = ml { limits.insert("memory".into(), json!(format!("{m}Mi"))); }
+        let p = pod(json!([container("app", json!({"cpu": quantity_cpu(cpu_req), "memory": format!("{mem_req}Mi")}), Value::Object(limits))]));
+        let policy = ["Never", "ManualApproval", "RestartContainer"][decrease as usize];
+        let values = if only { "RequestsOnly" } else { "RequestsAndLimits" };
+        let s = spec(json!({"updatePolicy": {"memoryDecrease": policy},
+                            "resourcePolicy": {"containerPolicies": [{"containerName": "*",
+                              "controlledValues": values}]}}));
+        let r = [rec("app", json!({"cpu": quantity_cpu(cpu_t), "memory": format!("{mem_t}Mi")}),
+                     json!({"memoryFloor": {"value": format!("{floor}Mi"), "reason": "Peak"}}))];
+        let plan = plan(&p, &s, &r);
+        let before = ContainerResources {
+            requests: amounts(Some(cpu_req), Some(mem_req * MI)),
+            limits: amounts(cl, ml.map(|m| m * MI)),
+        };
+        for c in &plan.changes {
+            prop_assert_eq!(qos([&c.to]), qos([&before]));
+            for res in [ResourceName::Cpu, ResourceName::Memory] {
+                prop_assert_eq!(c.to.limits.get(res).is_some(), before.limits.get(res).is_some());
+                if let (Some(l), Some(q)) = (c.to.limits.get(res), c.to.requests.get(res)) {
+                    prop_assert!(l >= q, "limit {} < request {}", l, q);
+                }
+            }
+            let (old, new) = (before.requests.memory.unwrap(), c.to.requests.memory.unwrap());
+            if new < old {
+                prop_assert!(new >= floor * MI, "memory {} below the floor", new);
+                prop_assert!(decrease != 0, "Never lowered memory");
+            }
+            if let (Some(old), Some(new)) = (before.limits.memory, c.to.limits.memory) {
+                // No approval and no RestartContainer policy here: a limit is never cut.
+                prop_assert!(new >= old, "memory limit cut from {} to {}", old, new);
+            }
+        }
+    }
+}
