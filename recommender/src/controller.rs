@@ -603,12 +603,8 @@ pub async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
         Ok(w) => w,
         Err(e) => return unsupported(format!("recommenderPolicy.historyWindow: {e}")),
     };
-    conditions.push((
-        condition::CONFIG_UNSUPPORTED,
-        false,
-        "Supported",
-        "the configuration is supported".into(),
-    ));
+    // ConfigUnsupported is written only while true: the updater sets it for an HPA conflict,
+    // and each writer's entry goes away when it stops applying it.
 
     let live = live_pods(ctx, &ns, &target.kind, &target.name);
     let end = now();

@@ -63,13 +63,28 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `program args...` with stdout and stderr appended to `log`.
     pub fn spawn(name: &'static str, program: &Path, args: &[String], log: &Path) -> Result<Self> {
+        Self::spawn_with_env(name, program, args, &[], log)
+    }
+
+    /// Starts `program args...` with extra environment variables.
+    pub fn spawn_with_env(
+        name: &'static str,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log: &Path,
+    ) -> Result<Self> {
         let out =
             File::create(log).map_err(HarnessError::io(format!("create {}", log.display())))?;
         let err = out
             .try_clone()
             .map_err(HarnessError::io(format!("clone {}", log.display())))?;
         let mut cmd = Command::new(program);
-        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        cmd.args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
         die_with_parent(&mut cmd);
         let (reply_tx, reply_rx) = mpsc::channel();
         spawner()

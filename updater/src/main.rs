@@ -58,6 +58,9 @@ struct RunArgs {
     /// The Lease's namespace (the pod's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "tailor-system")]
     lease_namespace: String,
+    /// How long a lease lasts without renewal (seconds); a standby takes over after it.
+    #[arg(long, env = "TAILOR_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
     /// This replica's identity (the pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -104,7 +107,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 name: args.lease_name.clone(),
                 namespace: args.lease_namespace.clone(),
                 identity,
-                duration: Duration::from_secs(15),
+                duration: Duration::from_secs(args.lease_duration_seconds.max(1)),
             });
             let gauge = metrics.clone();
             let controller = lease::lead(client, config, move |l| gauge.set_leader(l), work);

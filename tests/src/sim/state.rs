@@ -191,6 +191,11 @@ pub struct ContainerSim {
     backoff_updated: f64,
     /// Set while the container waits out its back-off (`CrashLoopBackOff`).
     pub waiting_until: Option<f64>,
+    /// The readiness probe's `initialDelaySeconds`: after each start the container is not
+    /// Ready for this long.
+    ready_delay: f64,
+    /// The readiness probe has passed since the container last started.
+    pub ready: bool,
 }
 
 /// Where a resize stands.
@@ -649,6 +654,16 @@ impl SimState {
                     backoff: 0.0,
                     backoff_updated: 0.0,
                     waiting_until: None,
+                    ready_delay: c
+                        .readiness_probe
+                        .as_ref()
+                        .and_then(|p| p.initial_delay_seconds)
+                        .map_or(0.0, f64::from),
+                    ready: c
+                        .readiness_probe
+                        .as_ref()
+                        .and_then(|p| p.initial_delay_seconds)
+                        .is_none_or(|d| d <= 0),
                 }
             })
             .collect();
@@ -964,6 +979,11 @@ impl SimState {
         }
 
         for c in &mut p.containers {
+            if !c.ready && c.waiting_until.is_none() && now >= c.started_at + c.ready_delay {
+                // The readiness probe passes once its initial delay is over.
+                c.ready = true;
+                changed = true;
+            }
             if let Some(until) = c.waiting_until {
                 if now < until {
                     continue;
@@ -971,6 +991,7 @@ impl SimState {
                 // The back-off is over: the container starts again.
                 c.waiting_until = None;
                 c.started_at = now;
+                c.ready = c.ready_delay <= 0.0;
                 c.backoff = (c.backoff * 2.0).min(MAX_BACKOFF_SECONDS);
                 c.backoff_updated = now;
                 changed = true;
@@ -1066,7 +1087,7 @@ impl SimState {
         let unready: Vec<&str> = p
             .containers
             .iter()
-            .filter(|c| c.waiting_until.is_some())
+            .filter(|c| c.waiting_until.is_some() || !c.ready)
             .map(|c| c.name.as_str())
             .collect();
         let ready = |t: &str| {
@@ -1121,7 +1142,7 @@ impl SimState {
                     "image": c.image,
                     "imageID": format!("sim://{}", c.image),
                     "containerID": format!("sim://{}-{}-{}", p.uid, i, c.restart_count),
-                    "ready": c.waiting_until.is_none(),
+                    "ready": c.waiting_until.is_none() && c.ready,
                     "started": c.waiting_until.is_none(),
                     "restartCount": c.restart_count,
                     "state": match c.waiting_until {
@@ -1182,6 +1203,7 @@ fn restart(c: &mut ContainerSim, now: f64, terminated: Option<Terminated>) {
     }));
     c.restart_count += 1;
     c.started_at = now;
+    c.ready = c.ready_delay <= 0.0;
     c.cpu_seconds = 0.0;
     c.cfs_periods = 0.0;
     c.cfs_throttled = 0.0;

@@ -1,0 +1,387 @@
+//! What the updater's end-to-end tests share: a real API server, the node simulator, workloads
+//! whose pods the simulator runs, VerticalAutoscalers whose recommendation the test writes (as
+//! the recommender would), and the `tailor-updater` binary as a process.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)] // tests may panic
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use tailor_crds::v1alpha1::VerticalAutoscaler;
+use tailor_e2e::ControlPlane;
+use tailor_e2e::process::ServerProcess;
+use tailor_e2e::sim::config::SimConfig;
+use tailor_e2e::sim::runtime::{self, SimHandle};
+
+pub const WAIT: Duration = Duration::from_secs(40);
+
+pub struct Env {
+    pub cp: ControlPlane,
+    pub sim: SimHandle,
+    pub ns: String,
+}
+
+impl Env {
+    /// A control plane with the CRDs, `nodes` simulated nodes and a namespace.
+    pub async fn start(nodes: usize, cpu: &str, memory: &str, actuation: f64) -> Self {
+        let cp = ControlPlane::start().await.expect("control plane starts");
+        let mut config = SimConfig::uniform(nodes, cpu, memory);
+        config.tick_seconds = 0.2;
+        config.actuation_delay_seconds = actuation;
+        config.deferred_retry_seconds = 600.0;
+        config.deferred_retry_period_seconds = 600.0;
+        let sim = runtime::start(cp.client(), config, "127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("simulator starts");
+        let ns = cp.namespace("upd").await.unwrap();
+        Self { cp, sim, ns }
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.cp.client(), &self.ns)
+    }
+
+    pub fn vas(&self) -> Api<VerticalAutoscaler> {
+        Api::namespaced(self.cp.client(), &self.ns)
+    }
+
+    /// A StatefulSet `name` with `replicas` pods `name-0..`, each with `containers`; waits until
+    /// the simulator runs them all.
+    pub async fn workload(&self, name: &str, replicas: usize, containers: Value) -> Vec<String> {
+        let sts: StatefulSet = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"selector": {"matchLabels": {"app": name}}, "serviceName": name,
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": containers}}},
+        }))
+        .unwrap();
+        let sts = Api::<StatefulSet>::namespaced(self.cp.client(), &self.ns)
+            .create(&PostParams::default(), &sts)
+            .await
+            .unwrap();
+        let mut names = Vec::new();
+        for i in 0..replicas {
+            let pod_name = format!("{name}-{i}");
+            let pod: Pod = serde_json::from_value(json!({
+                "metadata": {"name": pod_name, "labels": {"app": name},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name,
+                                         "uid": sts.metadata.uid, "controller": true}]},
+                "spec": {"containers": containers},
+            }))
+            .unwrap();
+            self.pods()
+                .create(&PostParams::default(), &pod)
+                .await
+                .unwrap();
+            names.push(pod_name);
+        }
+        for n in &names {
+            self.wait_pod(n, "Running and Ready", |p| ready(p)).await;
+        }
+        names
+    }
+
+    /// A VerticalAutoscaler for the StatefulSet `target`, with `spec` merged in.
+    pub async fn va(&self, name: &str, target: &str, spec: Value) -> VerticalAutoscaler {
+        let mut s = json!({"targetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": target},
+                           "updatePolicy": {"updateMode": "InPlace"}});
+        merge(&mut s, spec);
+        let va: VerticalAutoscaler = serde_json::from_value(json!({
+            "apiVersion": "tailor.dev/v1alpha1", "kind": "VerticalAutoscaler",
+            "metadata": {"name": name}, "spec": s,
+        }))
+        .unwrap();
+        self.vas()
+            .create(&PostParams::default(), &va)
+            .await
+            .unwrap()
+    }
+
+    /// Writes `status.recommendation` as the recommender does (its own field manager).
+    pub async fn recommend(&self, va: &str, containers: Value) {
+        let patch = json!({
+            "apiVersion": "tailor.dev/v1alpha1", "kind": "VerticalAutoscaler",
+            "status": {"recommendation": {"containerRecommendations": containers}},
+        });
+        self.vas()
+            .patch_status(
+                va,
+                &PatchParams::apply("tailor-recommender").force(),
+                &Patch::Apply(patch),
+            )
+            .await
+            .unwrap();
+    }
+
+    pub async fn annotate(&self, va: &str, key: &str, value: &str) {
+        self.vas()
+            .patch(
+                va,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    pub async fn wait_pod(&self, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(p) = self.pods().get_opt(name).await.unwrap()
+                && check(&p)
+            {
+                return p;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let p = self.pods().get_opt(name).await.unwrap();
+                panic!(
+                    "pod {name}: not {what} after {WAIT:?}: {:#?}",
+                    p.map(|p| (p.spec.map(|s| s.containers), p.status))
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn wait_va(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&VerticalAutoscaler) -> bool,
+    ) -> VerticalAutoscaler {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let v = self.vas().get(name).await.unwrap();
+            if check(&v) {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}: not {what}: {:#?}",
+                v.status
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Events about `kind`/`name` in the namespace: (reason, note, reporting instance).
+    pub async fn events(&self, kind: &str, name: &str) -> Vec<(String, String, String)> {
+        let api: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.cp.client(), &self.ns);
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name)
+                })
+            })
+            .map(|e| {
+                (
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                    e.reporting_instance.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    pub async fn wait_event(&self, kind: &str, name: &str, reason: &str) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(e) = self
+                .events(kind, name)
+                .await
+                .into_iter()
+                .find(|e| e.0 == reason)
+            {
+                return e.1;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {reason} event on {kind} {name}: {:?}",
+                self.events(kind, name).await
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Starts `tailor-updater run` with the admin kubeconfig and fast timers.
+    pub fn updater(&self, identity: &str, extra: &[&str]) -> Updater {
+        let port = tailor_e2e::free_port().unwrap();
+        let mut args: Vec<String> = [
+            "run",
+            "--admin-addr",
+            &format!("127.0.0.1:{port}"),
+            "--lease-namespace",
+            "default",
+            "--lease-duration-seconds",
+            "3",
+            "--identity",
+            identity,
+            "--resync-seconds",
+            "2",
+            "--backoff-seconds",
+            "2",
+            "--log",
+            "info,tailor_updater=debug",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let log = self.cp.dir().join(format!("updater-{identity}.log"));
+        let process = ServerProcess::spawn_with_env(
+            "tailor-updater",
+            &PathBuf::from(env!("CARGO_BIN_EXE_tailor-updater")),
+            &args,
+            &[(
+                "KUBECONFIG".into(),
+                self.cp.kubeconfig().display().to_string(),
+            )],
+            &log,
+        )
+        .unwrap();
+        Updater { process, port, log }
+    }
+}
+
+pub struct Updater {
+    pub process: ServerProcess,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Updater {
+    pub async fn metrics(&self) -> String {
+        match reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// The value of a metric line starting with `prefix` (summed over matches), or 0.
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let code = reqwest::get(format!("http://127.0.0.1:{}/readyz", self.port))
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            if code == 200 && self.metrics().await.contains("tailor_updater_leader 1") {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "updater not ready:\n{}",
+                self.process.log_tail(40)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.process.pid() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        self.process.stop(Duration::from_secs(1));
+    }
+}
+
+pub fn merge(a: &mut Value, b: Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+pub fn container(name: &str, requests: Value, limits: Value) -> Value {
+    json!({"name": name, "image": format!("example/{name}:1"), "resources": {"requests": requests, "limits": limits}})
+}
+
+pub fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True")
+}
+
+/// `spec.containers[name].resources.{requests|limits}.{resource}`.
+pub fn spec_value(p: &Pod, container: &str, kind: &str, resource: &str) -> Option<String> {
+    let c = p
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == container)?;
+    let r = c.resources.as_ref()?;
+    let m = if kind == "requests" {
+        r.requests.as_ref()
+    } else {
+        r.limits.as_ref()
+    }?;
+    m.get(resource).map(|q| q.0.clone())
+}
+
+/// `status.containerStatuses[name].resources.{requests|limits}.{resource}`.
+pub fn actual(p: &Pod, container: &str, kind: &str, resource: &str) -> Option<String> {
+    let s = p
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|s| s.name == container)?;
+    let r = s.resources.as_ref()?;
+    let m = if kind == "requests" {
+        r.requests.as_ref()
+    } else {
+        r.limits.as_ref()
+    }?;
+    m.get(resource).map(|q| q.0.clone())
+}
+
+pub fn restart_count(p: &Pod, container: &str) -> i32 {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|ss| ss.iter().find(|s| s.name == container))
+        .map_or(0, |s| s.restart_count)
+}
+
+/// Whether `spec` and `status` agree on `value` for the resource, and the pod is done resizing.
+pub fn applied(p: &Pod, container: &str, kind: &str, resource: &str, value: &str) -> bool {
+    spec_value(p, container, kind, resource).as_deref() == Some(value)
+        && actual(p, container, kind, resource).as_deref() == Some(value)
+}
+
+pub fn condition<'a>(
+    va: &'a VerticalAutoscaler,
+    type_: &str,
+) -> Option<(&'a str, &'a str, &'a str)> {
+    va.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+}
