@@ -7,6 +7,9 @@
 //! - A failure to read history keeps the previous recommendation and sets
 //!   `HistoryUnavailable`; one object's failure never stops the others.
 //! - Pods, ReplicaSets and Jobs are read from reflectors (watch caches), not listed per object.
+//! - Heap hints: with `heap.source: Auto`, the pod annotation wins; else the larger floor of the
+//!   heap ceiling the JVM reports in Prometheus (see [`heap::MeasuredHeaps`]) and the one its
+//!   command line and environment give.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -31,7 +34,7 @@ use tailor_crds::v1alpha1::{
 use tokio::sync::mpsc;
 
 use crate::model::estimator::{self, Current, Estimate, MemoryReason, Settings, Verdict};
-use crate::model::heap::{self, HeapHint, HeapSize, Process, Runtime};
+use crate::model::heap::{self, HeapHint, HeapSize, MeasuredHeaps, MeasuredKey, Process, Runtime};
 use crate::prometheus::{HistoryError, Prometheus};
 use crate::spec;
 
@@ -81,6 +84,7 @@ struct Cached {
     window: f64,
     pods: std::collections::BTreeSet<String>,
     histories: BTreeMap<String, crate::model::history::ContainerHistory>,
+    heaps: MeasuredHeaps,
     until: f64,
 }
 
@@ -331,12 +335,21 @@ fn process_of(c: &Container) -> (Vec<String>, Vec<String>, Vec<(String, String)>
     )
 }
 
-/// The heap floor for a container, and where it came from.
+/// The heap floor for a container, and the hint that set it. `measured`: the heap ceiling the
+/// container's JVM reported in its metrics, if any.
+///
+/// With `heap.source: Auto`, a pod annotation is taken as it is: a person said so. Otherwise
+/// the measured ceiling and the one the process's flags give are both weighed and the higher
+/// floor wins. The measured ceiling is what the JVM actually resolved (a
+/// `-XX:MaxRAMPercentage` against its real limit, an `-Xmx` baked into the image's entrypoint),
+/// so it usually beats a percentage read from the command line; an explicit `-Xmx` and the
+/// measurement should agree, and if they do not, the larger is the safe one.
 fn heap_floor(
     policy: &tailor_crds::v1alpha1::ContainerPolicy,
     pod: Option<&Pod>,
     container: &str,
-) -> Result<Option<f64>, String> {
+    measured: Option<&HeapHint>,
+) -> Result<Option<(f64, HeapHint)>, String> {
     let heap_policy = policy.heap.clone().unwrap_or_default();
     let overhead = heap_policy
         .overhead
@@ -344,8 +357,8 @@ fn heap_floor(
         .map(|q| memory_bytes(q).map(|b| b as f64))
         .transpose()
         .map_err(|e| format!("heap.overhead: {e}"))?;
-    let hint = match heap_policy.source {
-        HeapSource::Off => None,
+    let hints: Vec<HeapHint> = match heap_policy.source {
+        HeapSource::Off => Vec::new(),
         HeapSource::Explicit => heap_policy
             .max_heap
             .as_ref()
@@ -356,39 +369,97 @@ fn heap_floor(
                 runtime: Runtime::Explicit,
                 size: HeapSize::Bytes(bytes),
                 source: "heap.maxHeap".into(),
-            }),
-        HeapSource::Auto => pod.and_then(|pod| {
-            let annotations = pod.metadata.annotations.as_ref();
-            let annotated = annotations.and_then(|a| {
-                a.get(&format!("{HEAP_ANNOTATION}.{container}"))
-                    .or_else(|| a.get(HEAP_ANNOTATION))
-            });
-            if let Some(v) = annotated
-                && let Ok(bytes) = memory_bytes(
-                    &k8s_openapi::apimachinery::pkg::api::resource::Quantity(v.clone()),
-                )
-            {
-                return Some(HeapHint {
-                    runtime: Runtime::Explicit,
-                    size: HeapSize::Bytes(bytes as f64),
-                    source: format!("annotation {HEAP_ANNOTATION}"),
-                });
-            }
-            let c = pod
-                .spec
-                .as_ref()?
-                .containers
-                .iter()
-                .find(|c| c.name == container)?;
-            let (command, args, env) = process_of(c);
-            heap::detect(&Process {
-                command: &command,
-                args: &args,
-                env: &env,
             })
-        }),
+            .into_iter()
+            .collect(),
+        HeapSource::Auto => {
+            if let Some(hint) = pod.and_then(|pod| annotated_heap(pod, container)) {
+                vec![hint]
+            } else {
+                let detected = pod
+                    .and_then(|p| p.spec.as_ref())
+                    .and_then(|s| s.containers.iter().find(|c| c.name == container))
+                    .and_then(detect);
+                measured.cloned().into_iter().chain(detected).collect()
+            }
+        }
     };
-    Ok(hint.map(|h| heap::floor(&h, overhead)))
+    Ok(heap::highest(hints, overhead))
+}
+
+/// The heap hint of the process a container starts, from its command, args and environment.
+fn detect(c: &Container) -> Option<HeapHint> {
+    let (command, args, env) = process_of(c);
+    heap::detect(&Process {
+        command: &command,
+        args: &args,
+        env: &env,
+    })
+}
+
+/// The heap ceiling a pod annotation gives `container`.
+fn annotated_heap(pod: &Pod, container: &str) -> Option<HeapHint> {
+    let annotations = pod.metadata.annotations.as_ref();
+    let v = annotations.and_then(|a| {
+        a.get(&format!("{HEAP_ANNOTATION}.{container}"))
+            .or_else(|| a.get(HEAP_ANNOTATION))
+    })?;
+    let bytes = memory_bytes(&k8s_openapi::apimachinery::pkg::api::resource::Quantity(
+        v.clone(),
+    ))
+    .ok()?;
+    Some(HeapHint {
+        runtime: Runtime::Explicit,
+        size: HeapSize::Bytes(bytes as f64),
+        source: format!("annotation {HEAP_ANNOTATION}"),
+    })
+}
+
+/// The heap ceiling each container's JVM reported, the largest over the workload's pods.
+/// A series without a `container` label is attributed by the pod's spec (from the cache, or
+/// for pods that are gone, the current `template`); one that cannot be attributed is left out.
+fn measured_heaps(
+    ctx: &Context,
+    namespace: &str,
+    heaps: &MeasuredHeaps,
+    template: Option<&Pod>,
+) -> BTreeMap<String, HeapHint> {
+    let mut out: BTreeMap<String, (f64, HeapHint)> = BTreeMap::new();
+    for (key, bytes) in heaps.maxima() {
+        let containers: Vec<(String, Option<Runtime>)> = if key.container.is_empty() {
+            let cached = ctx.pods.get(&ObjectRef::new(&key.pod).within(namespace));
+            cached
+                .as_deref()
+                .or(template)
+                .and_then(|p| p.spec.as_ref())
+                .map(|s| {
+                    s.containers
+                        .iter()
+                        .map(|c| (c.name.clone(), detect(c).map(|h| h.runtime)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let Some(container) = heap::attribute(&key.container, &containers) else {
+            tracing::debug!(
+                namespace,
+                pod = %key.pod,
+                metric = %key.metric,
+                bytes,
+                "JVM heap metric without a container label in a pod whose JVM container cannot be told; ignored"
+            );
+            continue;
+        };
+        if out.get(container).is_none_or(|(b, _)| bytes > *b) {
+            out.insert(
+                container.to_owned(),
+                (bytes, heap::measured_hint(&key.metric, bytes)),
+            );
+        }
+    }
+    out.into_iter().map(|(c, (_, h))| (c, h)).collect()
 }
 
 fn current(pod: Option<&Pod>, container: &str) -> Current {
@@ -528,17 +599,26 @@ async fn read_history(
     let step = ctx.prometheus.config().step.as_secs_f64().max(1.0);
     // With a previous pass, only pods that existed since then can have new samples: the
     // ownership query looks back that far, not over the whole window.
-    let (mut histories, known, from, lookback) = match cached {
+    let (mut histories, mut heaps, known, from, lookback, heap_since) = match cached {
         Some(c) => {
             let since = (end - c.until).max(0.0) + 2.0 * step;
             (
                 c.histories,
+                c.heaps,
                 c.pods,
                 c.until + step,
                 since.max(300.0).min(window),
+                c.until,
             )
         }
-        None => (BTreeMap::new(), Default::default(), start, window),
+        None => (
+            BTreeMap::new(),
+            MeasuredHeaps::default(),
+            Default::default(),
+            start,
+            window,
+            start,
+        ),
     };
     let recent: std::collections::BTreeSet<String> = ctx
         .prometheus
@@ -557,12 +637,30 @@ async fn read_history(
     for h in histories.values_mut() {
         h.expire(start);
     }
+    // JVM heap ceilings: since the last pass for pods already read, the whole window for new
+    // ones.
+    for (pods, since) in [(&old, heap_since.max(start)), (&new, start)] {
+        for h in ctx.prometheus.jvm_heaps(ns, pods, since, end).await? {
+            let key = MeasuredKey {
+                pod: h.pod,
+                container: h.container,
+                metric: h.metric,
+            };
+            for (t, bytes) in h.samples {
+                if !heaps.add(key.clone(), t, bytes) {
+                    tracing::debug!(namespace = ns, pod = %key.pod, metric = %key.metric, bytes, "JVM heap metric is not a positive number; ignored");
+                }
+            }
+        }
+    }
+    heaps.expire(start);
     let pods = known.union(&recent).cloned().collect();
     Ok(Cached {
         target: (kind.to_owned(), name.to_owned()),
         window,
         pods,
         histories,
+        heaps,
         until: end,
     })
 }
@@ -607,6 +705,7 @@ pub async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
     // and each writer's entry goes away when it stops applying it.
 
     let live = live_pods(ctx, &ns, &target.kind, &target.name);
+    let template = live.first().map(|p| p.as_ref());
     let end = now();
     let start = end - window;
     let key = (ns.clone(), va.name_any());
@@ -630,6 +729,7 @@ pub async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
             let result = (
                 c.pods.iter().cloned().collect::<Vec<_>>(),
                 c.histories.clone(),
+                measured_heaps(ctx, &ns, &c.heaps, template),
             );
             ctx.cache
                 .lock()
@@ -639,7 +739,7 @@ pub async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
         }
         Err(e) => Err(e),
     };
-    let (history_pods, histories) = match history {
+    let (history_pods, histories, measured) = match history {
         Ok(h) => h,
         Err(e) => {
             conditions.push((
@@ -686,7 +786,6 @@ pub async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
     ));
 
     // Containers: those of the live pods, else those in the history.
-    let template = live.first().map(|p| p.as_ref());
     let mut names: Vec<String> = template
         .and_then(|p| p.spec.as_ref())
         .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
@@ -705,8 +804,18 @@ pub async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
             Ok(p) => p,
             Err(e) => return unsupported(format!("container {name}: {e}")),
         };
-        let heap = match heap_floor(&policy, template, name) {
-            Ok(h) => h,
+        let heap = match heap_floor(&policy, template, name, measured.get(name)) {
+            Ok(h) => h.map(|(floor, hint)| {
+                tracing::debug!(
+                    namespace = %ns,
+                    verticalautoscaler = %va.name_any(),
+                    container = %name,
+                    floor,
+                    source = %hint.source,
+                    "heap hint"
+                );
+                floor
+            }),
             Err(e) => return unsupported(format!("container {name}: {e}")),
         };
         let Some(h) = histories.get(name) else {

@@ -86,6 +86,18 @@ struct PrometheusArgs {
     /// kube-state-metrics series prefix (`kube_pod_owner`, `kube_replicaset_owner`, ... follow it).
     #[arg(long, env = "TAILOR_KSM_PREFIX", default_value = "kube_")]
     ksm_prefix: String,
+    /// JVM heap ceiling gauges the applications expose, comma-separated; their `area="heap"`
+    /// series are read as heap hints (Micrometer's per-pool series are summed).
+    #[arg(
+        long,
+        env = "TAILOR_METRIC_JVM_HEAP_MAX",
+        value_delimiter = ',',
+        default_value = "jvm_memory_max_bytes,jvm_memory_bytes_max"
+    )]
+    metric_jvm_heap_max: Vec<String>,
+    /// Read JVM heap metrics as heap hints.
+    #[arg(long, env = "TAILOR_JVM_HEAP_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    jvm_heap_metrics: bool,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -151,6 +163,15 @@ fn prometheus(args: &PrometheusArgs) -> Result<Prometheus, String> {
             pod_owner: format!("{}pod_owner", args.ksm_prefix),
             replicaset_owner: format!("{}replicaset_owner", args.ksm_prefix),
             job_owner: format!("{}job_owner", args.ksm_prefix),
+            jvm_heap_max: if args.jvm_heap_metrics {
+                args.metric_jvm_heap_max
+                    .iter()
+                    .map(|n| n.trim().to_owned())
+                    .filter(|n| !n.is_empty())
+                    .collect()
+            } else {
+                Vec::new()
+            },
             extra_matchers: args.prometheus_extra_matchers.clone(),
         },
         ..Config::default()

@@ -10,6 +10,8 @@
 //! - A workload's pods come from kube-state-metrics ownership series over the whole window, so
 //!   pods of earlier rollouts count, and names are matched exactly, so a workload whose name
 //!   shares a prefix does not.
+//! - JVM heap ceilings come from the applications' own metrics when they expose them
+//!   ([`Prometheus::jvm_heaps`]); none is the usual case.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -75,6 +77,11 @@ pub struct MetricNames {
     pub replicaset_owner: String,
     /// kube-state-metrics Job owner.
     pub job_owner: String,
+    /// JVM heap ceiling gauges, read where `area="heap"`: Micrometer's
+    /// `jvm_memory_max_bytes` (one series per memory pool, `id` label; `-1` is undefined) and
+    /// the Prometheus client_java / JMX exporter `jvm_memory_bytes_max` (one series per
+    /// area). Empty: heap metrics are not read.
+    pub jvm_heap_max: Vec<String>,
     /// Extra label matchers added to every selector (e.g. `cluster="prod"`).
     pub extra_matchers: String,
 }
@@ -91,6 +98,7 @@ impl Default for MetricNames {
             pod_owner: "kube_pod_owner".into(),
             replicaset_owner: "kube_replicaset_owner".into(),
             job_owner: "kube_job_owner".into(),
+            jvm_heap_max: vec!["jvm_memory_max_bytes".into(), "jvm_memory_bytes_max".into()],
             extra_matchers: String::new(),
         }
     }
@@ -195,6 +203,35 @@ struct RawSeries {
     value: Option<(f64, String)>,
 }
 
+/// The heap ceiling a JVM reported over a period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JvmHeap {
+    /// Pod.
+    pub pod: String,
+    /// The series' `container` label; empty when it has none (the usual case: applications
+    /// expose metrics per pod).
+    pub container: String,
+    /// The metric it was read from.
+    pub metric: String,
+    /// `(t, bytes)`: the largest ceiling (summed over the heap's pools) in the stretch of at
+    /// most [`JVM_HEAP_RESOLUTION`] seconds that ends at `t`. Not validated: values may be
+    /// `NaN` or infinite.
+    pub samples: Vec<(f64, f64)>,
+}
+
+/// The longest stretch of time one JVM heap value covers, seconds: a ceiling is forgotten at
+/// most this long after it was last reported before the window.
+pub const JVM_HEAP_RESOLUTION: f64 = 3600.0;
+
+/// Whether `name` is a valid Prometheus metric name.
+pub fn valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
 /// The kinds of workload whose pods can be found.
 pub const WORKLOAD_KINDS: &[&str] = &[
     "Deployment",
@@ -246,6 +283,16 @@ impl Prometheus {
         let http = builder
             .build()
             .map_err(|e| HistoryError::Config(e.to_string()))?;
+        if let Some(bad) = config
+            .names
+            .jvm_heap_max
+            .iter()
+            .find(|n| !valid_metric_name(n))
+        {
+            return Err(HistoryError::Config(format!(
+                "JVM heap metric {bad:?} is not a valid metric name"
+            )));
+        }
         if !(config.url.starts_with("http://") || config.url.starts_with("https://")) {
             return Err(HistoryError::Config(format!(
                 "URL {:?} must start with http:// or https://",
@@ -579,6 +626,73 @@ impl Prometheus {
         Ok(())
     }
 
+    /// The heap ceiling the JVMs of `pods` reported in `(since, end]`: per pod and `container`
+    /// label, the largest value in each stretch of at most [`JVM_HEAP_RESOLUTION`] seconds,
+    /// summed over the heap's memory pools; pools whose ceiling is undefined (`-1`) are left
+    /// out. One query per batch of pods for all the configured metrics; pods that expose none
+    /// give nothing.
+    pub async fn jvm_heaps(
+        &self,
+        namespace: &str,
+        pods: &[String],
+        since: f64,
+        end: f64,
+    ) -> Result<Vec<JvmHeap>, HistoryError> {
+        let names = &self.config.names.jvm_heap_max;
+        let total = end - since;
+        if pods.is_empty() || names.is_empty() || !total.is_finite() || total <= 0.0 {
+            return Ok(Vec::new());
+        }
+        // Stretches that tile the period: each evaluation of the range query covers the
+        // stretch before it, so no sample is read twice.
+        let stretches = (total / JVM_HEAP_RESOLUTION).ceil().max(1.0);
+        let range_s = (total / stretches).ceil().max(1.0);
+        let first = end - (stretches - 1.0) * range_s;
+        let mut out = Vec::new();
+        for batch in pods.chunks(self.config.pod_batch.max(1)) {
+            let q = self.jvm_heap_query(namespace, batch, range_s as i64);
+            for s in self.query_range(&q, first, end, range_s).await? {
+                let (Some(pod), Some(metric)) = (s.labels.get("pod"), s.labels.get(METRIC_LABEL))
+                else {
+                    continue;
+                };
+                out.push(JvmHeap {
+                    pod: pod.clone(),
+                    container: container_of(&s),
+                    metric: metric.clone(),
+                    samples: s.samples,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The query of [`Self::jvm_heaps`]: per metric, each pool's largest value in the stretch
+    /// (once per pool however many targets scrape it), undefined (`-1`) pools dropped, the
+    /// pools summed and the result labelled with the metric; the metrics' results joined.
+    fn jvm_heap_query(&self, namespace: &str, pods: &[String], range_s: i64) -> String {
+        self.config
+            .names
+            .jvm_heap_max
+            .iter()
+            .map(|metric| {
+                let sel = self.selector(
+                    metric,
+                    &[
+                        format!("namespace={}", quote(namespace)),
+                        format!("pod=~{}", exact_alternation(pods)),
+                        "area=\"heap\"".to_owned(),
+                    ],
+                );
+                format!(
+                    "label_replace(sum by (namespace, pod, container) (max by (namespace, pod, container, id) (max_over_time({sel}[{range_s}s])) > 0), \"{METRIC_LABEL}\", {}, \"\", \"\")",
+                    quote(metric)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" or ")
+    }
+
     /// OOM kills: restarts that grew while the last terminated reason was `OOMKilled`, with
     /// the memory limit (or request) at that time.
     async fn ooms(
@@ -654,6 +768,9 @@ impl Prometheus {
     }
 }
 
+/// The label naming the metric a JVM heap came from in the union of the metrics' queries.
+const METRIC_LABEL: &str = "metric";
+
 fn container_of(s: &Series) -> String {
     s.labels.get("container").cloned().unwrap_or_default()
 }
@@ -661,6 +778,41 @@ fn container_of(s: &Series) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jvm_heap_query_unites_the_metrics_and_drops_undefined_pools() {
+        let prom = Prometheus::new(Config {
+            names: MetricNames {
+                extra_matchers: "cluster=\"prod\"".into(),
+                ..MetricNames::default()
+            },
+            ..Config::default()
+        })
+        .unwrap();
+        let q = prom.jvm_heap_query("shop", &["api-1".into(), "api-2".into()], 3600);
+        assert_eq!(
+            q,
+            "label_replace(sum by (namespace, pod, container) (max by (namespace, pod, container, id) (max_over_time(jvm_memory_max_bytes{namespace=\"shop\",pod=~\"api-1|api-2\",area=\"heap\",cluster=\"prod\"}[3600s])) > 0), \"metric\", \"jvm_memory_max_bytes\", \"\", \"\") or label_replace(sum by (namespace, pod, container) (max by (namespace, pod, container, id) (max_over_time(jvm_memory_bytes_max{namespace=\"shop\",pod=~\"api-1|api-2\",area=\"heap\",cluster=\"prod\"}[3600s])) > 0), \"metric\", \"jvm_memory_bytes_max\", \"\", \"\")"
+        );
+    }
+
+    #[test]
+    fn jvm_heap_metric_names_are_checked() {
+        assert!(valid_metric_name("jvm_memory_max_bytes"));
+        assert!(valid_metric_name("app:jvm_heap_max"));
+        for bad in ["", "9jvm", "jvm memory", "up{a=\"b\"}", "jvm-heap"] {
+            assert!(!valid_metric_name(bad), "{bad}");
+            let e = Prometheus::new(Config {
+                names: MetricNames {
+                    jvm_heap_max: vec![bad.into()],
+                    ..MetricNames::default()
+                },
+                ..Config::default()
+            })
+            .unwrap_err();
+            assert!(matches!(e, HistoryError::Config(_)), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn label_values_are_quoted_and_matched_exactly() {

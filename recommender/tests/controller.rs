@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use tailor_crds::quantity::{cpu_millis, memory_bytes};
 use tailor_crds::v1alpha1::{FloorReason, VerticalAutoscaler};
 use tailor_e2e::sim::history::{
-    HistoryContainer, ReplicaSetOwner, generate, openmetrics, replicaset_owners,
+    HistoryContainer, JvmHeap, JvmHeapMetrics, ReplicaSetOwner, generate, jvm_heap, openmetrics,
+    replicaset_owners,
 };
 use tailor_e2e::sim::usage::PodUsage;
 use tailor_e2e::{ControlPlane, Prometheus as PromServer};
@@ -441,5 +442,207 @@ async fn recommendations_and_conditions_are_written_for_every_object() {
     );
     assert_eq!(web.status.as_ref().unwrap().recommendation, before);
     assert_eq!(cond(&web, "RecommendationProvided").unwrap().0, "True");
+    task.abort();
+}
+
+fn memory_rec(va: &VerticalAutoscaler, container: &str) -> (f64, FloorReason) {
+    let rec = va
+        .status
+        .as_ref()
+        .unwrap()
+        .recommendation
+        .as_ref()
+        .unwrap()
+        .container_recommendations
+        .iter()
+        .find(|r| r.container_name == container)
+        .unwrap_or_else(|| panic!("no recommendation for {container}: {:#?}", va.status));
+    (
+        memory_bytes(rec.target.memory.as_ref().unwrap()).unwrap() as f64,
+        rec.memory_floor.as_ref().unwrap().reason,
+    )
+}
+
+#[tokio::test]
+async fn jvm_heap_metrics_in_prometheus_set_the_memory_floor() {
+    let cp = ControlPlane::start().await.unwrap();
+    let client = cp.client();
+    let ns = "shop";
+    let pp = PostParams::default();
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), ns);
+    // spring: one container, no heap flag it can see (the image's entrypoint sets it).
+    // sidecar: a proxy beside a JVM whose heap is a percentage of its limit.
+    // off: like spring, with heap hints turned off.
+    for (name, containers) in [
+        (
+            "spring",
+            json!([{"name": "app", "image": "example/app:1", "args": ["-jar", "app.jar"],
+                    "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}}}]),
+        ),
+        (
+            "sidecar",
+            json!([
+                {"name": "proxy", "image": "example/proxy:1",
+                 "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}},
+                {"name": "app", "image": "example/app:1",
+                 "env": [{"name": "JAVA_TOOL_OPTIONS", "value": "-XX:MaxRAMPercentage=75"}],
+                 "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}}},
+            ]),
+        ),
+        (
+            "off",
+            json!([{"name": "app", "image": "example/app:1",
+                    "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}}}]),
+        ),
+    ] {
+        let sts = statefulsets
+            .create(
+                &pp,
+                &serde_json::from_value(workload("StatefulSet", name)).unwrap(),
+            )
+            .await
+            .unwrap();
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": format!("{name}-0"),
+                         "ownerReferences": owner_ref("StatefulSet", name, sts.metadata.uid.as_deref().unwrap())},
+            "spec": {"containers": containers},
+        }))
+        .unwrap();
+        pods.create(&pp, &pod).await.unwrap();
+    }
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let end = now / STEP * STEP;
+    let start = end - 2 * DAY;
+    let usage = |pod: &str, container: &str, memory: &str| {
+        let models = PodUsage::parse(
+            &json!({"*": {"model": "constant", "cpu": 0.1, "memory": memory}}).to_string(),
+        )
+        .unwrap();
+        HistoryContainer {
+            cpu: (Some(0.5), Some(1.0)),
+            memory: (Some(512.0 * MI), Some(8.0 * GI)),
+            ..HistoryContainer::new(
+                ns,
+                pod,
+                container,
+                models.model(container).unwrap().clone(),
+                ("StatefulSet", pod.trim_end_matches("-0")),
+            )
+        }
+    };
+    let mut series = generate(
+        &[
+            usage("spring-0", "app", "400Mi"),
+            usage("sidecar-0", "proxy", "40Mi"),
+            usage("sidecar-0", "app", "400Mi"),
+            usage("off-0", "app", "400Mi"),
+        ],
+        start,
+        end,
+        STEP,
+    );
+    // 3 GiB of heap spread over two pools, a third pool without a ceiling (-1).
+    let micrometer = || {
+        JvmHeapMetrics::Micrometer(vec![
+            ("PS Eden Space".into(), GI),
+            ("PS Old Gen".into(), 2.0 * GI),
+            ("PS Survivor Space".into(), -1.0),
+        ])
+    };
+    let heap = |pod: &str, metrics| JvmHeap {
+        namespace: ns.into(),
+        pod: pod.into(),
+        container: None,
+        metrics,
+        lifetime: None,
+    };
+    series.extend(jvm_heap(
+        &[
+            heap("spring-0", micrometer()),
+            heap("sidecar-0", JvmHeapMetrics::ClientJava(3.0 * GI)),
+            heap("off-0", micrometer()),
+        ],
+        start,
+        end,
+        STEP,
+    ));
+    let server = PromServer::backfilled(&openmetrics(&series)).await.unwrap();
+    let prom = std::sync::Arc::new(
+        Prometheus::new(Config {
+            url: server.url().into(),
+            retries: 0,
+            timeout: Duration::from_secs(20),
+            ..Config::default()
+        })
+        .unwrap(),
+    );
+    let vas = Api::<VerticalAutoscaler>::namespaced(client.clone(), ns);
+    for name in ["spring", "sidecar", "off"] {
+        let mut v = va(
+            name,
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name}),
+        );
+        if name == "off" {
+            v.spec.resource_policy.container_policies = serde_json::from_value(
+                json!([{"containerName": "app", "heap": {"source": "Off"}}]),
+            )
+            .unwrap();
+        }
+        vas.create(&pp, &v).await.unwrap();
+    }
+    let metrics = std::sync::Arc::new(tailor_recommender::metrics::Metrics::new());
+    let task = tokio::spawn(controller::run(
+        client.clone(),
+        prom.clone(),
+        Options {
+            refresh: Duration::from_secs(600),
+            ..Options::default()
+        },
+        metrics.clone(),
+    ));
+    let recommended = |name: &'static str| {
+        let vas = vas.clone();
+        async move {
+            wait_va(&vas, name, "recommended", |v| {
+                cond(v, "RecommendationProvided").is_some_and(|c| c.0 == "True")
+            })
+            .await
+        }
+    };
+
+    // 3 GiB of heap + max(256 MiB, 25%) beside it, though the JVM uses 400 MiB.
+    let spring = recommended("spring").await;
+    let (memory, reason) = memory_rec(&spring, "app");
+    assert!(memory >= 3.75 * GI, "spring: {memory}");
+    assert_eq!(reason, FloorReason::HeapHint);
+
+    // The measured 3 GiB beats the 75% of the command line (a 1 GiB floor) and belongs to the
+    // JVM container, not to the proxy beside it.
+    let sidecar = recommended("sidecar").await;
+    let (memory, reason) = memory_rec(&sidecar, "app");
+    assert!(memory >= 3.75 * GI, "sidecar app: {memory}");
+    assert_eq!(reason, FloorReason::HeapHint);
+    let (memory, reason) = memory_rec(&sidecar, "proxy");
+    assert!(memory < 256.0 * MI, "proxy: {memory}");
+    assert_ne!(reason, FloorReason::HeapHint);
+
+    // heap.source: Off ignores the metric.
+    let off = recommended("off").await;
+    let (memory, reason) = memory_rec(&off, "app");
+    assert!(memory < GI, "off: {memory}");
+    assert_ne!(reason, FloorReason::HeapHint);
+    assert!(metrics.encode().contains("tailor_recommendation_memory_floor_reason{namespace=\"shop\",verticalautoscaler=\"spring\",container=\"app\",reason=\"HeapHint\"} 1"));
     task.abort();
 }

@@ -1,4 +1,4 @@
-//! Heap hints from JVM flags, GOMEMLIMIT and Node options.
+//! Heap hints from JVM flags, GOMEMLIMIT and Node options, and measured JVM heaps.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 const MI: f64 = 1024.0 * 1024.0;
@@ -155,4 +155,100 @@ fn floors_add_the_overhead() {
         512.0 * MI,
         "at least 256 MiB beside the heap"
     );
+}
+
+#[test]
+fn the_highest_floor_wins_and_ties_go_to_the_first() {
+    let measured = measured_hint("jvm_memory_max_bytes", 3.0 * GI);
+    assert_eq!(
+        (measured.runtime, measured.size, measured.source.as_str()),
+        (
+            Runtime::Jvm,
+            HeapSize::Bytes(3.0 * GI),
+            "prometheus jvm_memory_max_bytes"
+        )
+    );
+    let percentage = detect_with(&["java", "-XX:MaxRAMPercentage=75"], &[], &[]).unwrap();
+    // The measured 3 GiB beats the percentage's 1 GiB, in either order.
+    for hints in [
+        vec![measured.clone(), percentage.clone()],
+        vec![percentage.clone(), measured.clone()],
+    ] {
+        let (f, h) = highest(hints, None).unwrap();
+        assert_eq!(f, 3.75 * GI);
+        assert_eq!(h, measured);
+    }
+    // A measured heap below a percentage's smallest fitting limit does not lower it.
+    let small = measured_hint("jvm_memory_max_bytes", 512.0 * MI);
+    let (f, h) = highest([small, percentage.clone()], None).unwrap();
+    assert_eq!((f, h), (GI, percentage));
+    // An -Xmx larger than the measured heap wins; an equal one ties, and the first wins.
+    let xmx4 = detect_with(&["java", "-Xmx4g"], &[], &[]).unwrap();
+    let (f, h) = highest([measured.clone(), xmx4.clone()], None).unwrap();
+    assert_eq!((f, h.source.as_str()), (5.0 * GI, "-Xmx4g in command"));
+    let xmx3 = detect_with(&["java", "-Xmx3g"], &[], &[]).unwrap();
+    let (_, h) = highest([measured.clone(), xmx3], None).unwrap();
+    assert_eq!(h, measured);
+    // The policy's overhead applies to every hint.
+    let (f, _) = highest([measured], Some(GI)).unwrap();
+    assert_eq!(f, 4.0 * GI);
+    assert_eq!(highest(Vec::new(), None), None);
+}
+
+fn key(pod: &str, container: &str) -> MeasuredKey {
+    MeasuredKey {
+        pod: pod.into(),
+        container: container.into(),
+        metric: "jvm_memory_max_bytes".into(),
+    }
+}
+
+#[test]
+fn measured_heaps_keep_the_largest_and_expire_with_the_window() {
+    let mut m = MeasuredHeaps::default();
+    assert!(m.is_empty());
+    // A JVM restarted with a larger heap at t=300, another pod since t=200.
+    for (t, v) in [(100.0, 2.0 * GI), (200.0, 2.0 * GI), (300.0, 3.0 * GI)] {
+        assert!(m.add(key("a", ""), t, v));
+    }
+    assert!(m.add(key("b", "app"), 200.0, GI));
+    let maxima: Vec<(MeasuredKey, f64)> = m.maxima().map(|(k, v)| (k.clone(), v)).collect();
+    assert_eq!(maxima, [(key("a", ""), 3.0 * GI), (key("b", "app"), GI)]);
+    // Garbage is refused.
+    for v in [f64::NAN, f64::INFINITY, -1.0, 0.0] {
+        assert!(!m.add(key("c", ""), 300.0, v), "{v}");
+    }
+    assert!(m.maxima().all(|(k, _)| k.pod != "c"));
+    // A smaller heap after the larger one: the larger stays until it leaves the window.
+    assert!(m.add(key("a", ""), 400.0, GI));
+    assert_eq!(m.maxima().next().map(|(_, v)| v), Some(3.0 * GI));
+    m.expire(250.0);
+    let maxima: Vec<(MeasuredKey, f64)> = m.maxima().map(|(k, v)| (k.clone(), v)).collect();
+    assert_eq!(maxima, [(key("a", ""), 3.0 * GI)], "b last seen at 200");
+    m.expire(350.0);
+    assert_eq!(
+        m.maxima().next().map(|(_, v)| v),
+        Some(GI),
+        "the 3 GiB heap was last seen at 300"
+    );
+    m.expire(401.0);
+    assert!(m.is_empty());
+}
+
+#[test]
+fn measured_heaps_are_attributed_by_label_or_by_the_only_jvm() {
+    let c = |v: &[(&str, Option<Runtime>)]| -> Vec<(String, Option<Runtime>)> {
+        v.iter().map(|(n, r)| (n.to_string(), *r)).collect()
+    };
+    let one = c(&[("app", None)]);
+    assert_eq!(attribute("", &one), Some("app"), "the only container");
+    assert_eq!(attribute("main", &one), Some("main"), "the label names it");
+    let two = c(&[("proxy", None), ("app", Some(Runtime::Jvm))]);
+    assert_eq!(attribute("", &two), Some("app"), "the only JVM");
+    assert_eq!(attribute("proxy", &two), Some("proxy"));
+    let no_jvm = c(&[("proxy", Some(Runtime::Go)), ("app", None)]);
+    assert_eq!(attribute("", &no_jvm), None);
+    let two_jvms = c(&[("a", Some(Runtime::Jvm)), ("b", Some(Runtime::Jvm))]);
+    assert_eq!(attribute("", &two_jvms), None);
+    assert_eq!(attribute("", &[]), None, "no spec to tell by");
 }

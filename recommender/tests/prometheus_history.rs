@@ -6,12 +6,16 @@ use std::time::Duration;
 
 use tailor_e2e::Prometheus as PromServer;
 use tailor_e2e::sim::history::{
-    HistoryContainer, ReplicaSetOwner, generate, openmetrics, replicaset_owners,
+    HistoryContainer, JvmHeap, JvmHeapMetrics, ReplicaSetOwner, Series, generate, jvm_heap,
+    openmetrics, replicaset_owners,
 };
 use tailor_e2e::sim::usage::PodUsage;
-use tailor_recommender::prometheus::{Config, HistoryError, Prometheus};
+use tailor_recommender::prometheus::{
+    Config, HistoryError, JVM_HEAP_RESOLUTION, MetricNames, Prometheus,
+};
 
 const MI: f64 = 1024.0 * 1024.0;
+const GI: f64 = 1024.0 * MI;
 const DAY: i64 = 86_400;
 const STEP: i64 = 60;
 
@@ -179,6 +183,158 @@ async fn nan_and_infinite_samples_are_ignored() {
     let app = &h["app"];
     assert!(app.rejected() > 0, "garbage samples counted");
     assert_eq!(app.memory_peak(), Some(100.0 * MI), "and ignored");
+}
+
+#[tokio::test]
+async fn jvm_heaps_sum_defined_pools_per_pod() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let end = (now - 3600) / STEP * STEP;
+    let start = end - 2 * DAY;
+    let heap = |pod: &str, container: Option<&str>, metrics, lifetime| JvmHeap {
+        namespace: "shop".into(),
+        pod: pod.into(),
+        container: container.map(Into::into),
+        metrics,
+        lifetime,
+    };
+    let pools = |v: &[(&str, f64)]| {
+        JvmHeapMetrics::Micrometer(v.iter().map(|(id, b)| (id.to_string(), *b)).collect())
+    };
+    let mut series = jvm_heap(
+        &[
+            // G1: eden and survivor have no ceiling of their own (-1).
+            heap(
+                "g1-1",
+                None,
+                pools(&[
+                    ("G1 Eden Space", -1.0),
+                    ("G1 Old Gen", 2.0 * GI),
+                    ("G1 Survivor Space", -1.0),
+                ]),
+                None,
+            ),
+            // Parallel GC: the ceiling is spread over the pools.
+            heap(
+                "ps-1",
+                None,
+                pools(&[("PS Eden Space", GI), ("PS Old Gen", 2.0 * GI)]),
+                None,
+            ),
+            // No pool has a ceiling: no heap, not a negative one.
+            heap(
+                "undefined-1",
+                None,
+                pools(&[("Eden", -1.0), ("Tenured", -1.0)]),
+                None,
+            ),
+            // client_java, with a container label; gone after the first day.
+            heap(
+                "jmx-1",
+                Some("app"),
+                JvmHeapMetrics::ClientJava(GI),
+                Some((start, start + DAY)),
+            ),
+            // Not asked for.
+            heap("other-1", None, JvmHeapMetrics::ClientJava(8.0 * GI), None),
+        ],
+        start,
+        end,
+        STEP,
+    );
+    // A JVM that reports nothing but NaN.
+    series.push(Series {
+        metric: "jvm_memory_max_bytes",
+        labels: [
+            ("namespace", "shop".to_owned()),
+            ("pod", "nan-1".to_owned()),
+            ("area", "heap".to_owned()),
+            ("id", "Old".to_owned()),
+        ]
+        .into(),
+        samples: (0..)
+            .map(|i| start + i * STEP)
+            .take_while(|t| *t <= end)
+            .map(|t| (t, f64::NAN))
+            .collect(),
+    });
+    let server = PromServer::backfilled(&openmetrics(&series)).await.unwrap();
+    let prom = client(server.url());
+    let pods: Vec<String> = ["g1-1", "ps-1", "undefined-1", "jmx-1", "nan-1", "absent-1"]
+        .map(Into::into)
+        .to_vec();
+    let heaps = prom
+        .jvm_heaps("shop", &pods, start as f64, end as f64)
+        .await
+        .unwrap();
+    let mut summary: Vec<(&str, &str, &str, Option<f64>)> = heaps
+        .iter()
+        .map(|h| {
+            (
+                h.pod.as_str(),
+                h.container.as_str(),
+                h.metric.as_str(),
+                h.samples.iter().map(|(_, v)| *v).reduce(f64::max),
+            )
+        })
+        .collect();
+    summary.sort_by(|a, b| a.0.cmp(b.0));
+    assert_eq!(
+        summary,
+        [
+            ("g1-1", "", "jvm_memory_max_bytes", Some(2.0 * GI)),
+            ("jmx-1", "app", "jvm_memory_bytes_max", Some(GI)),
+            ("ps-1", "", "jvm_memory_max_bytes", Some(3.0 * GI)),
+        ],
+        "{heaps:#?}"
+    );
+    // One value per hour of the window, each covering the hour before it; the pod that went
+    // away after a day has values for that day only.
+    let by_pod = |pod: &str| heaps.iter().find(|h| h.pod == pod).unwrap();
+    let g1 = by_pod("g1-1");
+    assert_eq!(
+        g1.samples.len(),
+        (2 * DAY) as usize / JVM_HEAP_RESOLUTION as usize
+    );
+    assert_eq!(g1.samples.last().unwrap().0, end as f64);
+    let jmx_last = by_pod("jmx-1").samples.last().unwrap().0;
+    assert!(
+        jmx_last >= (start + DAY) as f64 && jmx_last <= (start + DAY) as f64 + JVM_HEAP_RESOLUTION,
+        "{jmx_last}"
+    );
+
+    // Since a recent time: one value covering it.
+    let recent = prom
+        .jvm_heaps("shop", &pods[..1], (end - 300) as f64, end as f64)
+        .await
+        .unwrap();
+    assert_eq!(recent.len(), 1);
+    assert_eq!(recent[0].samples, [(end as f64, 2.0 * GI)]);
+
+    // Turned off: no query at all.
+    let off = Prometheus::new(Config {
+        url: server.url().into(),
+        names: MetricNames {
+            jvm_heap_max: vec![],
+            ..MetricNames::default()
+        },
+        ..Config::default()
+    })
+    .unwrap();
+    assert!(
+        off.jvm_heaps("shop", &pods, start as f64, end as f64)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        off.stats()
+            .queries
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 }
 
 /// A one-request-at-a-time HTTP server that answers every request with `body`.

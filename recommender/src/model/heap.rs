@@ -9,6 +9,8 @@
 //!   `-XX:MaxRAM=`. The last occurrence wins.
 //! - Go: `GOMEMLIMIT` (`512MiB`, `2GiB`, bytes; `off` means none).
 //! - Node.js: `--max-old-space-size=<MiB>` in `NODE_OPTIONS` or the command line.
+//! - Measured: the heap ceiling a JVM reports in its metrics ([`MeasuredHeaps`]); the caller
+//!   reads them from Prometheus and weighs them against the above with [`highest`].
 //!
 //! **A percentage heap** (`-XX:MaxRAMPercentage=75`) scales with the container's memory limit,
 //! so it cannot be added to usage like a fixed size. tailor uses the smallest limit at which
@@ -20,6 +22,8 @@
 //! buffers); Go `max(64 MiB, 10%)` (`GOMEMLIMIT` already counts the Go runtime's own memory, so
 //! the rest is stacks and cgo); Node.js `max(128 MiB, 25%)` (the young generation, code space
 //! and native buffers lie outside the old space).
+
+use std::collections::BTreeMap;
 
 const KI: f64 = 1024.0;
 const MI: f64 = 1024.0 * KI;
@@ -250,5 +254,114 @@ pub fn floor(hint: &HeapHint, overhead: Option<f64>) -> f64 {
             // A heap of 100% leaves nothing for the rest; treat it as 95%.
             o / (1.0 - fraction.min(0.95))
         }
+    }
+}
+
+/// The hint that sets the highest floor, with that floor (`overhead` as in [`floor`]). Ties go
+/// to the earlier hint.
+pub fn highest(
+    hints: impl IntoIterator<Item = HeapHint>,
+    overhead: Option<f64>,
+) -> Option<(f64, HeapHint)> {
+    hints.into_iter().fold(None, |best, hint| {
+        let f = floor(&hint, overhead);
+        match best {
+            Some((b, _)) if b >= f => best,
+            _ => Some((f, hint)),
+        }
+    })
+}
+
+/// Which JVM series a measured heap came from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MeasuredKey {
+    /// The pod.
+    pub pod: String,
+    /// The series' `container` label; empty when it had none.
+    pub container: String,
+    /// The metric (`jvm_memory_max_bytes`).
+    pub metric: String,
+}
+
+/// Heap ceilings JVMs reported through their metrics: per pod (and `container` label) the
+/// largest value, kept as runs of one value with the last time each was seen, so a window
+/// forgets a ceiling exactly when it was last reported before the window began.
+///
+/// A JVM fixes its ceiling at start (resolving `-XX:MaxRAMPercentage` against the limit it
+/// found then), so a run usually lasts as long as the container.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MeasuredHeaps {
+    runs: BTreeMap<MeasuredKey, Vec<(f64, f64)>>,
+}
+
+impl MeasuredHeaps {
+    /// Records that `key` reported a heap ceiling of at most `bytes` in a period that ended
+    /// at `seen` (unix seconds). A value that is not a finite positive number is ignored and
+    /// `false` returned.
+    pub fn add(&mut self, key: MeasuredKey, seen: f64, bytes: f64) -> bool {
+        if !(bytes.is_finite() && bytes > 0.0 && seen.is_finite()) {
+            return false;
+        }
+        let runs = self.runs.entry(key).or_default();
+        match runs.last_mut() {
+            Some((last_seen, last)) if *last == bytes => *last_seen = last_seen.max(seen),
+            _ => runs.push((seen, bytes)),
+        }
+        true
+    }
+
+    /// Forgets values last seen before `start`.
+    pub fn expire(&mut self, start: f64) {
+        self.runs.retain(|_, runs| {
+            runs.retain(|(seen, _)| *seen >= start);
+            !runs.is_empty()
+        });
+    }
+
+    /// The largest ceiling of every series still known.
+    pub fn maxima(&self) -> impl Iterator<Item = (&MeasuredKey, f64)> {
+        self.runs.iter().filter_map(|(key, runs)| {
+            runs.iter()
+                .map(|(_, b)| *b)
+                .reduce(f64::max)
+                .map(|b| (key, b))
+        })
+    }
+
+    /// Whether nothing is known.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+}
+
+/// The container a measured heap belongs to. A non-empty `container` label names it.
+/// Without one (applications expose metrics per pod), it is the pod's only container, or
+/// else its only container whose process is a JVM (`containers`: each container's name and
+/// the runtime its process hints at). `None`: it cannot be told.
+pub fn attribute<'a>(
+    label: &'a str,
+    containers: &'a [(String, Option<Runtime>)],
+) -> Option<&'a str> {
+    if !label.is_empty() {
+        return Some(label);
+    }
+    if let [(only, _)] = containers {
+        return Some(only);
+    }
+    let mut jvms = containers
+        .iter()
+        .filter(|(_, runtime)| *runtime == Some(Runtime::Jvm));
+    match (jvms.next(), jvms.next()) {
+        (Some((name, _)), None) => Some(name),
+        _ => None,
+    }
+}
+
+/// The hint a measured heap gives: a fixed JVM heap from `metric`.
+pub fn measured_hint(metric: &str, bytes: f64) -> HeapHint {
+    HeapHint {
+        runtime: Runtime::Jvm,
+        size: HeapSize::Bytes(bytes),
+        source: format!("prometheus {metric}"),
     }
 }

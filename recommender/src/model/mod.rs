@@ -2,7 +2,8 @@
 //!
 //! - [`histogram`]: decaying exponential-bucket histograms (as upstream VPA's).
 //! - [`history`]: a container's usage history: distributions, hourly peaks, OOM kills.
-//! - [`heap`]: heap hints from JVM flags, `GOMEMLIMIT`, Node's `--max-old-space-size`.
+//! - [`heap`]: heap hints from JVM flags, `GOMEMLIMIT`, Node's `--max-old-space-size`, and
+//!   the heap ceilings JVMs report in their metrics.
 //! - [`estimator`]: **how the CPU and memory targets are computed**, with bounds, the memory
 //!   floor and its reason.
 

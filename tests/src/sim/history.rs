@@ -98,7 +98,7 @@ pub struct Series {
     pub samples: Vec<(i64, f64)>,
 }
 
-const FAMILIES: [(&str, &str); 10] = [
+const FAMILIES: [(&str, &str); 12] = [
     ("container_cpu_usage_seconds_total", "counter"),
     ("container_memory_working_set_bytes", "gauge"),
     ("container_memory_rss", "gauge"),
@@ -109,7 +109,90 @@ const FAMILIES: [(&str, &str); 10] = [
     ("kube_pod_container_status_last_terminated_reason", "gauge"),
     ("kube_pod_owner", "gauge"),
     ("kube_replicaset_owner", "gauge"),
+    ("jvm_memory_max_bytes", "gauge"),
+    ("jvm_memory_bytes_max", "gauge"),
 ];
+
+/// How an application exposes its JVM's heap ceiling.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JvmHeapMetrics {
+    /// Micrometer (Spring Boot): `jvm_memory_max_bytes{area="heap",id=<pool>}`, one series per
+    /// memory pool; `-1` where the pool has no ceiling of its own (G1's eden and survivor).
+    Micrometer(Vec<(String, f64)>),
+    /// The Prometheus client_java / JMX exporter: `jvm_memory_bytes_max{area="heap"}`.
+    ClientJava(f64),
+}
+
+/// The JVM heap series of one pod (applications expose metrics per pod: without
+/// `container`, the scrape adds no `container` label).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JvmHeap {
+    /// Namespace.
+    pub namespace: String,
+    /// Pod.
+    pub pod: String,
+    /// The `container` label, if the scrape configuration adds one.
+    pub container: Option<String>,
+    /// The series.
+    pub metrics: JvmHeapMetrics,
+    /// When the pod reported them `(from, to)`, unix seconds; `None`: the whole window.
+    pub lifetime: Option<(i64, i64)>,
+}
+
+/// The JVM heap series of `heaps` from `start` to `end` every `step` seconds, with an
+/// `area="nonheap"` series beside them (which must not count as heap), as the libraries do.
+pub fn jvm_heap(heaps: &[JvmHeap], start: i64, end: i64, step: i64) -> Vec<Series> {
+    let step = step.max(1);
+    let mut out = Vec::new();
+    for h in heaps {
+        let (from, to) = h.lifetime.unwrap_or((start, end));
+        let times: Vec<i64> = (0..)
+            .map(|i| start + i * step)
+            .take_while(|t| *t <= end)
+            .filter(|t| (from..=to).contains(t))
+            .collect();
+        let labels = |area: &str| {
+            let mut l = BTreeMap::from([
+                ("namespace", h.namespace.clone()),
+                ("pod", h.pod.clone()),
+                ("area", area.to_owned()),
+                ("instance", format!("{}:8080", h.pod)),
+            ]);
+            if let Some(c) = &h.container {
+                l.insert("container", c.clone());
+            }
+            l
+        };
+        let constant = |v: f64| times.iter().map(|t| (*t, v)).collect::<Vec<_>>();
+        match &h.metrics {
+            JvmHeapMetrics::Micrometer(pools) => {
+                for (id, max) in pools
+                    .iter()
+                    .map(|(id, max)| (id.as_str(), *max))
+                    .chain([("Metaspace", 512.0 * 1024.0 * 1024.0)])
+                {
+                    let mut l = labels(if id == "Metaspace" { "nonheap" } else { "heap" });
+                    l.insert("id", id.to_owned());
+                    out.push(Series {
+                        metric: "jvm_memory_max_bytes",
+                        labels: l,
+                        samples: constant(max),
+                    });
+                }
+            }
+            JvmHeapMetrics::ClientJava(max) => {
+                for (area, v) in [("heap", *max), ("nonheap", -1.0)] {
+                    out.push(Series {
+                        metric: "jvm_memory_bytes_max",
+                        labels: labels(area),
+                        samples: constant(v),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
 
 /// Generates every series for `containers` from `start` to `end` (unix seconds, inclusive)
 /// every `step` seconds.
@@ -379,6 +462,49 @@ mod tests {
         );
         let text = openmetrics(&s);
         assert!(text.ends_with("# EOF\n"));
+        assert!(
+            !text.lines().any(|l| l.starts_with("jvm_")),
+            "no JVM series unless asked for: {text}"
+        );
         assert!(text.contains("kube_pod_container_resource_limits{container=\"c\",namespace=\"ns\",node=\"n\",pod=\"p\",resource=\"cpu\",unit=\"core\"} 0.25 60"));
+    }
+
+    #[test]
+    fn jvm_heap_series_per_pool() {
+        let gi = 1024.0 * 1024.0 * 1024.0;
+        let h = |metrics, container: Option<&str>| JvmHeap {
+            namespace: "ns".into(),
+            pod: "p".into(),
+            container: container.map(Into::into),
+            metrics,
+            lifetime: Some((60, 120)),
+        };
+        let s = jvm_heap(
+            &[
+                h(
+                    JvmHeapMetrics::Micrometer(vec![
+                        ("G1 Eden Space".into(), -1.0),
+                        ("G1 Old Gen".into(), 2.0 * gi),
+                    ]),
+                    None,
+                ),
+                h(JvmHeapMetrics::ClientJava(gi), Some("app")),
+            ],
+            0,
+            180,
+            60,
+        );
+        let text = openmetrics(&s);
+        assert!(text.contains("jvm_memory_max_bytes{area=\"heap\",id=\"G1 Eden Space\",instance=\"p:8080\",namespace=\"ns\",pod=\"p\"} -1 60\n"), "{text}");
+        assert!(text.contains("jvm_memory_max_bytes{area=\"heap\",id=\"G1 Old Gen\",instance=\"p:8080\",namespace=\"ns\",pod=\"p\"} 2147483648 120\n"), "{text}");
+        assert!(
+            text.contains("jvm_memory_max_bytes{area=\"nonheap\",id=\"Metaspace\""),
+            "{text}"
+        );
+        assert!(text.contains("jvm_memory_bytes_max{area=\"heap\",container=\"app\",instance=\"p:8080\",namespace=\"ns\",pod=\"p\"} 1073741824 60\n"), "{text}");
+        assert!(
+            !text.contains(" 0\n") && !text.contains(" 180\n"),
+            "only within the lifetime: {text}"
+        );
     }
 }
