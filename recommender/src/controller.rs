@@ -273,52 +273,11 @@ pub async fn run(
 
 /// Pods currently belonging to the workload, from the caches.
 fn live_pods(ctx: &Context, namespace: &str, kind: &str, name: &str) -> Vec<Arc<Pod>> {
-    let controller_of =
-        |refs: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
-            refs.and_then(|r| r.iter().find(|o| o.controller == Some(true)))
-                .map(|o| (o.kind.clone(), o.name.clone()))
-        };
-    let owned_by = |kind: &str, name: &str, owner: Option<(String, String)>| {
-        owner.is_some_and(|(k, n)| k == kind && n == name)
-    };
-    ctx.pods
-        .state()
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(namespace))
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            let owner = controller_of(p.metadata.owner_references.as_ref());
-            match kind {
-                "Deployment" => owner.is_some_and(|(k, rs)| {
-                    k == "ReplicaSet"
-                        && ctx
-                            .replicasets
-                            .get(&ObjectRef::new(&rs).within(namespace))
-                            .is_some_and(|r| {
-                                owned_by(
-                                    "Deployment",
-                                    name,
-                                    controller_of(r.metadata.owner_references.as_ref()),
-                                )
-                            })
-                }),
-                "CronJob" => owner.is_some_and(|(k, job)| {
-                    k == "Job"
-                        && ctx
-                            .jobs
-                            .get(&ObjectRef::new(&job).within(namespace))
-                            .is_some_and(|j| {
-                                owned_by(
-                                    "CronJob",
-                                    name,
-                                    controller_of(j.metadata.owner_references.as_ref()),
-                                )
-                            })
-                }),
-                _ => owned_by(kind, name, owner),
-            }
-        })
-        .collect()
+    tailor_runtime::workload::Owners {
+        replicasets: ctx.replicasets.clone(),
+        jobs: ctx.jobs.clone(),
+    }
+    .pods(&ctx.pods, namespace, kind, name)
 }
 
 fn process_of(c: &Container) -> (Vec<String>, Vec<String>, Vec<(String, String)>) {

@@ -78,7 +78,7 @@ impl Env {
             names.push(pod_name);
         }
         for n in &names {
-            self.wait_pod(n, "Running and Ready", |p| ready(p)).await;
+            self.wait_pod(n, "Running and Ready", ready).await;
         }
         names
     }
