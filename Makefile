@@ -4,13 +4,16 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 
-.PHONY: help test test-deps lint fmt crds unit bench-sim bench-recommender
+.PHONY: help test test-deps lint fmt crds unit bench-sim bench-recommender bench-updater
 
 bench-sim: ## simulator benchmark: 100 nodes, 5,000 pods, 1,000 resizes (prints rates and peak RSS)
 	hack/bench-sim.sh
 
 bench-recommender: ## recommender benchmark: 2,000 workloads, 7 days (first, steady-state, after-restart passes)
 	hack/bench-recommender.sh
+
+bench-updater: ## updater benchmark: 1,000 VerticalAutoscalers over 5,000 pods, every recommendation changed at once
+	hack/bench-updater.sh
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'

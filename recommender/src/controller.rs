@@ -103,9 +103,11 @@ pub async fn run(
     metrics: Arc<crate::metrics::Metrics>,
 ) {
     metrics.pass_started();
-    let (pods, pod_writer) = reflector::store();
-    let (replicasets, rs_writer) = reflector::store();
-    let (jobs, job_writer) = reflector::store();
+    let (pods, pod_stream) = tailor_runtime::cache(Api::<Pod>::all(client.clone()));
+    let (replicasets, rs_stream) =
+        tailor_runtime::cache(Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()));
+    let (jobs, job_stream) =
+        tailor_runtime::cache(Api::<PartialObjectMeta<Job>>::all(client.clone()));
     let (vas, va_writer) = reflector::store::<VerticalAutoscaler>();
     let ctx = Arc::new(Context {
         metrics,
@@ -119,30 +121,6 @@ pub async fn run(
     });
 
     tracing::info!("starting watches of pods, ReplicaSets, Jobs and VerticalAutoscalers");
-    let pod_stream = reflector::reflector(
-        pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .for_each(|_| std::future::ready(()));
-    let rs_stream = reflector::reflector(
-        rs_writer,
-        watcher(
-            Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .for_each(|_| std::future::ready(()));
-    let job_stream = reflector::reflector(
-        job_writer,
-        watcher(
-            Api::<PartialObjectMeta<Job>>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .for_each(|_| std::future::ready(()));
 
     let (queue, mut work) = mpsc::unbounded_channel::<ObjectRef<VerticalAutoscaler>>();
     // Spec changes (new generation) trigger at once; status writes do not.

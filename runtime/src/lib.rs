@@ -21,3 +21,37 @@ pub fn default_identity(program: &str) -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| program.to_owned());
     format!("{host}-{}", std::process::id())
 }
+
+/// A cache of every `K` the client can list: the store, and the future that keeps it current
+/// (a watch with kube's default back-off). Run the future in a task of its own.
+pub fn cache<K>(
+    api: kube::Api<K>,
+) -> (
+    kube::runtime::reflector::Store<K>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+)
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let (store, writer) = reflector::store();
+    let run = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .for_each(|_| std::future::ready(()));
+    (store, run)
+}
+
+/// Logs to stderr with a tracing `EnvFilter` (e.g. `info,tailor_updater=debug`).
+pub fn init_logging(filter: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .init();
+}

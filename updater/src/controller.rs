@@ -218,9 +218,12 @@ fn va_key(va: &VerticalAutoscaler) -> (String, String) {
 /// Runs the updater until the future is dropped.
 pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) {
     let (pods, pod_writer) = reflector::store::<Pod>();
-    let (replicasets, rs_writer) = reflector::store();
-    let (jobs, job_writer) = reflector::store();
-    let (hpas, hpa_writer) = reflector::store::<HorizontalPodAutoscaler>();
+    let (replicasets, rs_stream) =
+        tailor_runtime::cache(Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()));
+    let (jobs, job_stream) =
+        tailor_runtime::cache(Api::<PartialObjectMeta<Job>>::all(client.clone()));
+    let (hpas, hpa_stream) =
+        tailor_runtime::cache(Api::<HorizontalPodAutoscaler>::all(client.clone()));
     let (vas, va_writer) = reflector::store::<VerticalAutoscaler>();
     let recorder = Recorder::new(
         client.clone(),
@@ -248,33 +251,6 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
     let (queue, mut work) = mpsc::unbounded_channel::<(String, String)>();
 
     tracing::info!("starting watches of VerticalAutoscalers, pods, ReplicaSets, Jobs and HPAs");
-    let rs_stream = reflector::reflector(
-        rs_writer,
-        watcher(
-            Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .for_each(|_| std::future::ready(()));
-    let job_stream = reflector::reflector(
-        job_writer,
-        watcher(
-            Api::<PartialObjectMeta<Job>>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .for_each(|_| std::future::ready(()));
-    let hpa_stream = reflector::reflector(
-        hpa_writer,
-        watcher(
-            Api::<HorizontalPodAutoscaler>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .for_each(|_| std::future::ready(()));
     // A VerticalAutoscaler changes: its spec, its recommendation, its approval annotation.
     let va_queue = queue.clone();
     let va_stream = reflector::reflector(

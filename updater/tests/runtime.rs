@@ -208,4 +208,13 @@ async fn dry_run_records_what_it_would_do_and_changes_nothing() {
         1,
         "{events:?}"
     );
+    // SIGTERM stops it cleanly (no SIGKILL needed within the grace period).
+    let mut updater = updater;
+    updater.process.stop(Duration::from_secs(10));
+    let status = updater.process.exited().expect("stopped");
+    assert!(
+        status.success(),
+        "exit status {status:?}:\n{}",
+        updater.process.log_tail(20)
+    );
 }
