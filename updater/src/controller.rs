@@ -245,7 +245,7 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
         },
         hpas: hpas.clone(),
         recorder,
-        events: Arc::new(tokio::sync::Semaphore::new(8)),
+        events: Arc::new(tokio::sync::Semaphore::new(2)),
         memory: Mutex::default(),
     });
     let (queue, mut work) = mpsc::unbounded_channel::<(String, String)>();
@@ -258,7 +258,8 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
         watcher(
             Api::<VerticalAutoscaler>::all(client.clone()),
             watcher::Config::default(),
-        ),
+        )
+        .modify(|va| va.managed_fields_mut().clear()),
     )
     .default_backoff()
     .applied_objects()
@@ -273,7 +274,7 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
     let pod_ctx = ctx.clone();
     let pod_stream = reflector::reflector(
         pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).modify(slim_pod),
     )
     .default_backoff()
     .applied_objects()
@@ -374,6 +375,65 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
     tasks.spawn(timer);
     tasks.spawn(worker);
     while tasks.join_next().await.is_some() {}
+}
+
+/// Keeps only what the planner and the actuator read of a cached pod: identity and owners,
+/// the containers' names, resources and resize policies, and the status fields that say where
+/// a resize stands. On a large cluster the pod cache is most of the process's memory.
+fn slim_pod(pod: &mut Pod) {
+    use k8s_openapi::api::core::v1::{Container, ContainerStatus, PodSpec, PodStatus};
+    let meta = std::mem::take(&mut pod.metadata);
+    pod.metadata = kube::api::ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        resource_version: meta.resource_version,
+        generation: meta.generation,
+        owner_references: meta.owner_references,
+        deletion_timestamp: meta.deletion_timestamp,
+        ..Default::default()
+    };
+    let slim = |c: Container| Container {
+        name: c.name,
+        resources: c.resources,
+        resize_policy: c.resize_policy,
+        ..Default::default()
+    };
+    pod.spec = pod.spec.take().map(|spec| PodSpec {
+        containers: spec.containers.into_iter().map(slim).collect(),
+        init_containers: spec
+            .init_containers
+            .map(|cs| cs.into_iter().map(slim).collect()),
+        node_name: spec.node_name,
+        ..Default::default()
+    });
+    pod.status = pod.status.take().map(|status| PodStatus {
+        phase: status.phase,
+        observed_generation: status.observed_generation,
+        qos_class: status.qos_class,
+        conditions: status.conditions.map(|cs| {
+            cs.into_iter()
+                .filter(|c| {
+                    matches!(
+                        c.type_.as_str(),
+                        "Ready" | "PodResizePending" | "PodResizeInProgress"
+                    )
+                })
+                .collect()
+        }),
+        container_statuses: status.container_statuses.map(|ss| {
+            ss.into_iter()
+                .map(|s| ContainerStatus {
+                    name: s.name,
+                    resources: s.resources,
+                    restart_count: s.restart_count,
+                    ready: s.ready,
+                    ..Default::default()
+                })
+                .collect()
+        }),
+        ..Default::default()
+    });
 }
 
 fn object_ref<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
@@ -844,9 +904,16 @@ pub async fn reconcile(ctx: &Context, key: &(String, String)) {
         held.extend(plan.held.iter().cloned());
         approved_cuts.extend(plan.approved_cuts());
     }
-    for &i in &selection.now {
+    // A workload's resizes go together; the global rate limit paces them.
+    let outcomes = futures::future::join_all(
+        selection
+            .now
+            .iter()
+            .map(|&i| issue(ctx, va, &pods[i], &plans[i], &plan_for)),
+    )
+    .await;
+    for (&i, (outcome, plan)) in selection.now.iter().zip(outcomes) {
         let pod = &pods[i];
-        let (outcome, plan) = issue(ctx, va, pod, &plans[i], &plan_for).await;
         held.extend(plan.held.iter().cloned());
         match outcome {
             Issued::Done(generation) => {
