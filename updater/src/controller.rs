@@ -274,7 +274,11 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
     let pod_ctx = ctx.clone();
     let pod_stream = reflector::reflector(
         pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).modify(slim_pod),
+        watcher(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().page_size(100),
+        )
+        .modify(slim_pod),
     )
     .default_backoff()
     .applied_objects()
