@@ -136,6 +136,29 @@ struct Memory {
     applied_approvals: HashSet<String>,
     recommendations: HashMap<(String, String), (String, Instant)>,
     dry_run: HashMap<String, String>,
+    /// The updater's part of each object's status as last written. It is the truth for those
+    /// fields (only the updater writes them), and the watch cache may not show it yet.
+    written: HashMap<(String, String), Written>,
+}
+
+/// The updater-owned status fields of one object, as written.
+#[derive(Clone, Debug)]
+struct Written {
+    uid: String,
+    pending: Vec<PendingApproval>,
+    conditions: Vec<Condition>,
+    records: Vec<ResizeRecord>,
+}
+
+/// Whether the updater owns this condition.
+fn updater_condition(c: &Condition) -> bool {
+    [
+        condition::RESIZE_DEFERRED,
+        condition::RESIZE_INFEASIBLE,
+        condition::AWAITING_APPROVAL,
+    ]
+    .contains(&c.type_.as_str())
+        || (c.type_ == condition::CONFIG_UNSUPPORTED && c.reason == "HpaConflict")
 }
 
 /// Everything a reconcile needs.
@@ -632,23 +655,29 @@ pub async fn reconcile(ctx: &Context, key: &(String, String)) {
     ctx.metrics.reconciled();
     let Some(va) = ctx.vas.get(&ObjectRef::new(&key.1).within(&key.0)) else {
         ctx.metrics.pending(&key.0, &key.1, 0);
-        ctx.memory().recommendations.remove(key);
+        let mut memory = ctx.memory();
+        memory.recommendations.remove(key);
+        memory.written.remove(key);
         return;
     };
     let va = va.as_ref();
-    let status = va.status.clone().unwrap_or_default();
+    let mut status = va.status.clone().unwrap_or_default();
+    let written = ctx
+        .memory()
+        .written
+        .get(key)
+        .filter(|w| va.metadata.uid.as_deref() == Some(w.uid.as_str()))
+        .cloned();
+    if let Some(w) = written {
+        status.pending_approvals = w.pending;
+        status.last_resizes = w.records;
+        status.conditions.retain(|c| !updater_condition(c));
+        status.conditions.extend(w.conditions);
+    }
     if va.spec.update_policy.update_mode != UpdateMode::InPlace {
         ctx.metrics.pending(&key.0, &key.1, 0);
         // Never acted on; clear what the updater wrote while it was InPlace.
-        let ours = |c: &Condition| {
-            [
-                condition::RESIZE_DEFERRED,
-                condition::RESIZE_INFEASIBLE,
-                condition::AWAITING_APPROVAL,
-            ]
-            .contains(&c.type_.as_str())
-        };
-        if !status.pending_approvals.is_empty() || status.conditions.iter().any(ours) {
+        if !status.pending_approvals.is_empty() || status.conditions.iter().any(updater_condition) {
             write_status(ctx, va, Vec::new(), Vec::new(), status.last_resizes.clone()).await;
         }
         return;
@@ -828,6 +857,15 @@ pub async fn reconcile(ctx: &Context, key: &(String, String)) {
         let Some(pod) = by_name.get(&record.pod) else {
             continue;
         };
+        // A cached pod older than the resize this process issued says nothing about it.
+        let issued = ctx
+            .memory()
+            .in_flight
+            .get(&pod.uid().unwrap_or_default())
+            .map(|f| f.generation);
+        if issued.is_some_and(|g| pod.metadata.generation.unwrap_or(1) < g) {
+            continue;
+        }
         let rs = ResizeStatus::of(pod);
         let restarts = pod.spec.as_ref().is_some_and(|spec| {
             record.containers.iter().any(|c| {
@@ -1161,7 +1199,7 @@ async fn write_status(
     let api: Api<VerticalAutoscaler> =
         Api::namespaced(ctx.client.clone(), &va.namespace().unwrap_or_default());
     ctx.metrics.request("status");
-    if let Err(e) = api
+    match api
         .patch_status(
             &va.name_any(),
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -1169,6 +1207,19 @@ async fn write_status(
         )
         .await
     {
-        tracing::warn!(va = %format!("{}/{}", va.namespace().unwrap_or_default(), va.name_any()), error = %e, "status not written");
+        Ok(_) => {
+            ctx.memory().written.insert(
+                va_key(va),
+                Written {
+                    uid: va.uid().unwrap_or_default(),
+                    pending: status.pending_approvals,
+                    conditions: status.conditions,
+                    records: status.last_resizes,
+                },
+            );
+        }
+        Err(e) => {
+            tracing::warn!(va = %format!("{}/{}", va.namespace().unwrap_or_default(), va.name_any()), error = %e, "status not written")
+        }
     }
 }
