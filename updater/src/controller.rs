@@ -172,8 +172,9 @@ pub struct Context {
     owners: Owners,
     hpas: Store<HorizontalPodAutoscaler>,
     limiter: RateLimiter,
-    recorder: Recorder,
-    events: Arc<tokio::sync::Semaphore>,
+    /// Events waiting to be sent; a bounded queue drained by two senders, so a burst of
+    /// resizes costs a small record per Event rather than a task each.
+    events: mpsc::Sender<QueuedEvent>,
     memory: Mutex<Memory>,
 }
 
@@ -186,26 +187,11 @@ impl Context {
 
     /// Publishes an Event without holding up the reconcile; Events are best effort.
     fn event(&self, reference: ObjectReference, type_: EventType, reason: &str, note: String) {
-        let recorder = self.recorder.clone();
-        let permits = self.events.clone();
-        let metrics = self.metrics.clone();
-        let reason = reason.to_owned();
-        tokio::spawn(async move {
-            let Ok(_permit) = permits.acquire_owned().await else {
-                return;
-            };
-            metrics.request("event");
-            let event = Event {
-                type_,
-                reason: reason.clone(),
-                note: Some(truncate(&note, 1000)),
-                action: "Resize".into(),
-                secondary: None,
-            };
-            if let Err(e) = recorder.publish(&event, &reference).await {
-                tracing::debug!(error = %e, reason, "event not recorded");
-            }
-        });
+        let item = (reference, type_, reason.to_owned(), truncate(&note, 1000));
+        if self.events.try_send(item).is_err() {
+            self.metrics.request("event_dropped");
+            tracing::debug!(reason, "event queue full: event dropped");
+        }
     }
 
     /// An Event once per `key` (for this process).
@@ -238,6 +224,38 @@ fn va_key(va: &VerticalAutoscaler) -> (String, String) {
     (va.namespace().unwrap_or_default(), va.name_any())
 }
 
+/// An Event waiting to be sent: about what, its type, reason and note.
+type QueuedEvent = (ObjectReference, EventType, String, String);
+
+/// Events queued at most; beyond that they are dropped and counted
+/// (`tailor_updater_api_requests_total{verb="event_dropped"}`).
+const EVENT_QUEUE: usize = 20_000;
+
+/// Sends queued Events until the queue closes.
+async fn send_events(
+    recorder: Recorder,
+    queue: Arc<tokio::sync::Mutex<mpsc::Receiver<QueuedEvent>>>,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        let next = queue.lock().await.recv().await;
+        let Some((reference, type_, reason, note)) = next else {
+            return;
+        };
+        metrics.request("event");
+        let event = Event {
+            type_,
+            reason: reason.clone(),
+            note: Some(note),
+            action: "Resize".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::debug!(error = %e, reason, "event not recorded");
+        }
+    }
+}
+
 /// Runs the updater until the future is dropped.
 pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) {
     let (pods, pod_writer) = reflector::store::<Pod>();
@@ -248,13 +266,14 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
     let (hpas, hpa_stream) =
         tailor_runtime::cache(Api::<HorizontalPodAutoscaler>::all(client.clone()));
     let (vas, va_writer) = reflector::store::<VerticalAutoscaler>();
-    let recorder = Recorder::new(
+    let recorder_for_events = Recorder::new(
         client.clone(),
         Reporter {
             controller: FIELD_MANAGER.into(),
             instance: Some(options.identity.clone()),
         },
     );
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let ctx = Arc::new(Context {
         client: client.clone(),
         limiter: RateLimiter::new(options.resizes_per_second, options.burst),
@@ -267,8 +286,7 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
             jobs: jobs.clone(),
         },
         hpas: hpas.clone(),
-        recorder,
-        events: Arc::new(tokio::sync::Semaphore::new(2)),
+        events: events_tx,
         memory: Mutex::default(),
     });
     let (queue, mut work) = mpsc::unbounded_channel::<(String, String)>();
@@ -393,7 +411,15 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
             }
         }
     };
+    let events_rx = Arc::new(tokio::sync::Mutex::new(events_rx));
     let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        tasks.spawn(send_events(
+            recorder_for_events.clone(),
+            events_rx.clone(),
+            ctx.metrics.clone(),
+        ));
+    }
     tasks.spawn(pod_stream);
     tasks.spawn(rs_stream);
     tasks.spawn(job_stream);

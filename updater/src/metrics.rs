@@ -7,7 +7,7 @@
 //! | `tailor_updater_recommendation_to_applied_seconds` | | time from first seeing a recommendation to its resize being complete on a pod |
 //! | `tailor_updater_resizes_waiting` | `reason` = `restart_budget`, `infeasible` | planned resizes held back |
 //! | `tailor_updater_reconciles_total` | | VerticalAutoscaler reconciles |
-//! | `tailor_updater_api_requests_total` | `verb` | writes to the API server: `resize`, `get`, `status`, `event` |
+//! | `tailor_updater_api_requests_total` | `verb` | requests to the API server: `resize`, `get`, `status`, `event`; `event_dropped` counts Events not sent (queue full) |
 //! | `tailor_updater_leader` | | 1 on the replica that writes |
 
 use std::collections::HashSet;
