@@ -11,7 +11,7 @@
 //!   heap ceiling the JVM reports in Prometheus (see [`heap::MeasuredHeaps`]) and the one its
 //!   command line and environment give.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +31,7 @@ use tailor_crds::v1alpha1::{
     ContainerRecommendation, FloorReason, HeapSource, MemoryFloor, Recommendation, ResourceName,
     Resources, SUPPORTED_TARGETS, VerticalAutoscaler, VerticalAutoscalerStatus, condition,
 };
+use tailor_runtime::queue::Progress;
 use tokio::sync::mpsc;
 
 use crate::model::estimator::{self, Current, Estimate, MemoryReason, Settings, Verdict};
@@ -122,7 +123,7 @@ pub async fn run(
 
     tracing::info!("starting watches of pods, ReplicaSets, Jobs and VerticalAutoscalers");
 
-    let (queue, mut work) = mpsc::unbounded_channel::<ObjectRef<VerticalAutoscaler>>();
+    let (queue, work) = mpsc::unbounded_channel::<ObjectRef<VerticalAutoscaler>>();
     // Spec changes (new generation) trigger at once; status writes do not.
     let trigger_queue = queue.clone();
     let va_stream = reflector::reflector(
@@ -193,50 +194,32 @@ pub async fn run(
             // Nothing to compute: the first pass is trivially over.
             ctx.metrics.pass_done(now(), 0.0);
         }
-        // Each object is computed by one task at a time; a trigger for an object being
-        // computed runs it once more afterwards; triggers for a queued object merge.
-        let (mut queued, mut active, mut again) = (HashSet::new(), HashSet::new(), HashSet::new());
-        let mut backlog = std::collections::VecDeque::new();
-        let mut running = futures::stream::FuturesUnordered::new();
-        let limit = ctx.options.concurrency.max(1);
+        // Each object is computed by one task at a time; triggers merge.
         let mut pass_start: Option<f64> = None;
-        loop {
-            tokio::select! {
-                Some(key) = work.recv() => {
-                    pass_start.get_or_insert_with(now);
-                    if active.contains(&key) {
-                        again.insert(key);
-                    } else if queued.insert(key.clone()) {
-                        backlog.push_back(key);
-                    }
-                }
-                Some(key) = running.next(), if !running.is_empty() => {
-                    active.remove(&key);
-                    if again.remove(&key) && queued.insert(key.clone()) {
-                        backlog.push_back(key);
-                    }
-                    if backlog.is_empty() && running.is_empty() {
-                        // Every queued object is computed: a pass is over.
-                        let end = now();
-                        ctx.metrics.pass_done(end, end - pass_start.take().unwrap_or(end));
-                    }
-                }
-            }
-            while running.len() < limit
-                && let Some(key) = backlog.pop_front()
-            {
-                queued.remove(&key);
-                active.insert(key.clone());
-                let ctx = ctx.clone();
-                let vas = vas.clone();
-                running.push(async move {
+        tailor_runtime::queue::run(
+            work,
+            ctx.options.concurrency,
+            |key: ObjectRef<VerticalAutoscaler>| {
+                let (ctx, vas) = (ctx.clone(), vas.clone());
+                async move {
                     if let Some(va) = vas.get(&key) {
                         reconcile(&ctx, &va).await;
                     }
-                    key
-                });
-            }
-        }
+                }
+            },
+            |progress| match progress {
+                Progress::Received => {
+                    pass_start.get_or_insert_with(now);
+                }
+                // Every queued object is computed: a pass is over.
+                Progress::Idle => {
+                    let end = now();
+                    ctx.metrics
+                        .pass_done(end, end - pass_start.take().unwrap_or(end));
+                }
+            },
+        )
+        .await;
     };
     // Each watch in a task of its own; dropping `run` drops the set, which aborts them.
     let mut tasks = tokio::task::JoinSet::new();

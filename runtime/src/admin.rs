@@ -49,3 +49,12 @@ pub async fn serve(listener: tokio::net::TcpListener, admin: Arc<dyn Admin>) {
         tracing::error!(error = %e, "admin server stopped");
     }
 }
+
+/// The OpenMetrics text of a registry (empty if encoding fails).
+pub fn encode(registry: &prometheus_client::registry::Registry) -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
+        out.clear();
+    }
+    out
+}

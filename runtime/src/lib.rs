@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod lease;
+pub mod queue;
 pub mod workload;
 
 /// Waits for SIGTERM (Kubernetes stopping the pod) or Ctrl-C.

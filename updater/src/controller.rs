@@ -194,6 +194,29 @@ impl Context {
         }
     }
 
+    /// Backs off a pod: the first time by `--backoff-seconds`, then twice as long each time,
+    /// up to 30 minutes.
+    fn back_off(&self, uid: &str) {
+        let mut memory = self.memory();
+        let next = memory
+            .backoff
+            .get(uid)
+            .map_or(self.options.backoff, |(_, d)| {
+                (*d * 2).min(Duration::from_secs(1800))
+            });
+        memory
+            .backoff
+            .insert(uid.to_owned(), (Instant::now() + next, next));
+    }
+
+    /// Whether a pod is being backed off.
+    fn backing_off(&self, uid: &str) -> bool {
+        self.memory()
+            .backoff
+            .get(uid)
+            .is_some_and(|(until, _)| *until > Instant::now())
+    }
+
     /// An Event once per `key` (for this process).
     fn event_once(
         &self,
@@ -289,7 +312,7 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
         events: events_tx,
         memory: Mutex::default(),
     });
-    let (queue, mut work) = mpsc::unbounded_channel::<(String, String)>();
+    let (queue, work) = mpsc::unbounded_channel::<(String, String)>();
 
     tracing::info!("starting watches of VerticalAutoscalers, pods, ReplicaSets, Jobs and HPAs");
     // A VerticalAutoscaler changes: its spec, its recommendation, its approval annotation.
@@ -376,40 +399,17 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
             .await;
         ctx.metrics.set_ready();
         tracing::info!("first pass done");
-        // Then: each object by one task at a time; a trigger for an object being reconciled
-        // runs it once more afterwards; triggers for a queued object merge.
-        let (mut queued, mut active, mut again) = (HashSet::new(), HashSet::new(), HashSet::new());
-        let mut backlog = std::collections::VecDeque::new();
-        let mut running = futures::stream::FuturesUnordered::new();
-        let limit = ctx.options.concurrency.max(1);
-        loop {
-            tokio::select! {
-                Some(key) = work.recv() => {
-                    if active.contains(&key) {
-                        again.insert(key);
-                    } else if queued.insert(key.clone()) {
-                        backlog.push_back(key);
-                    }
-                }
-                Some(key) = running.next(), if !running.is_empty() => {
-                    active.remove(&key);
-                    if again.remove(&key) && queued.insert(key.clone()) {
-                        backlog.push_back(key);
-                    }
-                }
-            }
-            while running.len() < limit
-                && let Some(key) = backlog.pop_front()
-            {
-                queued.remove(&key);
-                active.insert(key.clone());
+        // Then: each object by one task at a time; triggers merge.
+        tailor_runtime::queue::run(
+            work,
+            ctx.options.concurrency,
+            |key: (String, String)| {
                 let ctx = ctx.clone();
-                running.push(async move {
-                    reconcile(&ctx, &key).await;
-                    key
-                });
-            }
-        }
+                async move { reconcile(&ctx, &key).await }
+            },
+            |_| {},
+        )
+        .await;
     };
     let events_rx = Arc::new(tokio::sync::Mutex::new(events_rx));
     let mut tasks = tokio::task::JoinSet::new();
@@ -660,15 +660,7 @@ async fn issue(
                     "ResizeFailed",
                     format!("pod {name}: {note}"),
                 );
-                let uid = pod.uid().unwrap_or_default();
-                let mut memory = ctx.memory();
-                let next = memory
-                    .backoff
-                    .get(&uid)
-                    .map_or(ctx.options.backoff, |(_, d)| {
-                        (*d * 2).min(Duration::from_secs(1800))
-                    });
-                memory.backoff.insert(uid, (Instant::now() + next, next));
+                ctx.back_off(&pod.uid().unwrap_or_default());
                 return (Issued::Failed, plan);
             }
         }
@@ -825,22 +817,8 @@ pub async fn reconcile(ctx: &Context, key: &(String, String)) {
                 "ResizeError",
                 format!("pod {pod_name}: {}", e.message),
             );
-            let mut memory = ctx.memory();
-            if memory
-                .backoff
-                .get(&uid)
-                .is_none_or(|(until, _)| *until <= Instant::now())
-            {
-                let next = memory
-                    .backoff
-                    .get(&uid)
-                    .map_or(ctx.options.backoff, |(_, d)| {
-                        (*d * 2).min(Duration::from_secs(1800))
-                    });
-                memory
-                    .backoff
-                    .insert(uid.clone(), (Instant::now() + next, next));
-                drop(memory);
+            if !ctx.backing_off(&uid) {
+                ctx.back_off(&uid);
                 let resources = ctx
                     .memory()
                     .in_flight
@@ -935,26 +913,20 @@ pub async fn reconcile(ctx: &Context, key: &(String, String)) {
             })
             .count()
     };
-    let views: Vec<PodView<'_>> = {
-        let memory = ctx.memory();
-        pods.iter()
-            .zip(&plans)
-            .map(|(p, plan)| {
-                let rs = ResizeStatus::of(p);
-                let uid = p.uid().unwrap_or_default();
-                PodView {
-                    plan,
-                    ready: resources::ready(p),
-                    resizing: !rs.complete(),
-                    infeasible: rs.infeasible(),
-                    backing_off: memory
-                        .backoff
-                        .get(&uid)
-                        .is_some_and(|(until, _)| *until > Instant::now()),
-                }
-            })
-            .collect()
-    };
+    let views: Vec<PodView<'_>> = pods
+        .iter()
+        .zip(&plans)
+        .map(|(p, plan)| {
+            let rs = ResizeStatus::of(p);
+            PodView {
+                plan,
+                ready: resources::ready(p),
+                resizing: !rs.complete(),
+                infeasible: rs.infeasible(),
+                backing_off: ctx.backing_off(&p.uid().unwrap_or_default()),
+            }
+        })
+        .collect();
     let max_restarts = va.spec.update_policy.max_concurrent_restarts;
     let selection = workload::select(&views, max_restarts, in_flight_restarts);
     if selection.waiting_for_restart > 0 {
