@@ -703,6 +703,8 @@ pub enum ResizeOutcome {
     Infeasible,
     /// The kubelet reported an error applying it.
     Failed,
+    /// The pod was deleted before the resize finished.
+    PodDeleted,
 }
 
 /// A summary of one resize.
@@ -730,4 +732,8 @@ pub struct ContainerResize {
     pub from: Resources,
     /// Requests after.
     pub to: Resources,
+    /// The approval id that allowed this memory decrease, when one did. An approval is used
+    /// once: the updater does not report it as stale later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
 }

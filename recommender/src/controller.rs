@@ -401,6 +401,42 @@ fn current(pod: Option<&Pod>, container: &str) -> Current {
     }
 }
 
+/// The pods of a target and their mean requests per container, for the metrics.
+fn workload_of<'a>(pods: impl Iterator<Item = &'a Pod>) -> crate::metrics::Workload {
+    let mut names = Vec::new();
+    // container -> (cpu sum, cpu count, memory sum, memory count), in first-seen order
+    let mut sums: Vec<(String, f64, u32, f64, u32)> = Vec::new();
+    for pod in pods {
+        names.push(pod.name_any());
+        for c in pod.spec.iter().flat_map(|s| &s.containers) {
+            let i = match sums.iter().position(|s| s.0 == c.name) {
+                Some(i) => i,
+                None => {
+                    sums.push((c.name.clone(), 0.0, 0, 0.0, 0));
+                    sums.len() - 1
+                }
+            };
+            let cur = current(Some(pod), &c.name);
+            if let Some(v) = cur.cpu {
+                sums[i].1 += v;
+                sums[i].2 += 1;
+            }
+            if let Some(v) = cur.memory {
+                sums[i].3 += v;
+                sums[i].4 += 1;
+            }
+        }
+    }
+    let mean = |sum: f64, n: u32| (n > 0).then(|| sum / f64::from(n));
+    crate::metrics::Workload {
+        pods: names,
+        requests: sums
+            .into_iter()
+            .map(|(c, cs, cn, ms, mn)| (c, mean(cs, cn), mean(ms, mn)))
+            .collect(),
+    }
+}
+
 fn reason(r: MemoryReason) -> FloorReason {
     match r {
         MemoryReason::Percentile => FloorReason::Percentile,
@@ -828,6 +864,10 @@ async fn reconcile(ctx: &Context, va: &VerticalAutoscaler) {
         "not_recommended"
     };
     let (ns, name) = (va.namespace().unwrap_or_default(), va.name_any());
+    let target = &va.spec.target_ref;
+    let live = live_pods(ctx, &ns, &target.kind, &target.name);
+    ctx.metrics
+        .workload(&ns, &name, &workload_of(live.iter().map(AsRef::as_ref)));
     ctx.metrics.record(
         &ns,
         &name,

@@ -13,6 +13,9 @@
 //! | `tailor_recommender_last_pass_duration_seconds` | how long it took |
 //! | `tailor_recommender_prometheus_queries_total`, `tailor_recommender_prometheus_samples_total` | |
 //! | `tailor_recommender_leader` | 1 on the replica that writes |
+//! | `tailor_workload_pods` | `namespace`, `verticalautoscaler`: pods of the target (not being deleted) |
+//! | `tailor_workload_requests_cpu_cores`, `tailor_workload_requests_memory_bytes` | `namespace`, `verticalautoscaler`, `container`: the mean request over those pods |
+//! | `tailor_pod_info` | `namespace`, `pod`, `verticalautoscaler` (value 1): joins cAdvisor and kube-state-metrics series to an object |
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -45,6 +48,41 @@ pub struct ReasonLabels {
     reason: String,
 }
 
+/// Labels of one object.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    namespace: String,
+    verticalautoscaler: String,
+}
+
+/// Labels of one container of an object.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ContainerLabels {
+    namespace: String,
+    verticalautoscaler: String,
+    container: String,
+}
+
+/// Labels of one pod of an object.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PodLabels {
+    namespace: String,
+    pod: String,
+    verticalautoscaler: String,
+}
+
+/// The pods of one object's target and their mean requests, for the dashboards.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Workload {
+    /// Names of the pods (not being deleted).
+    pub pods: Vec<String>,
+    /// Per container: the mean CPU request (cores) and memory request (bytes) over the pods
+    /// that set one.
+    pub requests: Vec<(String, Option<f64>, Option<f64>)>,
+}
+
+type WorkloadSeries = (Vec<ContainerLabels>, Vec<PodLabels>);
+
 /// Labels of a reconcile outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -67,7 +105,12 @@ pub struct Metrics {
     queries: Counter,
     samples: Counter,
     leader: Gauge,
+    pods: Family<ObjectLabels, Gauge>,
+    requests_cpu: Family<ContainerLabels, Gauge<f64, AtomicU64>>,
+    requests_memory: Family<ContainerLabels, Gauge<f64, AtomicU64>>,
+    pod_info: Family<PodLabels, Gauge>,
     exported: Mutex<HashMap<(String, String), Series>>,
+    workloads: Mutex<HashMap<(String, String), WorkloadSeries>>,
     ready: AtomicBool,
 }
 
@@ -134,6 +177,30 @@ impl Metrics {
             "Samples received from Prometheus",
             samples.clone(),
         );
+        let pods = Family::<ObjectLabels, Gauge>::default();
+        let requests_cpu = Family::<ContainerLabels, Gauge<f64, AtomicU64>>::default();
+        let requests_memory = Family::<ContainerLabels, Gauge<f64, AtomicU64>>::default();
+        let pod_info = Family::<PodLabels, Gauge>::default();
+        registry.register(
+            "tailor_workload_pods",
+            "Pods of the VerticalAutoscaler's target (not being deleted)",
+            pods.clone(),
+        );
+        registry.register(
+            "tailor_workload_requests_cpu_cores",
+            "Mean CPU request of the container over the target's pods, cores",
+            requests_cpu.clone(),
+        );
+        registry.register(
+            "tailor_workload_requests_memory_bytes",
+            "Mean memory request of the container over the target's pods, bytes",
+            requests_memory.clone(),
+        );
+        registry.register(
+            "tailor_pod_info",
+            "1 for each pod of a VerticalAutoscaler's target",
+            pod_info.clone(),
+        );
         registry.register(
             "tailor_recommender_leader",
             "1 on the replica that writes status",
@@ -151,7 +218,12 @@ impl Metrics {
             queries,
             samples,
             leader,
+            pods,
+            requests_cpu,
+            requests_memory,
+            pod_info,
             exported: Mutex::new(HashMap::new()),
+            workloads: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
         }
     }
@@ -218,6 +290,91 @@ impl Metrics {
         );
     }
 
+    /// Exports the pods of one object's target and their requests, replacing what it
+    /// had.
+    pub fn workload(&self, namespace: &str, name: &str, workload: &Workload) {
+        let key = (namespace.to_owned(), name.to_owned());
+        let mut workloads = self
+            .workloads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let containers: Vec<ContainerLabels> = workload
+            .requests
+            .iter()
+            .map(|(c, _, _)| ContainerLabels {
+                namespace: namespace.to_owned(),
+                verticalautoscaler: name.to_owned(),
+                container: c.clone(),
+            })
+            .collect();
+        let pods: Vec<PodLabels> = workload
+            .pods
+            .iter()
+            .map(|p| PodLabels {
+                namespace: namespace.to_owned(),
+                pod: p.clone(),
+                verticalautoscaler: name.to_owned(),
+            })
+            .collect();
+        if let Some((old_containers, old_pods)) = workloads.remove(&key) {
+            for l in old_containers.iter().filter(|l| !containers.contains(l)) {
+                self.requests_cpu.remove(l);
+                self.requests_memory.remove(l);
+            }
+            for l in old_pods.iter().filter(|l| !pods.contains(l)) {
+                self.pod_info.remove(l);
+            }
+        }
+        self.pods
+            .get_or_create(&ObjectLabels {
+                namespace: namespace.to_owned(),
+                verticalautoscaler: name.to_owned(),
+            })
+            .set(i64::try_from(workload.pods.len()).unwrap_or(i64::MAX));
+        for (l, (_, cpu, memory)) in containers.iter().zip(&workload.requests) {
+            match cpu {
+                Some(v) => {
+                    self.requests_cpu.get_or_create(l).set(*v);
+                }
+                None => {
+                    self.requests_cpu.remove(l);
+                }
+            }
+            match memory {
+                Some(v) => {
+                    self.requests_memory.get_or_create(l).set(*v);
+                }
+                None => {
+                    self.requests_memory.remove(l);
+                }
+            }
+        }
+        for l in &pods {
+            self.pod_info.get_or_create(l).set(1);
+        }
+        workloads.insert(key, (containers, pods));
+    }
+
+    fn forget_workload(&self, key: &(String, String)) {
+        let mut workloads = self
+            .workloads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((containers, pods)) = workloads.remove(key) {
+            for l in containers {
+                self.requests_cpu.remove(&l);
+                self.requests_memory.remove(&l);
+            }
+            for l in pods {
+                self.pod_info.remove(&l);
+            }
+            self.pods.remove(&ObjectLabels {
+                namespace: key.0.clone(),
+                verticalautoscaler: key.1.clone(),
+            });
+        }
+    }
+
     fn forget(&self, (cpu, memory, reason): Series) {
         for l in cpu {
             self.cpu.remove(&l);
@@ -245,6 +402,18 @@ impl Metrics {
             if let Some(series) = exported.remove(&k) {
                 self.forget(series);
             }
+        }
+        drop(exported);
+        let gone: Vec<_> = self
+            .workloads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .filter(|k| !live.contains(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.forget_workload(&k);
         }
     }
 

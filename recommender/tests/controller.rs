@@ -331,6 +331,16 @@ async fn recommendations_and_conditions_are_written_for_every_object() {
     );
     assert!(text.contains("tailor_recommendation_memory_floor_reason{namespace=\"shop\",verticalautoscaler=\"web\",container=\"app\",reason=\"Peak\"} 1"));
     assert!(text.contains(&format!("tailor_recommendation_cpu_cores{{namespace=\"shop\",verticalautoscaler=\"web\",container=\"app\",bound=\"target\"}} {}", cpu as f64 / 1000.0)));
+    // The live pod (the earlier rollout's pods are only history) and its requests, for the
+    // dashboards' joins and savings.
+    for series in [
+        "tailor_workload_pods{namespace=\"shop\",verticalautoscaler=\"web\"} 1",
+        "tailor_pod_info{namespace=\"shop\",pod=\"web-bbb-1\",verticalautoscaler=\"web\"} 1",
+        "tailor_workload_requests_cpu_cores{namespace=\"shop\",verticalautoscaler=\"web\",container=\"app\"} 0.5",
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    assert!(!text.contains("pod=\"web-aaa-1\""), "{text}");
 
     // jvm: never below heap + overhead.
     let jvm = wait_va(&vas, "jvm", "recommended", |v| {

@@ -34,7 +34,7 @@ use tailor_crds::v1alpha1::{
 use tailor_runtime::workload::Owners;
 use tokio::sync::mpsc;
 
-use crate::metrics::Metrics;
+use crate::metrics::{HeldDecrease, Metrics, UnfinishedResize};
 use crate::plan::approval::{self, Cut, Pending};
 use crate::plan::resources::{self, ResizeStatus};
 use crate::plan::workload::{self, PodView};
@@ -120,6 +120,8 @@ impl RateLimiter {
 /// A resize this process issued and is following.
 #[derive(Debug, Clone)]
 struct InFlight {
+    /// The VerticalAutoscaler that issued it.
+    va: (String, String),
     generation: i64,
     restarts: bool,
     resources: Vec<&'static str>,
@@ -136,6 +138,8 @@ struct Memory {
     applied_approvals: HashSet<String>,
     recommendations: HashMap<(String, String), (String, Instant)>,
     dry_run: HashMap<String, String>,
+    /// When an unfinished resize state was first seen, for pods whose condition has no time.
+    first_seen: HashMap<((String, String), String, &'static str), i64>,
     /// The updater's part of each object's status as last written. It is the truth for those
     /// fields (only the updater writes them), and the watch cache may not show it yet.
     written: HashMap<(String, String), Written>,
@@ -176,6 +180,8 @@ pub struct Context {
     /// resizes costs a small record per Event rather than a task each.
     events: mpsc::Sender<QueuedEvent>,
     memory: Mutex<Memory>,
+    /// When this process started, in Unix seconds: OOM kills before it are not counted again.
+    started: i64,
 }
 
 impl Context {
@@ -311,6 +317,7 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
         hpas: hpas.clone(),
         events: events_tx,
         memory: Mutex::default(),
+        started: now().0.as_second(),
     });
     let (queue, work) = mpsc::unbounded_channel::<(String, String)>();
 
@@ -434,7 +441,9 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
 /// the containers' names, resources and resize policies, and the status fields that say where
 /// a resize stands. On a large cluster the pod cache is most of the process's memory.
 fn slim_pod(pod: &mut Pod) {
-    use k8s_openapi::api::core::v1::{Container, ContainerStatus, PodSpec, PodStatus};
+    use k8s_openapi::api::core::v1::{
+        Container, ContainerState, ContainerStateTerminated, ContainerStatus, PodSpec, PodStatus,
+    };
     let meta = std::mem::take(&mut pod.metadata);
     pod.metadata = kube::api::ObjectMeta {
         name: meta.name,
@@ -481,12 +490,92 @@ fn slim_pod(pod: &mut Pod) {
                     resources: s.resources,
                     restart_count: s.restart_count,
                     ready: s.ready,
+                    // Only what OOM kills after a resize need.
+                    last_state: s.last_state.and_then(|l| {
+                        let t = l
+                            .terminated
+                            .filter(|t| t.reason.as_deref() == Some("OOMKilled"))?;
+                        Some(ContainerState {
+                            terminated: Some(ContainerStateTerminated {
+                                reason: t.reason,
+                                finished_at: t.finished_at,
+                                exit_code: t.exit_code,
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        })
+                    }),
                     ..Default::default()
                 })
                 .collect()
         }),
         ..Default::default()
     });
+}
+
+/// How long after a resize an OOM kill is blamed on it.
+const OOM_AFTER_RESIZE: i64 = 24 * 3600;
+
+/// Counts and reports, once each, OOM kills of the pod's containers that happened after tailor
+/// resized the pod (within a day) and after this process started.
+fn oom_kills_after(ctx: &Context, va: &VerticalAutoscaler, pod: &Pod, record: &ResizeRecord) {
+    let resized = record.time.0.as_second();
+    let uid = pod.uid().unwrap_or_default();
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default();
+    for s in statuses {
+        let Some(t) = s.last_state.as_ref().and_then(|l| l.terminated.as_ref()) else {
+            continue;
+        };
+        if t.reason.as_deref() != Some("OOMKilled") {
+            continue;
+        }
+        let Some(at) = t.finished_at.as_ref().map(|f| f.0.as_second()) else {
+            continue;
+        };
+        if at < resized || at > resized + OOM_AFTER_RESIZE || at < ctx.started {
+            continue;
+        }
+        let key = format!("oom/{uid}/{}/{}", s.name, s.restart_count);
+        if !ctx.memory().reported.insert(key) {
+            continue;
+        }
+        let ns = va.namespace().unwrap_or_default();
+        ctx.metrics.oom_after_resize(&ns, &va.name_any(), &s.name);
+        let limit = pod
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.containers.iter().find(|c| c.name == s.name))
+            .and_then(|c| {
+                c.resources
+                    .as_ref()?
+                    .limits
+                    .as_ref()?
+                    .get("memory")
+                    .cloned()
+            })
+            .map_or_else(|| "none".to_owned(), |q| q.0);
+        let note = format!(
+            "container {} was OOM-killed {} min after tailor resized the pod (memory limit {limit}); the recommender raises the floor after an OOM kill",
+            s.name,
+            (at - resized) / 60
+        );
+        ctx.event(
+            object_ref(pod),
+            EventType::Warning,
+            "OOMKilledAfterResize",
+            note.clone(),
+        );
+        ctx.event(
+            object_ref(va),
+            EventType::Warning,
+            "OOMKilledAfterResize",
+            format!("pod {}: {note}", pod.name_any()),
+        );
+    }
 }
 
 fn object_ref<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
@@ -673,6 +762,8 @@ pub async fn reconcile(ctx: &Context, key: &(String, String)) {
     ctx.metrics.reconciled();
     let Some(va) = ctx.vas.get(&ObjectRef::new(&key.1).within(&key.0)) else {
         ctx.metrics.pending(&key.0, &key.1, 0);
+        ctx.metrics.held(&key.0, &key.1, &[]);
+        ctx.metrics.unfinished(&key.0, &key.1, &[]);
         let mut memory = ctx.memory();
         memory.recommendations.remove(key);
         memory.written.remove(key);
@@ -694,6 +785,8 @@ pub async fn reconcile(ctx: &Context, key: &(String, String)) {
     }
     if va.spec.update_policy.update_mode != UpdateMode::InPlace {
         ctx.metrics.pending(&key.0, &key.1, 0);
+        ctx.metrics.held(&key.0, &key.1, &[]);
+        ctx.metrics.unfinished(&key.0, &key.1, &[]);
         // Never acted on; clear what the updater wrote while it was InPlace.
         if !status.pending_approvals.is_empty() || status.conditions.iter().any(updater_condition) {
             write_status(ctx, va, Vec::new(), Vec::new(), status.last_resizes.clone()).await;
@@ -749,8 +842,14 @@ pub async fn reconcile(ctx: &Context, key: &(String, String)) {
         .map(|v| approval::annotation_ids(v))
         .unwrap_or_default();
     let (approved, stale) = approval::approvals(&ids, &status.pending_approvals);
+    // Approvals already used, by this process or (from the recorded resizes) an earlier one.
+    let used: HashSet<&str> = status
+        .last_resizes
+        .iter()
+        .flat_map(|r| r.containers.iter().filter_map(|c| c.approval.as_deref()))
+        .collect();
     for id in stale {
-        if ctx.memory().applied_approvals.contains(&id) {
+        if used.contains(id.as_str()) || ctx.memory().applied_approvals.contains(&id) {
             continue;
         }
         ctx.event_once(
@@ -782,11 +881,31 @@ pub async fn reconcile(ctx: &Context, key: &(String, String)) {
     let mut deferred = Vec::new();
     let mut infeasible = Vec::new();
     let by_name: HashMap<String, &Arc<Pod>> = pods.iter().map(|p| (p.name_any(), p)).collect();
+    let mut unfinished = Vec::new();
+    let mut states_now: HashSet<(String, &'static str)> = HashSet::new();
+    let now_s = now().0.as_second();
     for pod in &pods {
         let rs = ResizeStatus::of(pod);
         let uid = pod.uid().unwrap_or_default();
         let pod_name = pod.name_any();
         let generation = pod.metadata.generation.unwrap_or(1);
+        if let Some((state, since)) = rs.state() {
+            states_now.insert((uid.clone(), state));
+            let since = since.unwrap_or_else(|| {
+                *ctx.memory()
+                    .first_seen
+                    .entry((key.clone(), uid.clone(), state))
+                    .or_insert(now_s)
+            });
+            unfinished.push(UnfinishedResize {
+                pod: pod_name.clone(),
+                state,
+                since,
+            });
+        }
+        if let Some(record) = status.last_resizes.iter().find(|r| r.pod == pod_name) {
+            oom_kills_after(ctx, va, pod, record);
+        }
         if let Some(c) = &rs.pending {
             let line = format!("pod {pod_name}: {}", c.message);
             if rs.infeasible() {
@@ -850,6 +969,18 @@ pub async fn reconcile(ctx: &Context, key: &(String, String)) {
             }
         }
     }
+    ctx.metrics.unfinished(ns, name, &unfinished);
+    // Resizes of pods that are gone are not followed any more.
+    {
+        let present: HashSet<String> = pods.iter().filter_map(|p| p.uid()).collect();
+        let mut memory = ctx.memory();
+        memory
+            .in_flight
+            .retain(|uid, f| f.va != *key || present.contains(uid));
+        memory
+            .first_seen
+            .retain(|(va, uid, state), _| va != key || states_now.contains(&(uid.clone(), *state)));
+    }
     // Records of resizes under way take the pods' current state.
     for record in &mut records {
         if !matches!(
@@ -859,6 +990,7 @@ pub async fn reconcile(ctx: &Context, key: &(String, String)) {
             continue;
         }
         let Some(pod) = by_name.get(&record.pod) else {
+            record.outcome = ResizeOutcome::PodDeleted;
             continue;
         };
         // A cached pod older than the resize this process issued says nothing about it.
@@ -961,6 +1093,7 @@ pub async fn reconcile(ctx: &Context, key: &(String, String)) {
                 ctx.memory().in_flight.insert(
                     uid,
                     InFlight {
+                        va: key.clone(),
                         generation,
                         restarts: plan.restarts(),
                         resources: changed_resources(&plan),
@@ -995,6 +1128,7 @@ pub async fn reconcile(ctx: &Context, key: &(String, String)) {
                                 container_name: c.container.clone(),
                                 from: resources_of(&c.from.requests),
                                 to: resources_of(&c.to.requests),
+                                approval: c.approval.clone(),
                             })
                             .collect(),
                     },
@@ -1040,6 +1174,19 @@ pub async fn reconcile(ctx: &Context, key: &(String, String)) {
         .collect();
     ctx.metrics
         .pending(ns, name, pending.iter().filter(|p| !p.approved).count());
+    let held_series: Vec<HeldDecrease> = pending
+        .iter()
+        .zip(&pending_status)
+        .filter(|(p, _)| !p.approved)
+        .map(|(p, s)| HeldDecrease {
+            container: p.container.clone(),
+            id: p.id.clone(),
+            from: format_memory_bytes(p.from).0,
+            to: format_memory_bytes(p.to).0,
+            since: s.since.as_ref().map_or(now_s, |t| t.0.as_second()),
+        })
+        .collect();
+    ctx.metrics.held(ns, name, &held_series);
     let awaiting: Vec<String> = pending
         .iter()
         .filter(|p| !p.approved)

@@ -9,8 +9,11 @@
 //! | `tailor_updater_reconciles_total` | | VerticalAutoscaler reconciles |
 //! | `tailor_updater_api_requests_total` | `verb` | requests to the API server: `resize`, `get`, `status`, `event`; `event_dropped` counts Events not sent (queue full) |
 //! | `tailor_updater_leader` | | 1 on the replica that writes |
+//! | `tailor_updater_resize_started_timestamp_seconds` | `namespace`, `verticalautoscaler`, `pod`, `state` = `in_progress`, `deferred`, `infeasible`, `error` | when the kubelet set the condition of a resize that is not finished; present only while it is not |
+//! | `tailor_updater_pending_approval_since_timestamp_seconds` | `namespace`, `verticalautoscaler`, `container`, `id`, `from`, `to` | when each memory decrease awaiting approval was first held |
+//! | `tailor_updater_oom_kills_after_resize_total` | `namespace`, `verticalautoscaler`, `container` | OOM kills of a container within 24 h after tailor resized its pod |
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -34,6 +37,86 @@ struct VaLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PodStateLabels {
+    namespace: String,
+    verticalautoscaler: String,
+    pod: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApprovalLabels {
+    namespace: String,
+    verticalautoscaler: String,
+    container: String,
+    id: String,
+    from: String,
+    to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ContainerLabels {
+    namespace: String,
+    verticalautoscaler: String,
+    container: String,
+}
+
+/// One unfinished resize, for `tailor_updater_resize_started_timestamp_seconds`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnfinishedResize {
+    /// The pod.
+    pub pod: String,
+    /// `in_progress`, `deferred`, `infeasible` or `error`.
+    pub state: &'static str,
+    /// Unix seconds.
+    pub since: i64,
+}
+
+/// One memory decrease awaiting approval, for
+/// `tailor_updater_pending_approval_since_timestamp_seconds`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldDecrease {
+    /// The container.
+    pub container: String,
+    /// The approval id.
+    pub id: String,
+    /// The current memory, as a quantity.
+    pub from: String,
+    /// The memory it would go to, as a quantity.
+    pub to: String,
+    /// Unix seconds.
+    pub since: i64,
+}
+
+type PerObject<L> = Mutex<HashMap<(String, String), Vec<L>>>;
+
+/// Replaces the series one object contributes to a gauge family.
+fn replace<L>(
+    family: &Family<L, Gauge>,
+    tracked: &PerObject<L>,
+    key: (String, String),
+    now: Vec<(L, i64)>,
+) where
+    L: Clone + std::hash::Hash + Eq + prometheus_client::encoding::EncodeLabelSet + std::fmt::Debug,
+{
+    let mut tracked = tracked
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let labels: Vec<L> = now.iter().map(|(l, _)| l.clone()).collect();
+    for old in tracked.remove(&key).unwrap_or_default() {
+        if !labels.contains(&old) {
+            family.remove(&old);
+        }
+    }
+    for (l, v) in now {
+        family.get_or_create(&l).set(v);
+    }
+    if !labels.is_empty() {
+        tracked.insert(key, labels);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -54,6 +137,11 @@ pub struct Metrics {
     reconciles: Counter,
     requests: Family<VerbLabels, Counter>,
     leader: Gauge,
+    started: Family<PodStateLabels, Gauge>,
+    started_keys: PerObject<PodStateLabels>,
+    held: Family<ApprovalLabels, Gauge>,
+    held_keys: PerObject<ApprovalLabels>,
+    oom: Family<ContainerLabels, Counter>,
     pending_keys: Mutex<HashSet<(String, String)>>,
     ready: AtomicBool,
     standby: AtomicBool,
@@ -77,6 +165,24 @@ impl Metrics {
         let reconciles = Counter::default();
         let requests = Family::<VerbLabels, Counter>::default();
         let leader = Gauge::default();
+        let started = Family::<PodStateLabels, Gauge>::default();
+        let held = Family::<ApprovalLabels, Gauge>::default();
+        let oom = Family::<ContainerLabels, Counter>::default();
+        registry.register(
+            "tailor_updater_resize_started_timestamp_seconds",
+            "When the kubelet set the condition of a resize that is not finished, by state",
+            started.clone(),
+        );
+        registry.register(
+            "tailor_updater_pending_approval_since_timestamp_seconds",
+            "When each memory decrease awaiting approval was first held",
+            held.clone(),
+        );
+        registry.register(
+            "tailor_updater_oom_kills_after_resize",
+            "OOM kills of a container within 24 hours after tailor resized its pod",
+            oom.clone(),
+        );
         registry.register(
             "tailor_updater_resizes",
             "Pod resizes by outcome and resource",
@@ -121,6 +227,11 @@ impl Metrics {
             reconciles,
             requests,
             leader,
+            started,
+            started_keys: Mutex::default(),
+            held,
+            held_keys: Mutex::default(),
+            oom,
             pending_keys: Mutex::new(HashSet::new()),
             ready: AtomicBool::new(false),
             standby: AtomicBool::new(true),
@@ -169,6 +280,55 @@ impl Metrics {
         self.pending
             .get_or_create(&labels)
             .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the unfinished resizes of one VerticalAutoscaler's pods.
+    pub fn unfinished(&self, namespace: &str, name: &str, resizes: &[UnfinishedResize]) {
+        let series = resizes
+            .iter()
+            .map(|r| {
+                let labels = PodStateLabels {
+                    namespace: namespace.to_owned(),
+                    verticalautoscaler: name.to_owned(),
+                    pod: r.pod.clone(),
+                    state: r.state.to_owned(),
+                };
+                (labels, r.since)
+            })
+            .collect();
+        let key = (namespace.to_owned(), name.to_owned());
+        replace(&self.started, &self.started_keys, key, series);
+    }
+
+    /// Sets the memory decreases one VerticalAutoscaler holds for approval.
+    pub fn held(&self, namespace: &str, name: &str, decreases: &[HeldDecrease]) {
+        let series = decreases
+            .iter()
+            .map(|d| {
+                let labels = ApprovalLabels {
+                    namespace: namespace.to_owned(),
+                    verticalautoscaler: name.to_owned(),
+                    container: d.container.clone(),
+                    id: d.id.clone(),
+                    from: d.from.clone(),
+                    to: d.to.clone(),
+                };
+                (labels, d.since)
+            })
+            .collect();
+        let key = (namespace.to_owned(), name.to_owned());
+        replace(&self.held, &self.held_keys, key, series);
+    }
+
+    /// Counts an OOM kill after a resize.
+    pub fn oom_after_resize(&self, namespace: &str, name: &str, container: &str) {
+        self.oom
+            .get_or_create(&ContainerLabels {
+                namespace: namespace.to_owned(),
+                verticalautoscaler: name.to_owned(),
+                container: container.to_owned(),
+            })
+            .inc();
     }
 
     /// Observes the time from a recommendation to its resize being complete.

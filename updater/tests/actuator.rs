@@ -91,7 +91,7 @@ async fn resizes_live_holds_memory_cuts_for_approval_and_respects_policies() {
         .await
         .unwrap();
 
-    let updater = env.updater("u1", &[]);
+    let mut updater = env.updater("u1", &[]);
     updater.wait_ready().await;
 
     env.recommend(
@@ -201,6 +201,14 @@ async fn resizes_live_holds_memory_cuts_for_approval_and_respects_policies() {
         ("app", "1Gi", "512Mi")
     );
     assert_eq!(va.status.as_ref().unwrap().pending_approval_count, Some(1));
+    let metrics = updater.metrics().await;
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("tailor_updater_pending_approval_since_timestamp_seconds{")
+            && l.contains(&format!("id=\"{}\"", pending.id))
+            && l.contains("from=\"1Gi\",to=\"512Mi\"")),
+        "{metrics}"
+    );
     let (_, _, message) = condition(&va, condition::AWAITING_APPROVAL).unwrap();
     assert!(
         message.contains(&format!(
@@ -321,5 +329,45 @@ async fn resizes_live_holds_memory_cuts_for_approval_and_respects_policies() {
     assert!(
         metrics.contains("tailor_updater_recommendation_to_applied_seconds_count"),
         "{metrics}"
+    );
+    assert!(
+        !metrics.contains("tailor_updater_pending_approval_since_timestamp_seconds{"),
+        "{metrics}"
+    );
+
+    // The resize records which approval it used, so an updater started later knows the
+    // annotation was used: nothing is reported stale and nothing is patched again.
+    let va = env.vas().get("db").await.unwrap();
+    let record = va
+        .status
+        .as_ref()
+        .unwrap()
+        .last_resizes
+        .iter()
+        .find(|r| r.pod == db[0] && r.containers.iter().any(|c| c.approval.is_some()))
+        .cloned()
+        .expect("a record of the approved resize");
+    assert_eq!(
+        record.containers[0].approval.as_deref(),
+        Some(pending.id.as_str())
+    );
+    let generation = env.pods().get(&db[0]).await.unwrap().metadata.generation;
+    updater.kill();
+    let second = env.updater("u2", &[]);
+    second.wait_ready().await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let stale: Vec<_> = env
+        .events("VerticalAutoscaler", "db")
+        .await
+        .into_iter()
+        .filter(|e| e.0 == "StaleApproval" && e.1.contains(&pending.id))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "a used approval was called stale: {stale:?}"
+    );
+    assert_eq!(
+        env.pods().get(&db[0]).await.unwrap().metadata.generation,
+        generation
     );
 }

@@ -469,3 +469,44 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn resize_state_names_the_kubelet_condition_and_its_time() {
+    use tailor_updater::plan::resources::ResizeStatus;
+    let with = |conditions: Value| -> Pod {
+        let mut p = pod(json!([container("app", json!({"cpu": "1"}), json!({}))]));
+        let mut v = serde_json::to_value(&p).unwrap();
+        v["status"]["conditions"] = conditions;
+        p = serde_json::from_value(v).unwrap();
+        p
+    };
+    let at = "2026-11-28T10:00:00Z";
+    let epoch = 1_795_860_000;
+    let cases = [
+        (json!([]), None),
+        (
+            json!([{"type": "PodResizePending", "status": "True", "reason": "Infeasible", "lastTransitionTime": at}]),
+            Some(("infeasible", Some(epoch))),
+        ),
+        (
+            json!([{"type": "PodResizePending", "status": "True", "reason": "Deferred", "lastTransitionTime": at}]),
+            Some(("deferred", Some(epoch))),
+        ),
+        (
+            json!([{"type": "PodResizeInProgress", "status": "True", "reason": "Error", "message": "oom"}]),
+            Some(("error", None)),
+        ),
+        (
+            json!([{"type": "PodResizeInProgress", "status": "True", "lastTransitionTime": at}]),
+            Some(("in_progress", Some(epoch))),
+        ),
+        (
+            json!([{"type": "PodResizeInProgress", "status": "False", "lastTransitionTime": at}]),
+            None,
+        ),
+    ];
+    for (conditions, want) in cases {
+        let p = with(conditions.clone());
+        assert_eq!(ResizeStatus::of(&p).state(), want, "{conditions}");
+    }
+}

@@ -129,6 +129,8 @@ pub struct ResizeCondition {
     pub reason: String,
     /// The kubelet's message.
     pub message: String,
+    /// When the condition became true, in Unix seconds, when the kubelet says.
+    pub since: Option<i64>,
 }
 
 /// Where a pod's resize stands, from its status.
@@ -155,6 +157,7 @@ impl ResizeStatus {
                 .map(|c| ResizeCondition {
                     reason: c.reason.clone().unwrap_or_default(),
                     message: c.message.clone().unwrap_or_default(),
+                    since: c.last_transition_time.as_ref().map(|t| t.0.as_second()),
                 })
         };
         let generation = pod.metadata.generation.unwrap_or(1);
@@ -204,6 +207,26 @@ impl ResizeStatus {
     /// Actuation failed (`PodResizeInProgress` with reason `Error`).
     pub fn error(&self) -> Option<&ResizeCondition> {
         self.in_progress.as_ref().filter(|c| c.reason == "Error")
+    }
+
+    /// The state of an unfinished resize, for metrics: `infeasible`, `deferred`, `error` or
+    /// `in_progress`, with when the kubelet set the condition. `None` when nothing is under way.
+    pub fn state(&self) -> Option<(&'static str, Option<i64>)> {
+        if let Some(p) = &self.pending {
+            let state = if self.infeasible() {
+                "infeasible"
+            } else {
+                "deferred"
+            };
+            return Some((state, p.since));
+        }
+        let c = self.in_progress.as_ref()?;
+        let state = if c.reason == "Error" {
+            "error"
+        } else {
+            "in_progress"
+        };
+        Some((state, c.since))
     }
 }
 

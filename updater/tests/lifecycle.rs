@@ -1,0 +1,165 @@
+//! Pods that vanish before or during their resize, and OOM kills after a resize: the
+//! `tailor-updater` binary against a real API server and the node simulator.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::time::Duration;
+
+use kube::api::DeleteParams;
+use serde_json::json;
+use tailor_crds::v1alpha1::ResizeOutcome;
+
+use common::{Env, applied, container, restart_count};
+
+#[tokio::test]
+async fn pods_deleted_before_or_during_their_resize_are_let_go() {
+    // Resizes take 3 s to actuate, so one can be caught half way.
+    let env = Env::start(1, "16", "64Gi", 3.0).await;
+    let c = container(
+        "app",
+        json!({"cpu": "500m", "memory": "256Mi"}),
+        json!({"cpu": "1", "memory": "256Mi"}),
+    );
+    let pods = env.workload("gone", 3, json!([c])).await;
+    env.va("gone", "gone", json!({})).await;
+    // One resize every 5 s: the second pod's patch waits 5 s, the third's 10 s.
+    let updater = env.updater(
+        "u1",
+        &["--max-resizes-per-second", "0.2", "--resize-burst", "1"],
+    );
+    updater.wait_ready().await;
+    env.recommend(
+        "gone",
+        json!([{"containerName": "app", "target": {"cpu": "750m", "memory": "256Mi"}}]),
+    )
+    .await;
+
+    // gone-0 is resized first; delete it while the kubelet is still at it, and gone-2 before
+    // its patch is sent.
+    env.wait_pod(&pods[0], "resize issued", |p| {
+        p.metadata.generation == Some(2)
+    })
+    .await;
+    for name in [&pods[0], &pods[2]] {
+        env.pods()
+            .delete(name, &DeleteParams::default().grace_period(0))
+            .await
+            .unwrap();
+    }
+    // gone-1 still gets its resize.
+    env.wait_pod(&pods[1], "CPU raised", |p| {
+        applied(p, "app", "requests", "cpu", "750m")
+    })
+    .await;
+    // The patch for gone-2 found no pod: counted, no failure reported, no back-off.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while updater
+        .metric("tailor_updater_resizes_total{outcome=\"vanished\",resource=\"cpu\"}")
+        .await
+        < 1.0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no vanished resize counted:\n{}\n{}",
+            updater.metrics().await,
+            updater.process.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // gone-0's record says what happened, and nothing is left waiting for it.
+    let va = env
+        .wait_va("gone", "the deleted pod's resize recorded", |v| {
+            v.status.as_ref().is_some_and(|s| {
+                s.last_resizes
+                    .iter()
+                    .any(|r| r.pod == pods[0] && r.outcome == ResizeOutcome::PodDeleted)
+                    && s.last_resizes
+                        .iter()
+                        .any(|r| r.pod == pods[1] && r.outcome == ResizeOutcome::Applied)
+            })
+        })
+        .await;
+    let records = &va.status.as_ref().unwrap().last_resizes;
+    assert!(
+        records.iter().all(|r| r.pod != pods[2]),
+        "a resize of the pod deleted before its patch was recorded: {records:?}"
+    );
+    let failures: Vec<_> = env
+        .events("VerticalAutoscaler", "gone")
+        .await
+        .into_iter()
+        .filter(|e| e.0 == "ResizeFailed")
+        .collect();
+    assert!(failures.is_empty(), "{failures:?}");
+    let metrics = updater.metrics().await;
+    assert!(
+        !metrics.contains("tailor_updater_resize_started_timestamp_seconds{"),
+        "an unfinished resize is still reported:\n{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn an_oom_kill_after_a_resize_is_counted_and_reported_once() {
+    let env = Env::start(1, "16", "64Gi", 0.3).await;
+    // The simulator's default usage is half the requests: 256Mi here.
+    let mut c = container(
+        "app",
+        json!({"cpu": "250m", "memory": "512Mi"}),
+        json!({"cpu": "250m", "memory": "512Mi"}),
+    );
+    c["resizePolicy"] = json!([{"resourceName": "memory", "restartPolicy": "RestartContainer"}]);
+    let pods = env.workload("tight", 1, json!([c])).await;
+    env.va(
+        "tight",
+        "tight",
+        json!({"updatePolicy": {"memoryDecrease": "RestartContainer"}}),
+    )
+    .await;
+    let updater = env.updater("u1", &[]);
+    updater.wait_ready().await;
+    // A recommendation below what the process uses (no floor to stop it, as a model without
+    // history would give): the restarted container is OOM-killed.
+    env.recommend(
+        "tight",
+        json!([{"containerName": "app", "target": {"cpu": "250m", "memory": "200Mi"}}]),
+    )
+    .await;
+    env.wait_pod(&pods[0], "OOM-killed after the resize", |p| {
+        applied(p, "app", "limits", "memory", "200Mi")
+            && p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|ss| ss.first())
+                .and_then(|s| s.last_state.as_ref()?.terminated.as_ref()?.reason.clone())
+                .as_deref()
+                == Some("OOMKilled")
+    })
+    .await;
+    let note = env
+        .wait_event("VerticalAutoscaler", "tight", "OOMKilledAfterResize")
+        .await;
+    assert!(note.contains("container app was OOM-killed"), "{note}");
+    assert!(note.contains("200Mi"), "{note}");
+    env.wait_event("Pod", &pods[0], "OOMKilledAfterResize")
+        .await;
+    // Counted once per kill, however many passes see it.
+    let counted = |m: &str| {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("tailor_updater_oom_kills_after_resize_total{")
+                    && l.contains("verticalautoscaler=\"tight\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let p = env.pods().get(&pods[0]).await.unwrap();
+    let kills = f64::from(restart_count(&p, "app") - 1);
+    let metrics = updater.metrics().await;
+    let n = counted(&metrics);
+    assert!(n >= 1.0, "{metrics}");
+    // Restarts: one for the resize, the rest OOM kills; each seen at most once (a kill after
+    // the last pass may not be counted yet).
+    assert!(n <= kills, "{n} counted, {kills} kills:\n{metrics}");
+}
