@@ -4,7 +4,18 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 
-.PHONY: help test test-deps lint fmt crds unit bench-sim bench-recommender bench-updater
+.PHONY: help demo demo-ci test test-deps lint fmt crds observability unit bench-sim bench-recommender bench-updater
+
+demo: ## the whole system on this machine: API server, simulated nodes, Prometheus with a week of history, recommender, updater (Ctrl-C stops it)
+	hack/install-prometheus.sh
+	$(CARGO) build -p tailor-recommender -p tailor-updater
+	$(CARGO) build -p tailor-e2e --bin tailor-demo
+	KUBEBUILDER_ASSETS="$$(hack/test-binaries.sh)" $(CARGO) run -q -p tailor-e2e --bin tailor-demo
+
+demo-ci: ## the demo without a person: checks the expected outcome and every dashboard and alert query, then exits
+	hack/install-prometheus.sh
+	$(CARGO) build -p tailor-recommender -p tailor-updater
+	KUBEBUILDER_ASSETS="$$(hack/test-binaries.sh)" $(CARGO) run -q -p tailor-e2e --bin tailor-demo -- --ci
 
 bench-sim: ## simulator benchmark: 100 nodes, 5,000 pods, 1,000 resizes (prints rates and peak RSS)
 	hack/bench-sim.sh
@@ -21,8 +32,9 @@ help: ## list the targets
 test: test-deps lint ## install what the tests need, check formatting and lints, run every test
 	KUBEBUILDER_ASSETS="$$(hack/test-binaries.sh)" $(CARGO) test --workspace --all-targets
 
-test-deps: ## kube-apiserver + etcd (built once, cached) and Prometheus (Debian package)
+test-deps: ## kube-apiserver + etcd, helm + kustomize (built once, cached) and Prometheus (Debian package)
 	hack/install-prometheus.sh
+	@tools="$$(hack/tools.sh)" && "$$tools/helm" version --short && "$$tools/kustomize" version
 	@assets="$$(hack/test-binaries.sh)" && echo "test binaries in $$assets:" && \
 	  "$$assets/kube-apiserver" --version && "$$assets/etcd" --version | head -n1 && \
 	  prometheus --version 2>&1 | head -n1 && promtool --version 2>&1 | head -n1
@@ -37,5 +49,9 @@ lint: ## rustfmt and clippy, warnings are errors
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-crds: ## regenerate deploy/crds/ from the Rust types
+crds: ## regenerate deploy/crds/ from the Rust types, and the chart's copy
 	$(CARGO) run -q -p tailor-crds --bin crdgen
+	hack/sync-chart-crds.sh
+
+observability: ## regenerate the PrometheusRule and the dashboards ConfigMap from their sources
+	hack/gen-observability.sh

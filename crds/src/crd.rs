@@ -22,7 +22,72 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
         if i > 0 {
             out.push_str("---\n");
         }
-        out.push_str(&serde_yaml::to_string(crd)?);
+        out.push_str(&quote_yaml11_booleans(&serde_yaml::to_string(crd)?));
     }
     Ok(out)
+}
+
+/// Words YAML 1.1 reads as booleans. serde_yaml writes YAML 1.2, where they are plain strings,
+/// but kubectl and Helm parse YAML 1.1: an unquoted `Off` would become `false`.
+const YAML11_BOOLEANS: &[&str] = &[
+    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off",
+    "OFF",
+];
+
+/// Quotes plain scalars (sequence items and mapping values) that YAML 1.1 would read as
+/// booleans, leaving block scalars (descriptions) alone.
+pub fn quote_yaml11_booleans(yaml: &str) -> String {
+    let mut out = String::with_capacity(yaml.len());
+    // The indentation of the key that opened a block scalar, while inside it.
+    let mut block: Option<usize> = None;
+    for line in yaml.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if let Some(b) = block {
+            if line.trim().is_empty() || indent > b {
+                out.push_str(line);
+                out.push('\n');
+                continue;
+            }
+            block = None;
+        }
+        let trimmed = line.trim_end();
+        if trimmed.ends_with(": |")
+            || trimmed.ends_with(": |-")
+            || trimmed.ends_with(": >")
+            || trimmed.ends_with(": >-")
+        {
+            block = Some(indent);
+        }
+        let quoted = match trimmed.rsplit_once(": ") {
+            Some((head, value)) if YAML11_BOOLEANS.contains(&value) => {
+                Some(format!("{head}: '{value}'"))
+            }
+            _ => trimmed
+                .trim_start()
+                .strip_prefix("- ")
+                .filter(|item| YAML11_BOOLEANS.contains(item))
+                .map(|item| format!("{}- '{item}'", &trimmed[..indent])),
+        };
+        match quoted {
+            Some(q) => out.push_str(&q),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod yaml11_tests {
+    use super::quote_yaml11_booleans;
+
+    #[test]
+    fn booleans_of_yaml_1_1_are_quoted_outside_block_scalars() {
+        let input = "a: Off\nlist:\n  - Off\n  - InPlace\n  - key: On\ndescription: |-\n  updateMode: Off\n  - Off\nb: Offline\n";
+        let want = "a: 'Off'\nlist:\n  - 'Off'\n  - InPlace\n  - key: 'On'\ndescription: |-\n  updateMode: Off\n  - Off\nb: Offline\n";
+        assert_eq!(quote_yaml11_booleans(input), want);
+        // The result reads back as the same strings.
+        let v: serde_yaml::Value = serde_yaml::from_str(&quote_yaml11_booleans(input)).unwrap();
+        assert_eq!(v["a"], serde_yaml::Value::String("Off".into()));
+    }
 }

@@ -714,8 +714,12 @@ impl Prometheus {
             ],
         );
         let restarts = self.selector(&n.restarts, &base[..2]);
+        // Over two steps: with samples as far apart as the step (history stored at the query
+        // resolution) a one-step window can hold a single sample and miss the increase. A kill
+        // is then seen at two consecutive points; the second is dropped below.
         let q = format!(
-            "max by (pod, container) (increase({restarts}[{step_s}s]) > 0) and on (pod, container) max by (pod, container) ({reason} == 1)"
+            "max by (pod, container) (increase({restarts}[{}s]) > 0) and on (pod, container) max by (pod, container) ({reason} == 1)",
+            2 * step_s
         );
         let kills = self.query_range(&q, start, end, step).await?;
         if kills.is_empty() {
@@ -755,6 +759,9 @@ impl Prometheus {
             );
             let h = out.entry(key.1.clone()).or_default();
             for (t, _) in &s.samples {
+                if h.has_oom_at(*t - step) {
+                    continue;
+                }
                 let limit = limits
                     .get(&key)
                     .and_then(|v| v.iter().rev().find(|(lt, _)| lt <= t).map(|(_, l)| *l))

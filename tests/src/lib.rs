@@ -10,6 +10,7 @@
 //! test process itself, so a test binary that is killed leaves nothing running.
 
 pub mod assets;
+pub mod cargo;
 pub mod control_plane;
 pub mod process;
 pub mod prometheus;

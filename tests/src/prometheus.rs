@@ -35,6 +35,8 @@ pub struct PrometheusOptions {
     pub scrape_targets: Vec<ScrapeTarget>,
     /// The scrape interval.
     pub scrape_interval: Duration,
+    /// Rule files to load (`rule_files:`).
+    pub rule_files: Vec<std::path::PathBuf>,
 }
 
 impl Default for PrometheusOptions {
@@ -44,6 +46,7 @@ impl Default for PrometheusOptions {
             backfill_file: None,
             scrape_targets: Vec::new(),
             scrape_interval: Duration::from_secs(1),
+            rule_files: Vec::new(),
         }
     }
 }
@@ -256,6 +259,17 @@ fn config_yaml(options: &PrometheusOptions) -> String {
     let mut yaml = format!(
         "global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\nscrape_configs:\n"
     );
+    if !options.rule_files.is_empty() {
+        let files: Vec<String> = options
+            .rule_files
+            .iter()
+            .map(|f| format!("{:?}", f.display().to_string()))
+            .collect();
+        yaml = yaml.replace(
+            "scrape_configs:\n",
+            &format!("rule_files: [{}]\nscrape_configs:\n", files.join(", ")),
+        );
+    }
     if options.scrape_targets.is_empty() {
         yaml.push_str("  []\n");
     }

@@ -191,6 +191,20 @@ fn limits_keep_their_ratio_or_stay() {
     // The CPU request is capped at the limit, and the cap is noted.
     assert_eq!(to.requests, amounts(Some(200), Some(200 * MI)));
     assert!(only.notes.iter().any(|n| n.reason.contains("capped")));
+    // A memory limit in proportion is rounded up to whole MiB.
+    let p = pod(json!([container(
+        "app",
+        json!({"cpu": "250m", "memory": "384Mi"}),
+        json!({"memory": "512Mi"})
+    )]));
+    let r = [rec(
+        "app",
+        json!({"cpu": "250m", "memory": "526Mi"}),
+        json!({}),
+    )];
+    let to = plan(&p, &spec(json!({})), &r).changes[0].to;
+    // 526Mi x 512/384 = 701.33Mi
+    assert_eq!(to.limits, amounts(None, Some(702 * MI)));
 }
 
 #[test]

@@ -101,6 +101,11 @@ impl ContainerHistory {
         self.ooms.sort_by(|a, b| a.time.total_cmp(&b.time));
     }
 
+    /// Whether an OOM kill is recorded at `t`.
+    pub fn has_oom_at(&self, t: f64) -> bool {
+        self.ooms.iter().any(|o| o.time == t)
+    }
+
     /// Drops what is older than `since` from the peaks and OOM kills (the histograms decay
     /// instead).
     pub fn expire(&mut self, since: f64) {

@@ -15,6 +15,8 @@ pub mod memory;
 pub mod resources;
 pub mod workload;
 
+/// Bytes in a MiB.
+const MIB: i64 = 1024 * 1024;
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -360,10 +362,15 @@ pub fn plan_pod(input: &PodInput<'_>) -> PodPlan {
                     }
                 }
                 (ControlledValues::RequestsAndLimits, Some(lim)) => {
-                    let new_lim = match cur_req {
+                    let mut new_lim = match cur_req {
                         Some(req) if req > 0 => scale(lim, want, req).max(want),
                         _ => lim.max(want),
                     };
+                    // A limit in proportion is rounded up to whole MiB: `701Mi`, not
+                    // `735401302`. Up, so it never comes closer to the request.
+                    if resource == ResourceName::Memory && new_lim % MIB != 0 && new_lim != lim {
+                        new_lim = (new_lim / MIB + 1) * MIB;
+                    }
                     new.requests.set(resource, Some(want));
                     new.limits.set(resource, Some(new_lim));
                 }

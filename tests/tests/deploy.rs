@@ -1,0 +1,1635 @@
+//! The installable manifests, `deploy/kustomize/base` and the Helm chart `deploy/helm/tailor`:
+//!
+//! - both render the same objects with default values, and the chart's CRD copy holds what
+//!   `deploy/crds/` holds;
+//! - RBAC grants no writes on pods, only `patch` on `pods/resize` to the updater; the
+//!   Deployments are locked down; the chart's values map to the binaries' real flags;
+//! - a real kube-apiserver accepts every object (server-side apply, strict field validation);
+//!   `helm install` works the two documented ways;
+//! - the memory-decrease gate denies an unapproved memory-limit cut and nothing else;
+//! - the ServiceAccounts' tokens can do what the binaries need and no more, and the binaries
+//!   run with them and with the manifests' flags (ready, holding their Lease).
+//!
+//! `helm` and `kustomize` come from `$TAILOR_TOOLS` or from `hack/tools.sh`, which builds them
+//! from the Go module proxy once and caches them. The ServiceMonitor CRD is not part of a bare
+//! API server: the tests install a subset of it from `tests/fixtures/servicemonitor-crd.yaml`
+//! (strict schema for the fields tailor writes), so the ServiceMonitors are applied like every
+//! other object.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    Api, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::discovery::{Scope, pinned_kind};
+use kube::runtime::wait::{await_condition, conditions};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tailor_e2e::ControlPlane;
+use tailor_e2e::control_plane::client_from_kubeconfig;
+use tailor_e2e::process::ServerProcess;
+
+const RELEASE: &str = "tailor";
+const NAMESPACE: &str = "tailor-system";
+const CHART: &str = "deploy/helm/tailor";
+const BASE: &str = "deploy/kustomize/base";
+const CRD_SOURCE: &str = "deploy/crds/tailor.dev_verticalautoscalers.yaml";
+const CRD_COPY: &str = "deploy/helm/tailor/crds/tailor.dev_verticalautoscalers.yaml";
+const CRD_COPY_HEADER: &str =
+    "# Copied from deploy/crds/ by hack/sync-chart-crds.sh. Do not edit.\n";
+const VA_CRD: &str = "verticalautoscalers.tailor.dev";
+const GATE: &str = "tailor-memory-decrease-gate";
+const APPROVAL: &str = "tailor.dev/approve-memory-decrease";
+const FIELD_MANAGER: &str = "tailor-deploy-test";
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// apiVersion, kind, namespace ("" for cluster-scoped objects), name.
+type Key = (String, String, String, String);
+
+/// Every object the manifests install with default values.
+const EXPECTED: &[(&str, &str, &str, &str)] = &[
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingAdmissionPolicy",
+        "",
+        GATE,
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingAdmissionPolicyBinding",
+        "",
+        GATE,
+    ),
+    (
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        "",
+        VA_CRD,
+    ),
+    ("apps/v1", "Deployment", NAMESPACE, "tailor-recommender"),
+    ("apps/v1", "Deployment", NAMESPACE, "tailor-updater"),
+    (
+        "monitoring.coreos.com/v1",
+        "ServiceMonitor",
+        NAMESPACE,
+        "tailor-recommender",
+    ),
+    (
+        "monitoring.coreos.com/v1",
+        "ServiceMonitor",
+        NAMESPACE,
+        "tailor-updater",
+    ),
+    (
+        "policy/v1",
+        "PodDisruptionBudget",
+        NAMESPACE,
+        "tailor-recommender",
+    ),
+    (
+        "policy/v1",
+        "PodDisruptionBudget",
+        NAMESPACE,
+        "tailor-updater",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRole",
+        "",
+        "tailor-recommender",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRole",
+        "",
+        "tailor-updater",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRoleBinding",
+        "",
+        "tailor-recommender",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRoleBinding",
+        "",
+        "tailor-updater",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "Role",
+        NAMESPACE,
+        "tailor-recommender-leader-election",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "Role",
+        NAMESPACE,
+        "tailor-updater-leader-election",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        NAMESPACE,
+        "tailor-recommender-leader-election",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        NAMESPACE,
+        "tailor-updater-leader-election",
+    ),
+    ("v1", "Namespace", "", NAMESPACE),
+    ("v1", "Service", NAMESPACE, "tailor-recommender-metrics"),
+    ("v1", "Service", NAMESPACE, "tailor-updater-metrics"),
+    ("v1", "ServiceAccount", NAMESPACE, "tailor-recommender"),
+    ("v1", "ServiceAccount", NAMESPACE, "tailor-updater"),
+];
+
+// --- tools and rendering ----------------------------------------------------------------
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+const TOOLS_HINT: &str = "run hack/tools.sh (it builds helm and kustomize from the Go module proxy once and \
+     caches them), or export TAILOR_TOOLS=$(hack/tools.sh)";
+
+/// The directory holding `helm` and `kustomize`.
+fn tools() -> &'static Path {
+    static TOOLS: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match TOOLS.get_or_init(find_tools) {
+        Ok(dir) => dir,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn find_tools() -> Result<PathBuf, String> {
+    let dir = match std::env::var_os("TAILOR_TOOLS") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let out = Command::new(repo().join("hack/tools.sh"))
+                .stderr(Stdio::inherit())
+                .output()
+                .map_err(|e| format!("cannot run hack/tools.sh: {e}; {TOOLS_HINT}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "hack/tools.sh failed ({}); {TOOLS_HINT}",
+                    out.status
+                ));
+            }
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        }
+    };
+    for bin in ["helm", "kustomize"] {
+        if !dir.join(bin).is_file() {
+            return Err(format!("{} has no {bin}: {TOOLS_HINT}", dir.display()));
+        }
+    }
+    Ok(dir)
+}
+
+/// Runs `cmd` in the repository; its stdout, or its stderr as the error.
+fn run(mut cmd: Command) -> Result<String, String> {
+    let out = cmd
+        .current_dir(repo())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{cmd:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// `helm args...` with its own empty configuration, cache and data directories.
+fn helm(args: &[&str]) -> Result<String, String> {
+    let home = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(tools().join("helm"));
+    cmd.args(args)
+        .env("HELM_CONFIG_HOME", home.path().join("config"))
+        .env("HELM_CACHE_HOME", home.path().join("cache"))
+        .env("HELM_DATA_HOME", home.path().join("data"));
+    run(cmd)
+}
+
+/// `helm template` of the chart as the release `tailor` in `tailor-system`, CRDs included.
+fn helm_template(extra: &[&str]) -> Result<String, String> {
+    let mut args = vec![
+        "template",
+        RELEASE,
+        CHART,
+        "--namespace",
+        NAMESPACE,
+        "--include-crds",
+    ];
+    args.extend_from_slice(extra);
+    helm(&args)
+}
+
+fn kustomize_build(dir: &str) -> String {
+    let mut cmd = Command::new(tools().join("kustomize"));
+    cmd.args(["build", dir]);
+    run(cmd).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The documents of a YAML stream (empty ones dropped).
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("bad YAML: {e}\n{yaml}")))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn kustomize_objects() -> Vec<Value> {
+    documents(&kustomize_build(BASE))
+}
+
+fn helm_objects(extra: &[&str]) -> Vec<Value> {
+    documents(&helm_template(extra).unwrap_or_else(|e| panic!("{e}")))
+}
+
+fn key(o: &Value) -> Key {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    (
+        s(&o["apiVersion"]),
+        s(&o["kind"]),
+        s(&o["metadata"]["namespace"]),
+        s(&o["metadata"]["name"]),
+    )
+}
+
+fn by_key(objects: &[Value], source: &str) -> BTreeMap<Key, Value> {
+    let mut out = BTreeMap::new();
+    for o in objects {
+        let k = key(o);
+        assert!(
+            out.insert(k.clone(), o.clone()).is_none(),
+            "{source} renders {k:?} twice"
+        );
+    }
+    out
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Where `a` and `b` differ, as JSON paths.
+fn differences(a: &Value, b: &Value, path: &str, names: (&str, &str), out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let p = format!("{path}/{k}");
+                match (x.get(k), y.get(k)) {
+                    (Some(x), Some(y)) => differences(x, y, &p, names, out),
+                    (Some(_), None) => out.push(format!("{p}: only in {}", names.0)),
+                    (None, Some(_)) => out.push(format!("{p}: only in {}", names.1)),
+                    (None, None) => {}
+                }
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                differences(x, y, &format!("{path}/{i}"), names, out);
+            }
+        }
+        _ if a != b && a.to_string().len() + b.to_string().len() > 400 => {
+            out.push(format!("{path}: {} and {} differ", names.0, names.1));
+        }
+        _ if a != b => out.push(format!("{path}: {} {a} vs {} {b}", names.0, names.1)),
+        _ => {}
+    }
+}
+
+/// The fields of `expected` that `actual` lacks or holds with another value.
+fn missing(expected: &Value, actual: &Value, path: &str, out: &mut Vec<String>) {
+    match (expected, actual) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, v) in x {
+                match y.get(k) {
+                    Some(a) => missing(v, a, &format!("{path}/{k}"), out),
+                    None => out.push(format!("{path}/{k}: dropped by the server")),
+                }
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                missing(x, y, &format!("{path}/{i}"), out);
+            }
+        }
+        _ if expected != actual => out.push(format!("{path}: sent {expected}, stored {actual}")),
+        _ => {}
+    }
+}
+
+// --- the API server ---------------------------------------------------------------------
+
+async fn api_for(client: &kube::Client, obj: &Value) -> anyhow::Result<Api<DynamicObject>> {
+    let (api_version, kind, namespace, name) = key(obj);
+    let (group, version) = api_version
+        .split_once('/')
+        .unwrap_or(("", api_version.as_str()));
+    let gvk = GroupVersionKind::gvk(group, version, &kind);
+    // A CRD that was just Established can take a moment to appear in discovery.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (resource, caps) = loop {
+        match pinned_kind(client, &gvk).await {
+            Ok(found) => break found,
+            Err(e) if Instant::now() > deadline => {
+                return Err(e).with_context(|| format!("discover {api_version} {kind}"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    Ok(match caps.scope {
+        Scope::Namespaced => {
+            if namespace.is_empty() {
+                bail!("{kind} {name} is namespaced but has no namespace");
+            }
+            Api::namespaced_with(client.clone(), &namespace, &resource)
+        }
+        Scope::Cluster => {
+            if !namespace.is_empty() {
+                bail!("{kind} {name} is cluster-scoped but has namespace {namespace}");
+            }
+            Api::all_with(client.clone(), &resource)
+        }
+    })
+}
+
+/// Server-side apply with strict field validation; returns the stored object.
+async fn apply(client: &kube::Client, obj: &Value) -> anyhow::Result<Value> {
+    let api = api_for(client, obj).await?;
+    let (_, kind, namespace, name) = key(obj);
+    let params = PatchParams::apply(FIELD_MANAGER)
+        .force()
+        .validation_strict();
+    let stored = api
+        .patch(&name, &params, &Patch::Apply(obj))
+        .await
+        .with_context(|| format!("apply {kind} {namespace}/{name}"))?;
+    Ok(serde_json::to_value(stored)?)
+}
+
+async fn wait_established(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    tokio::time::timeout(
+        TIMEOUT,
+        await_condition(api, name, conditions::is_crd_established()),
+    )
+    .await
+    .with_context(|| format!("CRD {name} not Established"))??;
+    Ok(())
+}
+
+/// The ServiceMonitor CRD subset of `tests/fixtures/`.
+async fn install_service_monitor_crd(client: &kube::Client) -> anyhow::Result<()> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/servicemonitor-crd.yaml");
+    let crd: Value = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
+    apply(client, &crd).await?;
+    wait_established(client, "servicemonitors.monitoring.coreos.com").await
+}
+
+/// Applies `objects` (CRDs first, then Namespaces, then the rest) and returns what the server
+/// stored, in that order.
+async fn apply_all(client: &kube::Client, objects: &[Value]) -> anyhow::Result<Vec<Value>> {
+    install_service_monitor_crd(client).await?;
+    let mut ordered: Vec<&Value> = objects.iter().collect();
+    ordered.sort_by_key(|o| match o["kind"].as_str() {
+        Some("CustomResourceDefinition") => 0,
+        Some("Namespace") => 1,
+        _ => 2,
+    });
+    let mut stored = Vec::new();
+    for obj in ordered {
+        let out = apply(client, obj).await?;
+        if obj["kind"] == "CustomResourceDefinition" {
+            wait_established(client, &key(obj).3).await?;
+        }
+        stored.push(out);
+    }
+    Ok(stored)
+}
+
+/// A token of a ServiceAccount, from the TokenRequest API.
+async fn token(cp: &ControlPlane, namespace: &str, name: &str) -> anyhow::Result<String> {
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: Vec::new(),
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let out = Api::<ServiceAccount>::namespaced(cp.client(), namespace)
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .with_context(|| format!("TokenRequest for {namespace}/{name}"))?;
+    Ok(out.status.context("TokenRequest without status")?.token)
+}
+
+/// Writes a kubeconfig for the control plane that authenticates with `token`.
+fn kubeconfig_with_token(cp: &ControlPlane, token: &str, file: &str) -> anyhow::Result<PathBuf> {
+    let admin = Kubeconfig::read_from(cp.kubeconfig())?;
+    let ca = admin
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.as_ref())
+        .and_then(|c| c.certificate_authority.clone())
+        .context("admin kubeconfig without certificate-authority")?;
+    let path = cp.dir().join(file);
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster:
+    server: {url}
+    certificate-authority: {ca}
+users:
+- name: token
+  user:
+    token: {token}
+contexts:
+- name: test
+  context:
+    cluster: test
+    user: token
+current-context: test
+",
+            url = cp.url()
+        ),
+    )?;
+    Ok(path)
+}
+
+/// A client authenticated as ServiceAccount `namespace/name`.
+async fn service_account_client(
+    cp: &ControlPlane,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<kube::Client> {
+    let token = token(cp, namespace, name).await?;
+    let path = kubeconfig_with_token(cp, &token, &format!("{namespace}-{name}.kubeconfig"))?;
+    Ok(client_from_kubeconfig(&path).await?)
+}
+
+/// The admin client impersonating `user`.
+async fn impersonating(cp: &ControlPlane, user: &str) -> anyhow::Result<kube::Client> {
+    let kubeconfig = Kubeconfig::read_from(cp.kubeconfig())?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    config.auth_info.impersonate = Some(user.to_owned());
+    Ok(kube::Client::try_from(config)?)
+}
+
+async fn create_node(cp: &ControlPlane) -> anyhow::Result<()> {
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": { "name": "node-a", "labels": { "kubernetes.io/hostname": "node-a" } },
+        "status": { "capacity": { "cpu": "4", "memory": "8Gi", "pods": "110" },
+                    "allocatable": { "cpu": "4", "memory": "8Gi", "pods": "110" } }
+    }))?;
+    Api::<Node>::all(cp.client())
+        .create(&PostParams::default(), &node)
+        .await?;
+    Ok(())
+}
+
+/// A Burstable pod bound to node-a: `app` with a 512Mi memory limit, `sidecar` with a memory
+/// request and no limit.
+async fn create_pod(
+    cp: &ControlPlane,
+    namespace: &str,
+    name: &str,
+    annotations: Value,
+) -> anyhow::Result<()> {
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": name, "annotations": annotations },
+        "spec": {
+            "nodeName": "node-a",
+            "containers": [
+                { "name": "app", "image": "registry.example/app:1",
+                  "resources": { "requests": { "cpu": "100m", "memory": "128Mi" },
+                                 "limits": { "cpu": "200m", "memory": "512Mi" } } },
+                { "name": "sidecar", "image": "registry.example/sidecar:1",
+                  "resources": { "requests": { "cpu": "50m", "memory": "64Mi" } } }
+            ]
+        }
+    }))?;
+    Api::<Pod>::namespaced(cp.client(), namespace)
+        .create(&PostParams::default(), &pod)
+        .await?;
+    Ok(())
+}
+
+fn resize(container: &str, resources: Value) -> Patch<Value> {
+    Patch::Strategic(json!({
+        "spec": { "containers": [{ "name": container, "resources": resources }] }
+    }))
+}
+
+fn memory_limit_patch(value: &str) -> Patch<Value> {
+    resize("app", json!({ "limits": { "memory": value } }))
+}
+
+async fn stored_memory_limit(cp: &ControlPlane, namespace: &str, pod: &str) -> String {
+    let pod = Api::<Pod>::namespaced(cp.client(), namespace)
+        .get(pod)
+        .await
+        .unwrap();
+    pod.spec.unwrap().containers[0]
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.get("memory"))
+        .map(|q| q.0.clone())
+        .unwrap_or_default()
+}
+
+#[track_caller]
+fn assert_forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
+    match result {
+        Err(kube::Error::Api(s)) if s.code == 403 => {}
+        other => panic!("{what}: expected 403 Forbidden, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_allowed<T>(result: Result<T, kube::Error>, what: &str) {
+    if let Err(e) = result {
+        panic!("{what}: expected success, got {e}");
+    }
+}
+
+// --- rendering ----------------------------------------------------------------------------
+
+#[test]
+fn kustomize_and_helm_render_the_same_objects() {
+    let kustomize = by_key(&kustomize_objects(), "kustomize");
+    let helm = by_key(&helm_objects(&[]), "helm");
+
+    let expected: BTreeSet<Key> = EXPECTED
+        .iter()
+        .map(|(a, k, n, m)| (a.to_string(), k.to_string(), n.to_string(), m.to_string()))
+        .collect();
+    let rendered: BTreeSet<Key> = kustomize.keys().cloned().collect();
+    assert_eq!(
+        rendered, expected,
+        "kustomize renders other objects than expected"
+    );
+    let rendered: BTreeSet<Key> = helm.keys().cloned().collect();
+    assert_eq!(
+        rendered, expected,
+        "helm renders other objects than expected"
+    );
+
+    let mut diffs = Vec::new();
+    for (k, a) in &kustomize {
+        differences(
+            a,
+            &helm[k],
+            &format!("{} {}/{}", k.1, k.2, k.3),
+            ("kustomize", "helm"),
+            &mut diffs,
+        );
+    }
+    assert!(
+        diffs.is_empty(),
+        "kustomize and helm render different objects:\n{}",
+        diffs.join("\n")
+    );
+
+    // No Helm bookkeeping labels leak into the objects.
+    for (k, o) in &helm {
+        let labels = o["metadata"]["labels"].as_object();
+        for label in labels.into_iter().flat_map(|l| l.keys()) {
+            assert!(
+                !label.starts_with("helm.sh/") && label != "app.kubernetes.io/managed-by",
+                "{k:?} carries {label}"
+            );
+        }
+    }
+}
+
+#[test]
+fn chart_crd_copy_equals_deploy_crds() {
+    let read = |p: &str| {
+        std::fs::read_to_string(repo().join(p)).unwrap_or_else(|e| panic!("read {p}: {e}"))
+    };
+    let (source, copy) = (read(CRD_SOURCE), read(CRD_COPY));
+    let hint = "run hack/sync-chart-crds.sh after `make crds`";
+    let mut diffs = Vec::new();
+    differences(
+        &Value::Array(documents(&source)),
+        &Value::Array(documents(&copy)),
+        "",
+        ("deploy/crds", "the chart"),
+        &mut diffs,
+    );
+    assert!(
+        diffs.is_empty(),
+        "{CRD_COPY} differs from {CRD_SOURCE} ({hint}):\n{}",
+        diffs.join("\n")
+    );
+    // Written the way `kustomize build` writes it: strings such as `Off` quoted, since Helm
+    // reads YAML 1.1, where a plain Off is the boolean false.
+    let kustomized = format!("{CRD_COPY_HEADER}{}", kustomize_build("deploy/crds"));
+    assert!(
+        copy == kustomized,
+        "{CRD_COPY} is not `kustomize build deploy/crds`: {hint}"
+    );
+    // The base takes the CRD from deploy/crds itself.
+    let base = by_key(&kustomize_objects(), "kustomize");
+    let crd = base
+        .values()
+        .find(|o| o["kind"] == "CustomResourceDefinition")
+        .expect("the base renders the CRD");
+    assert!(
+        &documents(&source)[0] == crd,
+        "the base does not render {CRD_SOURCE}"
+    );
+}
+
+#[test]
+fn rbac_grants_no_pod_writes_and_workloads_are_locked_down() {
+    let objects = kustomize_objects();
+    let read_only = ["get", "list", "watch"];
+    let mut resize_grants = Vec::new();
+    for role in objects
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+    {
+        let name = role["metadata"]["name"].as_str().unwrap();
+        for rule in role["rules"].as_array().unwrap() {
+            let (groups, resources, verbs) = (
+                strings(&rule["apiGroups"]),
+                strings(&rule["resources"]),
+                strings(&rule["verbs"]),
+            );
+            for list in [&groups, &resources, &verbs] {
+                assert!(!list.iter().any(|s| s == "*"), "{name}: wildcard in {rule}");
+            }
+            if !groups.iter().any(String::is_empty) {
+                continue;
+            }
+            for resource in &resources {
+                match resource.as_str() {
+                    "pods" => assert!(
+                        verbs.iter().all(|v| read_only.contains(&v.as_str())),
+                        "{name} may write pods: {rule}"
+                    ),
+                    "pods/resize" => {
+                        assert_eq!(verbs, ["patch"], "{name}: {rule}");
+                        resize_grants.push(name.to_owned());
+                    }
+                    r if r.starts_with("pods/") => panic!("{name} is granted {r}: {rule}"),
+                    _ => {}
+                }
+            }
+        }
+    }
+    assert_eq!(
+        resize_grants,
+        ["tailor-updater"],
+        "only the updater resizes pods"
+    );
+
+    for component in ["recommender", "updater"] {
+        let name = format!("tailor-{component}");
+        let deployment = find(&objects, "Deployment", &name);
+        let spec = &deployment["spec"];
+        let pod = &spec["template"]["spec"];
+        let container = &pod["containers"][0];
+        let args = strings(&container["args"]);
+        let what = format!("Deployment {name}");
+        assert_eq!(spec["replicas"], 2, "{what}");
+        assert_eq!(pod["serviceAccountName"], name.as_str(), "{what}");
+        assert_eq!(
+            container["command"],
+            json!([format!("/usr/local/bin/{name}")]),
+            "{what}"
+        );
+        assert_eq!(args[0], "run", "{what}");
+        for flag in ["--leader-election=true", "--admin-addr=0.0.0.0:8080"] {
+            assert!(
+                args.iter().any(|a| a == flag),
+                "{what} lacks {flag}: {args:?}"
+            );
+        }
+        assert!(
+            args.iter().any(|a| a.starts_with("--log=")),
+            "{what}: {args:?}"
+        );
+        if component == "updater" {
+            assert!(args.iter().any(|a| a == "--dry-run=false"), "{args:?}");
+        } else {
+            assert!(
+                args.iter().any(|a| a.starts_with("--prometheus-url=http")),
+                "{args:?}"
+            );
+        }
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{what}");
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+            "{what}"
+        );
+        let sc = &container["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{what}");
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{what}");
+        assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{what}");
+        for kind in ["requests", "limits"] {
+            for resource in ["cpu", "memory"] {
+                assert!(
+                    container["resources"][kind][resource].is_string(),
+                    "{what} lacks {kind}.{resource}"
+                );
+            }
+        }
+        assert_eq!(
+            container["ports"],
+            json!([{ "name": "admin", "containerPort": 8080, "protocol": "TCP" }]),
+            "{what}"
+        );
+        assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+        assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+        for probe in ["readinessProbe", "livenessProbe"] {
+            assert_eq!(container[probe]["httpGet"]["port"], "admin", "{what}");
+        }
+
+        let selector = &spec["selector"]["matchLabels"];
+        let labels = spec["template"]["metadata"]["labels"].as_object().unwrap();
+        for (k, v) in selector.as_object().unwrap() {
+            assert_eq!(
+                labels.get(k),
+                Some(v),
+                "{what}: selector {k} not on the pods"
+            );
+        }
+        let pdb = find(&objects, "PodDisruptionBudget", &name);
+        assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+        assert_eq!(&pdb["spec"]["selector"]["matchLabels"], selector);
+
+        let service = find(&objects, "Service", &format!("{name}-metrics"));
+        assert_eq!(&service["spec"]["selector"], selector);
+        assert_eq!(
+            service["spec"]["ports"],
+            json!([{ "name": "metrics", "port": 8080, "targetPort": "admin", "protocol": "TCP" }])
+        );
+        let monitor = find(&objects, "ServiceMonitor", &name);
+        let service_labels = service["metadata"]["labels"].as_object().unwrap();
+        for (k, v) in monitor["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap()
+        {
+            assert_eq!(service_labels.get(k), Some(v), "ServiceMonitor {name}: {k}");
+        }
+        assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+        assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    }
+
+    let binding = find(&objects, "ValidatingAdmissionPolicyBinding", GATE);
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+    assert_eq!(
+        binding["spec"]["matchResources"]["namespaceSelector"],
+        json!({ "matchLabels": { "tailor.dev/memory-gate": "enabled" } })
+    );
+}
+
+/// The file flags name files the Deployment mounts.
+fn assert_files_mounted(deployment: &Value, flags: &[&str]) {
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let args = strings(&container["args"]);
+    let mounts = container["volumeMounts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let volumes = pod["volumes"].as_array().cloned().unwrap_or_default();
+    let mut files = BTreeSet::new();
+    for mount in &mounts {
+        let volume = volumes
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap_or_else(|| panic!("mount of a missing volume: {mount}"));
+        let source = if volume["secret"].is_object() {
+            &volume["secret"]
+        } else {
+            &volume["configMap"]
+        };
+        for item in source["items"].as_array().unwrap() {
+            files.insert(format!(
+                "{}/{}",
+                mount["mountPath"].as_str().unwrap(),
+                item["path"].as_str().unwrap()
+            ));
+        }
+    }
+    for flag in flags {
+        let prefix = format!("{flag}=");
+        let arg = args
+            .iter()
+            .find(|a| a.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {flag} in {args:?}"));
+        let file = &arg[prefix.len()..];
+        assert!(
+            files.contains(file),
+            "{flag} names {file}, mounted: {files:?}"
+        );
+    }
+}
+
+#[test]
+fn helm_values_map_to_the_flags() {
+    let objects = helm_objects(&[
+        "--set=prometheus.url=https://thanos.example:10902",
+        "--set=prometheus.bearerToken.secretName=prom-token",
+        "--set=prometheus.bearerToken.key=tok",
+        "--set=prometheus.ca.configMapName=prom-ca",
+        "--set=prometheus.insecureSkipVerify=true",
+        "--set-string=prometheus.extraMatchers=cluster=\"prod\"",
+        "--set=updater.dryRun=true",
+        "--set=logLevel=debug",
+        "--set=leaderElection.enabled=false",
+        "--set=recommender.replicas=1",
+        "--set=updater.replicas=1",
+        "--set=serviceMonitor.enabled=false",
+        "--set=memoryGate.enabled=false",
+        "--set=namespace.create=false",
+        "--set=image.repository=registry.example/tailor",
+        "--set=image.tag=dev",
+        "--set=image.pullPolicy=Always",
+        "--set=recommender.resources.limits.memory=1Gi",
+    ]);
+    let kinds: BTreeSet<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+    for gone in [
+        "ServiceMonitor",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "Namespace",
+    ] {
+        assert!(!kinds.contains(gone), "{gone} rendered although disabled");
+    }
+    let recommender = find(&objects, "Deployment", "tailor-recommender");
+    let updater = find(&objects, "Deployment", "tailor-updater");
+    let args = |d: &Value| strings(&d["spec"]["template"]["spec"]["containers"][0]["args"]);
+    let (r, u) = (args(recommender), args(updater));
+    for flag in [
+        "--prometheus-url=https://thanos.example:10902",
+        "--prometheus-token-file=/etc/tailor/prometheus/token/token",
+        "--prometheus-ca-file=/etc/tailor/prometheus/ca/ca.crt",
+        "--prometheus-insecure-skip-verify",
+        "--prometheus-extra-matchers=cluster=\"prod\"",
+        "--log=debug",
+        "--leader-election=false",
+    ] {
+        assert!(
+            r.iter().any(|a| a == flag),
+            "recommender lacks {flag}: {r:?}"
+        );
+    }
+    for flag in ["--dry-run=true", "--log=debug", "--leader-election=false"] {
+        assert!(u.iter().any(|a| a == flag), "updater lacks {flag}: {u:?}");
+    }
+    assert_files_mounted(
+        recommender,
+        &["--prometheus-token-file", "--prometheus-ca-file"],
+    );
+    let pod = &recommender["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"][0]["secret"],
+        json!({ "secretName": "prom-token", "items": [{ "key": "tok", "path": "token" }] })
+    );
+    assert_eq!(pod["volumes"][1]["configMap"]["name"], "prom-ca");
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "registry.example/tailor:dev");
+    assert_eq!(container["imagePullPolicy"], "Always");
+    assert_eq!(container["resources"]["limits"]["memory"], "1Gi");
+
+    let basic = helm_objects(&[
+        "--set=prometheus.basicAuth.user=reader",
+        "--set=prometheus.basicAuth.passwordSecretName=prom-basic",
+        "--set=prometheus.ca.secretName=prom-ca",
+    ]);
+    let recommender = find(&basic, "Deployment", "tailor-recommender");
+    let r = args(recommender);
+    assert!(r.iter().any(|a| a == "--prometheus-user=reader"), "{r:?}");
+    assert!(!r.iter().any(|a| a.starts_with("--prometheus-token-file")));
+    assert_files_mounted(
+        recommender,
+        &["--prometheus-password-file", "--prometheus-ca-file"],
+    );
+
+    for (values, message) in [
+        (
+            vec![
+                "--set=prometheus.bearerToken.secretName=a",
+                "--set=prometheus.basicAuth.user=u",
+                "--set=prometheus.basicAuth.passwordSecretName=p",
+            ],
+            "either bearerToken or basicAuth",
+        ),
+        (
+            vec!["--set=prometheus.basicAuth.user=u"],
+            "needs prometheus.basicAuth.passwordSecretName",
+        ),
+        (
+            vec![
+                "--set=prometheus.ca.secretName=a",
+                "--set=prometheus.ca.configMapName=b",
+            ],
+            "either secretName or configMapName",
+        ),
+        (
+            vec!["--set=leaderElection.enabled=false"],
+            "leaderElection.enabled=false needs",
+        ),
+    ] {
+        match helm_template(&values) {
+            Err(e) => assert!(e.contains(message), "{values:?}: {e}"),
+            Ok(_) => panic!("{values:?} must be refused"),
+        }
+    }
+}
+
+// --- the API server -------------------------------------------------------------------------
+
+#[tokio::test]
+async fn rendered_objects_are_accepted_by_the_api_server() -> anyhow::Result<()> {
+    let objects = kustomize_objects();
+    let cp = ControlPlane::start().await?;
+    let client = cp.client();
+    apply_all(&client, &objects).await?;
+
+    // Read back: everything sent is stored (nothing pruned or rewritten).
+    let mut problems = Vec::new();
+    for obj in &objects {
+        let (_, kind, namespace, name) = key(obj);
+        let stored = api_for(&client, obj).await?.get(&name).await;
+        match stored {
+            Ok(stored) => missing(
+                obj,
+                &serde_json::to_value(stored)?,
+                &format!("{kind} {namespace}/{name}"),
+                &mut problems,
+            ),
+            Err(e) => problems.push(format!("{kind} {namespace}/{name}: {e}")),
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn helm_install_works_as_documented() -> anyhow::Result<()> {
+    let cp = ControlPlane::start().await?;
+    let client = cp.client();
+    // The harness installs the CRD from the Rust types; here it must come from the chart.
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    crds.delete(VA_CRD, &DeleteParams::default()).await?;
+    let deadline = Instant::now() + TIMEOUT;
+    while crds.get_opt(VA_CRD).await?.is_some() {
+        assert!(Instant::now() < deadline, "CRD {VA_CRD} not deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    install_service_monitor_crd(&client).await?;
+    let kubeconfig = cp.kubeconfig().display().to_string();
+    let kc = ["--kubeconfig", kubeconfig.as_str()];
+    let install = |extra: &[&str]| {
+        let mut args = vec!["install", RELEASE, CHART, "--namespace", NAMESPACE];
+        args.extend_from_slice(&kc);
+        args.extend_from_slice(extra);
+        helm(&args).unwrap_or_else(|e| panic!("{e}"))
+    };
+
+    // 1. Helm creates the namespace; the chart does not render it.
+    install(&["--create-namespace", "--set", "namespace.create=false"]);
+    wait_established(&client, VA_CRD).await?;
+    let crd = serde_json::to_value(crds.get(VA_CRD).await?)?;
+    let update_mode = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["properties"]["updatePolicy"]["properties"]["updateMode"];
+    assert_eq!(
+        update_mode["default"], "Off",
+        "the CRD as Helm read it: {update_mode}"
+    );
+    for obj in helm_objects(&[]) {
+        let (_, kind, namespace, name) = key(&obj);
+        if kind == "Namespace" {
+            continue;
+        }
+        api_for(&client, &obj)
+            .await?
+            .get(&name)
+            .await
+            .with_context(|| format!("{kind} {namespace}/{name} after helm install"))?;
+    }
+
+    // 2. The namespace exists; the chart takes it over with its labels.
+    helm(&[
+        "uninstall",
+        RELEASE,
+        "--namespace",
+        NAMESPACE,
+        "--kubeconfig",
+        &kubeconfig,
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    install(&["--take-ownership"]);
+    let ns = Api::<Namespace>::all(client.clone()).get(NAMESPACE).await?;
+    let labels = ns.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("restricted"),
+        "{labels:?}"
+    );
+    let release = helm(&[
+        "status",
+        RELEASE,
+        "--namespace",
+        NAMESPACE,
+        "--kubeconfig",
+        &kubeconfig,
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(release.contains("STATUS: deployed"), "{release}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn memory_gate_denies_unapproved_memory_limit_cuts() -> anyhow::Result<()> {
+    let cp = ControlPlane::start().await?;
+    let client = cp.client();
+    apply_all(&client, &kustomize_objects()).await?;
+    create_node(&cp).await?;
+
+    // alice may resize pods (and nothing else that matters here).
+    let rbac: Vec<Value> = vec![
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": { "name": "resizer" },
+            "rules": [
+                { "apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"] },
+                { "apiGroups": [""], "resources": ["pods/resize"], "verbs": ["patch"] }
+            ]
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": { "name": "resizer-alice" },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "resizer" },
+            "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice" }]
+        }),
+    ];
+    for obj in &rbac {
+        apply(&client, obj).await?;
+    }
+
+    let gated = cp.namespace("gated").await?;
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            &gated,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({ "metadata": { "labels": { "tailor.dev/memory-gate": "enabled" } } }),
+            ),
+        )
+        .await?;
+    let open = cp.namespace("open").await?;
+    create_pod(&cp, &gated, "plain", json!({})).await?;
+    create_pod(&cp, &gated, "approved", json!({ APPROVAL: "yes" })).await?;
+    create_pod(&cp, &open, "plain", json!({})).await?;
+
+    let alice = impersonating(&cp, "alice").await?;
+    let alice_gated = Api::<Pod>::namespaced(alice.clone(), &gated);
+
+    // The policy takes effect once the API server has loaded and compiled it (its status,
+    // with type-checking warnings, is written by kube-controller-manager, which the test
+    // control plane lacks): probe with dry runs until the gate answers. A policy that does not
+    // compile denies with another message and fails below.
+    let deadline = Instant::now() + TIMEOUT;
+    let denial = loop {
+        let probe = alice_gated
+            .patch_resize(
+                "plain",
+                &PatchParams::default().dry_run(),
+                &memory_limit_patch("256Mi"),
+            )
+            .await;
+        match probe {
+            Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains(GATE) => break s,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the gate does not deny after {TIMEOUT:?}; last answer {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    for needle in [
+        "lowering the memory limit of container(s) app needs approval",
+        APPROVAL,
+    ] {
+        assert!(denial.message.contains(needle), "{}", denial.message);
+    }
+    assert_eq!(denial.reason, "Forbidden");
+
+    // A real (not dry-run) cut is denied too, and nothing changes.
+    let cut = alice_gated
+        .patch_resize(
+            "plain",
+            &PatchParams::default(),
+            &memory_limit_patch("256Mi"),
+        )
+        .await;
+    assert_forbidden(cut, "alice lowers app's memory limit in a gated namespace");
+    assert_eq!(stored_memory_limit(&cp, &gated, "plain").await, "512Mi");
+
+    // Not a memory-limit cut: a memory request cut without a limit, a CPU change, an increase.
+    assert_allowed(
+        alice_gated
+            .patch_resize(
+                "plain",
+                &PatchParams::default(),
+                &resize("sidecar", json!({ "requests": { "memory": "32Mi" } })),
+            )
+            .await,
+        "alice lowers the memory request of a container without a limit",
+    );
+    assert_allowed(
+        alice_gated
+            .patch_resize(
+                "plain",
+                &PatchParams::default(),
+                &resize("app", json!({ "limits": { "cpu": "300m" } })),
+            )
+            .await,
+        "alice raises a CPU limit",
+    );
+    assert_allowed(
+        alice_gated
+            .patch_resize(
+                "plain",
+                &PatchParams::default(),
+                &memory_limit_patch("768Mi"),
+            )
+            .await,
+        "alice raises the memory limit",
+    );
+    assert_eq!(stored_memory_limit(&cp, &gated, "plain").await, "768Mi");
+    // The same quantity written another way is no cut.
+    assert_allowed(
+        alice_gated
+            .patch_resize(
+                "plain",
+                &PatchParams::default(),
+                &memory_limit_patch("805306368"),
+            )
+            .await,
+        "alice rewrites 768Mi in bytes",
+    );
+
+    // The updater's ServiceAccount may cut.
+    let updater = service_account_client(&cp, NAMESPACE, "tailor-updater").await?;
+    assert_allowed(
+        Api::<Pod>::namespaced(updater, &gated)
+            .patch_resize(
+                "plain",
+                &PatchParams::default(),
+                &memory_limit_patch("256Mi"),
+            )
+            .await,
+        "tailor-updater lowers the memory limit",
+    );
+    assert_eq!(stored_memory_limit(&cp, &gated, "plain").await, "256Mi");
+
+    // Another ServiceAccount with the same rights may not.
+    Api::<ServiceAccount>::namespaced(client.clone(), &gated)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({ "metadata": { "name": "tailor-updater" } }))?,
+        )
+        .await?;
+    apply(
+        &client,
+        &json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": { "name": "resizer-impostor" },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "resizer" },
+            "subjects": [{ "kind": "ServiceAccount", "name": "tailor-updater", "namespace": gated }]
+        }),
+    )
+    .await?;
+    let impostor = service_account_client(&cp, &gated, "tailor-updater").await?;
+    assert_forbidden(
+        Api::<Pod>::namespaced(impostor, &gated)
+            .patch_resize(
+                "plain",
+                &PatchParams::default(),
+                &memory_limit_patch("128Mi"),
+            )
+            .await,
+        "a ServiceAccount named tailor-updater in another namespace lowers the limit",
+    );
+
+    // Sidecars (restartable init containers) are gated too.
+    let with_sidecar: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "sidecar" },
+        "spec": {
+            "nodeName": "node-a",
+            "initContainers": [
+                { "name": "proxy", "image": "registry.example/proxy:1", "restartPolicy": "Always",
+                  "resources": { "requests": { "memory": "64Mi" }, "limits": { "memory": "256Mi" } } }
+            ],
+            "containers": [
+                { "name": "app", "image": "registry.example/app:1",
+                  "resources": { "requests": { "memory": "64Mi" } } }
+            ]
+        }
+    }))?;
+    Api::<Pod>::namespaced(client.clone(), &gated)
+        .create(&PostParams::default(), &with_sidecar)
+        .await?;
+    let cut_sidecar = Patch::Strategic(json!({
+        "spec": { "initContainers": [{ "name": "proxy", "resources": { "limits": { "memory": "128Mi" } } }] }
+    }));
+    match alice_gated
+        .patch_resize("sidecar", &PatchParams::default(), &cut_sidecar)
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.code == 403 => assert!(
+            s.message.contains("container(s) proxy needs approval"),
+            "{}",
+            s.message
+        ),
+        other => panic!("alice lowers a sidecar's memory limit: expected 403, got {other:?}"),
+    }
+
+    // An annotated pod may be cut by anyone allowed to resize it.
+    assert_allowed(
+        alice_gated
+            .patch_resize(
+                "approved",
+                &PatchParams::default(),
+                &memory_limit_patch("256Mi"),
+            )
+            .await,
+        "alice lowers the memory limit of an approved pod",
+    );
+    assert_eq!(stored_memory_limit(&cp, &gated, "approved").await, "256Mi");
+
+    // Namespaces without the label are not gated.
+    assert_allowed(
+        Api::<Pod>::namespaced(alice, &open)
+            .patch_resize(
+                "plain",
+                &PatchParams::default(),
+                &memory_limit_patch("256Mi"),
+            )
+            .await,
+        "alice lowers the memory limit in a namespace without the label",
+    );
+    assert_eq!(stored_memory_limit(&cp, &open, "plain").await, "256Mi");
+    Ok(())
+}
+
+#[tokio::test]
+async fn service_accounts_can_do_what_the_binaries_need_and_no_more() -> anyhow::Result<()> {
+    let cp = ControlPlane::start().await?;
+    let client = cp.client();
+    apply_all(&client, &kustomize_objects()).await?;
+    create_node(&cp).await?;
+    let ns = cp.namespace("work").await?;
+    create_pod(&cp, &ns, "web", json!({})).await?;
+    let va = json!({
+        "apiVersion": "tailor.dev/v1alpha1", "kind": "VerticalAutoscaler",
+        "metadata": { "name": "web", "namespace": ns },
+        "spec": { "targetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "web" } }
+    });
+    apply(&client, &va).await?;
+
+    let updater = service_account_client(&cp, NAMESPACE, "tailor-updater").await?;
+    let recommender = service_account_client(&cp, NAMESPACE, "tailor-recommender").await?;
+    let status_patch = Patch::Merge(json!({ "status": { "observedGeneration": 1 } }));
+
+    for (who, sa) in [("updater", &updater), ("recommender", &recommender)] {
+        let pods = Api::<Pod>::namespaced(sa.clone(), &ns);
+        assert_allowed(
+            Api::<Pod>::all(sa.clone())
+                .list(&ListParams::default())
+                .await,
+            &format!("{who} lists pods"),
+        );
+        let pod = pods.get("web").await?;
+        assert_forbidden(
+            pods.patch(
+                "web",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "metadata": { "labels": { "x": "y" } } })),
+            )
+            .await,
+            &format!("{who} patches a pod"),
+        );
+        assert_forbidden(
+            pods.replace("web", &PostParams::default(), &pod).await,
+            &format!("{who} updates a pod"),
+        );
+        assert_forbidden(
+            pods.delete("web", &DeleteParams::default()).await,
+            &format!("{who} deletes a pod"),
+        );
+        assert_forbidden(
+            pods.patch_status(
+                "web",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": { "message": "x" } })),
+            )
+            .await,
+            &format!("{who} patches pod status"),
+        );
+        let vas = api_for(sa, &va).await?;
+        assert_allowed(
+            vas.list(&ListParams::default()).await,
+            &format!("{who} lists VerticalAutoscalers"),
+        );
+        assert_allowed(
+            vas.patch_status("web", &PatchParams::default(), &status_patch)
+                .await,
+            &format!("{who} patches VerticalAutoscaler status"),
+        );
+        assert_forbidden(
+            vas.patch(
+                "web",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": { "updatePolicy": { "updateMode": "InPlace" } } })),
+            )
+            .await,
+            &format!("{who} patches a VerticalAutoscaler's spec"),
+        );
+
+        // Its own Lease in tailor-system, and no other.
+        let own = format!("tailor-{who}");
+        let other = if who == "updater" {
+            "tailor-recommender"
+        } else {
+            "tailor-updater"
+        };
+        let leases = Api::<Lease>::namespaced(sa.clone(), NAMESPACE);
+        let lease: Lease = serde_json::from_value(json!({ "metadata": { "name": own } }))?;
+        let created = leases.create(&PostParams::default(), &lease).await;
+        assert_allowed(created, &format!("{who} creates its Lease"));
+        let mut lease = leases.get(&own).await?;
+        lease.spec = Some(serde_json::from_value(json!({ "holderIdentity": "a" }))?);
+        assert_allowed(
+            leases.replace(&own, &PostParams::default(), &lease).await,
+            &format!("{who} renews its Lease"),
+        );
+        assert_forbidden(leases.get(other).await, &format!("{who} reads {other}"));
+        let elsewhere: Lease = serde_json::from_value(json!({ "metadata": { "name": own } }))?;
+        assert_forbidden(
+            Api::<Lease>::namespaced(sa.clone(), &ns)
+                .create(&PostParams::default(), &elsewhere)
+                .await,
+            &format!("{who} creates a Lease outside tailor-system"),
+        );
+    }
+
+    // Only the updater resizes.
+    let resize_cpu = resize("app", json!({ "requests": { "cpu": "150m" } }));
+    assert_forbidden(
+        Api::<Pod>::namespaced(recommender.clone(), &ns)
+            .patch_resize("web", &PatchParams::default(), &resize_cpu)
+            .await,
+        "recommender resizes a pod",
+    );
+    assert_allowed(
+        Api::<Pod>::namespaced(updater.clone(), &ns)
+            .patch_resize("web", &PatchParams::default(), &resize_cpu)
+            .await,
+        "updater resizes a pod",
+    );
+
+    // The updater reads HPAs and writes events.k8s.io Events.
+    let hpas =
+        Api::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>::all(updater.clone());
+    assert_allowed(
+        hpas.list(&ListParams::default()).await,
+        "updater lists HPAs",
+    );
+    let event: k8s_openapi::api::events::v1::Event = serde_json::from_value(json!({
+        "metadata": { "name": "web.test", "namespace": ns },
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "tailor-updater",
+        "reportingInstance": "tailor-updater-0",
+        "action": "Resize",
+        "reason": "Resizing",
+        "type": "Normal",
+        "regarding": { "apiVersion": "v1", "kind": "Pod", "name": "web", "namespace": ns }
+    }))?;
+    assert_allowed(
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(updater.clone(), &ns)
+            .create(&PostParams::default(), &event)
+            .await,
+        "updater creates an Event",
+    );
+    Ok(())
+}
+
+// --- the binaries -------------------------------------------------------------------------
+
+/// `tailor-recommender` and `tailor-updater`, built (or found up to date) by cargo.
+fn binaries() -> &'static BTreeMap<String, PathBuf> {
+    static BINARIES: OnceLock<Result<BTreeMap<String, PathBuf>, String>> = OnceLock::new();
+    match BINARIES.get_or_init(tailor_e2e::cargo::build_tailor_binaries) {
+        Ok(b) => b,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The container's args with the addresses a test can use.
+fn local_args(container: &Value, admin_port: u16, prometheus: &str) -> Vec<String> {
+    strings(&container["args"])
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("--admin-addr=") {
+                format!("--admin-addr=127.0.0.1:{admin_port}")
+            } else if a.starts_with("--prometheus-url=") {
+                format!("--prometheus-url={prometheus}")
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn binaries_accept_every_rendered_flag() {
+    let renders = [
+        helm_objects(&[]),
+        helm_objects(&[
+            "--set=prometheus.bearerToken.secretName=t",
+            "--set=prometheus.ca.secretName=c",
+            "--set=prometheus.insecureSkipVerify=true",
+            "--set-string=prometheus.extraMatchers=cluster=\"prod\"",
+            "--set=updater.dryRun=true",
+            "--set=logLevel=debug",
+            "--set=leaderElection.enabled=false",
+            "--set=recommender.replicas=1",
+            "--set=updater.replicas=1",
+        ]),
+        helm_objects(&[
+            "--set=prometheus.basicAuth.user=u",
+            "--set=prometheus.basicAuth.passwordSecretName=p",
+            "--set=prometheus.ca.configMapName=c",
+        ]),
+    ];
+    for objects in &renders {
+        for name in ["tailor-recommender", "tailor-updater"] {
+            let container =
+                &find(objects, "Deployment", name)["spec"]["template"]["spec"]["containers"][0];
+            let mut args = strings(&container["args"]);
+            // clap parses (and refuses unknown flags and bad values) up to --help, then prints
+            // the help and exits 0; nothing runs.
+            args.push("--help".into());
+            let mut cmd = Command::new(&binaries()[name]);
+            cmd.args(&args);
+            if let Err(e) = run(cmd) {
+                panic!("{name} refuses the rendered args {args:?}: {e}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn binaries_run_with_the_manifests_rbac_and_flags() -> anyhow::Result<()> {
+    let bins = binaries();
+    let objects = kustomize_objects();
+    let cp = ControlPlane::start().await?;
+    apply_all(&cp.client(), &objects).await?;
+    let prometheus = tailor_e2e::Prometheus::backfilled("# EOF\n").await?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+
+    for (component, name) in [
+        ("recommender", "tailor-recommender"),
+        ("updater", "tailor-updater"),
+    ] {
+        let pod = &find(&objects, "Deployment", name)["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        let sa = pod["serviceAccountName"].as_str().unwrap();
+        // The pod's name and namespace come from the downward API, as in a cluster.
+        let mut env = Vec::new();
+        let identity = format!("{name}-7d9f-test");
+        for var in container["env"].as_array().unwrap() {
+            let field = var["valueFrom"]["fieldRef"]["fieldPath"].as_str();
+            let value = match field {
+                Some("metadata.name") => identity.clone(),
+                Some("metadata.namespace") => NAMESPACE.to_owned(),
+                _ => var["value"].as_str().unwrap_or_default().to_owned(),
+            };
+            env.push((var["name"].as_str().unwrap().to_owned(), value));
+        }
+        let token = token(&cp, NAMESPACE, sa).await?;
+        let kubeconfig = kubeconfig_with_token(&cp, &token, &format!("{sa}.kubeconfig"))?;
+        env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
+        let port = tailor_e2e::free_port()?;
+        let args = local_args(container, port, prometheus.url());
+        let mut process = ServerProcess::spawn_with_env(
+            name,
+            &bins[name],
+            &args,
+            &env,
+            &cp.dir().join(format!("{name}.log")),
+        )?;
+
+        let base = format!("http://127.0.0.1:{port}");
+        let leader = format!("tailor_{component}_leader 1");
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = process.exited() {
+                panic!("{name} exited with {status}:\n{}", process.log_tail(30));
+            }
+            let ready = match http.get(format!("{base}/readyz")).send().await {
+                Ok(r) => r.status().is_success(),
+                Err(_) => false,
+            };
+            let metrics = match http.get(format!("{base}/metrics")).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            // Line by line: the metric's HELP text says "1 on the replica that writes".
+            if ready && metrics.lines().any(|l| l.trim() == leader) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} not ready and leading after {TIMEOUT:?} with its ServiceAccount:\n{}",
+                process.log_tail(30)
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        for probe in ["readinessProbe", "livenessProbe"] {
+            let path = container[probe]["httpGet"]["path"].as_str().unwrap();
+            let status = http.get(format!("{base}{path}")).send().await?.status();
+            assert!(status.is_success(), "{name} {probe} {path}: {status}");
+        }
+        let lease = Api::<Lease>::namespaced(cp.client(), NAMESPACE)
+            .get_opt(name)
+            .await?;
+        assert_eq!(
+            lease
+                .and_then(|l| l.spec)
+                .and_then(|s| s.holder_identity)
+                .as_deref(),
+            Some(identity.as_str()),
+            "{name}'s Lease in {NAMESPACE}:\n{}",
+            process.log_tail(30)
+        );
+        let log = process.log_tail(200);
+        assert!(
+            !log.contains("forbidden") && !log.contains("Forbidden"),
+            "{name} was refused something:\n{log}"
+        );
+        process.stop(Duration::from_secs(5));
+    }
+    Ok(())
+}
