@@ -4,6 +4,8 @@
 #                                           (PrometheusRule tailor, for the Prometheus Operator)
 #   deploy/grafana/tailor-*.json         -> deploy/grafana/configmap.yaml
 #                                           (ConfigMap tailor-dashboards, for Grafana's sidecar)
+# and copies the sources into the Helm chart (deploy/helm/tailor/files/), whose templates wrap
+# them the same way (Helm reads files only from inside the chart).
 #
 # Usage: hack/gen-observability.sh [OUT_DIR]
 # Writes under OUT_DIR (default: the repository). tests/tests/observability.rs runs it into a
@@ -25,7 +27,11 @@ rules_body() {
   awk 'started || !/^(#.*)?$/ { started = 1; print }' "$rules"
 }
 
-mkdir -p "$out/deploy/prometheus" "$out/deploy/grafana"
+mkdir -p "$out/deploy/prometheus" "$out/deploy/grafana" "$out/deploy/helm/tailor/files/dashboards"
+cp "$rules" "$out/deploy/helm/tailor/files/tailor.rules.yaml"
+for d in "${dashboards[@]}"; do
+  cp "$root/deploy/grafana/$d" "$out/deploy/helm/tailor/files/dashboards/$d"
+done
 
 {
   cat <<'HEADER'

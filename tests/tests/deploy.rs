@@ -11,10 +11,9 @@
 //!   run with them and with the manifests' flags (ready, holding their Lease).
 //!
 //! `helm` and `kustomize` come from `$TAILOR_TOOLS` or from `hack/tools.sh`, which builds them
-//! from the Go module proxy once and caches them. The ServiceMonitor CRD is not part of a bare
-//! API server: the tests install a subset of it from `tests/fixtures/servicemonitor-crd.yaml`
-//! (strict schema for the fields tailor writes), so the ServiceMonitors are applied like every
-//! other object.
+//! from the Go module proxy once and caches them. The ServiceMonitor and PrometheusRule CRDs
+//! are not part of a bare API server: the tests install subsets of them from `tests/fixtures/`
+//! (strict schema for the fields tailor writes), so those objects are applied like every other.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -79,6 +78,13 @@ const EXPECTED: &[(&str, &str, &str, &str)] = &[
     ),
     ("apps/v1", "Deployment", NAMESPACE, "tailor-recommender"),
     ("apps/v1", "Deployment", NAMESPACE, "tailor-updater"),
+    (
+        "monitoring.coreos.com/v1",
+        "PrometheusRule",
+        NAMESPACE,
+        "tailor",
+    ),
+    ("v1", "ConfigMap", NAMESPACE, "tailor-dashboards"),
     (
         "monitoring.coreos.com/v1",
         "ServiceMonitor",
@@ -414,12 +420,24 @@ async fn wait_established(client: &kube::Client, name: &str) -> anyhow::Result<(
     Ok(())
 }
 
-/// The ServiceMonitor CRD subset of `tests/fixtures/`.
+/// The ServiceMonitor and PrometheusRule CRD subsets of `tests/fixtures/`.
 async fn install_service_monitor_crd(client: &kube::Client) -> anyhow::Result<()> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/servicemonitor-crd.yaml");
-    let crd: Value = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
-    apply(client, &crd).await?;
-    wait_established(client, "servicemonitors.monitoring.coreos.com").await
+    for (file, name) in [
+        (
+            "fixtures/servicemonitor-crd.yaml",
+            "servicemonitors.monitoring.coreos.com",
+        ),
+        (
+            "fixtures/prometheusrule-crd.yaml",
+            "prometheusrules.monitoring.coreos.com",
+        ),
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let crd: Value = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
+        apply(client, &crd).await?;
+        wait_established(client, name).await?;
+    }
+    Ok(())
 }
 
 /// Applies `objects` (CRDs first, then Namespaces, then the rest) and returns what the server

@@ -218,7 +218,13 @@ fn generated_wrappers_are_current() {
         "hack/gen-observability.sh failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for rel in [PROMETHEUS_RULE, CONFIGMAP] {
+    for rel in [
+        PROMETHEUS_RULE,
+        CONFIGMAP,
+        "deploy/helm/tailor/files/tailor.rules.yaml",
+        "deploy/helm/tailor/files/dashboards/tailor-fleet.json",
+        "deploy/helm/tailor/files/dashboards/tailor-workload.json",
+    ] {
         let fresh = std::fs::read_to_string(tmp.path().join(rel)).expect("generated file");
         assert!(
             fresh == read(rel),
