@@ -1,6 +1,6 @@
 //! `tailor-demo` (`make demo`): the whole system on one machine.
 //!
-//! Starts a real kube-apiserver and etcd, the node simulator with three nodes, four sample
+//! Starts a real kube-apiserver and etcd, the node simulator with three nodes, five sample
 //! workloads, a real Prometheus backfilled with a week of their history (the same usage models
 //! the simulator runs, so history and live scrapes join up) and scraping them live, then the
 //! `tailor-recommender` and `tailor-updater` binaries. It prints the recommendations with their
@@ -73,7 +73,7 @@ fn workloads() -> Vec<Workload> {
             replicas: 2,
             what: "web API with a daily CPU cycle, over-provisioned: CPU goes down live, the memory cut waits for approval",
             container: json!({"name": "app", "image": "example/app:1",
-                "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}}),
+                "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "1Gi"}}}),
             usage: json!({"app": {"model": "daily", "cpu": {"min": 0.1, "max": 0.45},
                 "memory": {"min": "330Mi", "max": "400Mi"}, "noise": 0.05}}),
             va: json!({"updatePolicy": {"updateMode": "InPlace"}}),
@@ -115,6 +115,17 @@ fn workloads() -> Vec<Workload> {
                 "spikeMemory": "250Mi", "everySeconds": 3600, "durationSeconds": 300, "noise": 0.05}}),
             va: json!({"updatePolicy": {"updateMode": "InPlace"}}),
             oom_hours_ago: vec![48],
+        },
+        Workload {
+            name: "batch",
+            kind: "Deployment",
+            replicas: 1,
+            what: "CPU-hungry job that needs more than a node has: the kubelet declares the resize Infeasible; it is surfaced and not retried",
+            container: json!({"name": "app", "image": "example/app:1",
+                "resources": {"requests": {"cpu": "4", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}}),
+            usage: json!({"app": {"model": "constant", "cpu": 7.6, "memory": "700Mi", "noise": 0.02}}),
+            va: json!({"updatePolicy": {"updateMode": "InPlace", "memoryDecrease": "Never"}}),
+            oom_hours_ago: vec![],
         },
     ]
 }
@@ -331,7 +342,7 @@ async fn expected(
             .filter(|p| p.labels().get("app").map(String::as_str) == Some(prefix))
             .collect()
     };
-    for name in ["web-api", "orders", "reports", "worker"] {
+    for name in ["web-api", "orders", "reports", "worker", "batch"] {
         match get_va(name).await {
             Some(va)
                 if cond(&va, condition::RECOMMENDATION_PROVIDED)
@@ -415,6 +426,12 @@ async fn expected(
         if restarts(p) != 0 {
             missing.push(format!("{}: restarted", p.name_any()));
         }
+    }
+    // batch: more CPU than a node has; the kubelet says Infeasible and the object shows it.
+    match get_va("batch").await {
+        Some(va) if cond(&va, condition::RESIZE_INFEASIBLE).is_some_and(|c| c.status == "True") => {
+        }
+        _ => missing.push("batch: no ResizeInfeasible condition".into()),
     }
     if missing.is_empty() {
         Ok(())
@@ -544,7 +561,7 @@ fn dashboard_exprs(path: &Path) -> Result<Vec<String>, Error> {
                 .replace("$__range", "1h")
                 .replace("$__interval", "30s")
                 .replace("$namespace", NS)
-                .replace("$verticalautoscaler", "orders")
+                .replace("$verticalautoscaler", "web-api")
                 .replace("$container", "app")
         })
         .collect())
