@@ -4,6 +4,7 @@
 //! - [`history`]: a container's usage history: distributions, hourly peaks, OOM kills.
 //! - [`heap`]: heap hints from JVM flags, `GOMEMLIMIT`, Node's `--max-old-space-size`, and
 //!   the heap ceilings JVMs report in their metrics.
+//! - [`trace`]: usage traces in the shared CSV format, read strictly (for backtests).
 //! - [`estimator`]: **how the CPU and memory targets are computed**, with bounds, the memory
 //!   floor and its reason.
 
@@ -11,3 +12,4 @@ pub mod estimator;
 pub mod heap;
 pub mod histogram;
 pub mod history;
+pub mod trace;
