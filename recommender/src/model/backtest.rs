@@ -1,0 +1,609 @@
+//! Walk-forward backtest of recommendation policies on a usage trace. Pure: the trace comes in
+//! parsed, the results go out as values.
+//!
+//! At each decision point (every `decision_interval` after `warmup`) each policy sees only the
+//! samples before it and recommends CPU and memory. What an updater would apply follows the
+//! `min_change` rule: a resource changes only when the recommendation moved by more than that
+//! fraction. The usage until the next decision is scored against what is applied:
+//!
+//! - memory: a would-be OOM kill for each run of consecutive samples above the applied memory
+//!   (counted once per run); the policy is told of the kill at once, with the memory in force,
+//!   as it would learn of it in a cluster, and decides again right away;
+//! - slack: `1 - used / applied`, averaged over time (samples weighted by the time they stand
+//!   for; gaps in the trace count for nothing);
+//! - CPU: slack likewise, and the share of samples above the applied CPU;
+//! - churn: applied changes per day.
+//!
+//! Policies: `tailor` (the real estimator with the default policy), `vpa` (upstream VPA's
+//! recommender as in the reference: decaying histograms, P90 x 1.15, daily memory peaks, OOM
+//! bump), `krr` (Robusta KRR `simple`: CPU p95, memory peak x 1.15, 14 days) and `provisioned`
+//! (the trace's own limits).
+
+use std::collections::VecDeque;
+
+use super::estimator::{self, Current, Policy, Settings, Verdict};
+use super::histogram::DecayingHistogram;
+use super::history::ContainerHistory;
+use super::trace::Trace;
+
+const MI: f64 = 1024.0 * 1024.0;
+const DAY: f64 = 86_400.0;
+
+/// A policy under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PolicyKind {
+    /// tailor's estimator with the default policy.
+    Tailor,
+    /// Upstream VPA's recommender.
+    Vpa,
+    /// Robusta KRR `simple`.
+    Krr,
+    /// The trace's own limits.
+    Provisioned,
+}
+
+impl PolicyKind {
+    /// Every policy, in report order.
+    pub const ALL: [PolicyKind; 4] = [Self::Tailor, Self::Vpa, Self::Krr, Self::Provisioned];
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tailor => "tailor",
+            Self::Vpa => "vpa",
+            Self::Krr => "krr",
+            Self::Provisioned => "provisioned",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// How the backtest walks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    /// Seconds between decisions.
+    pub decision_interval: f64,
+    /// Seconds of history before the first decision.
+    pub warmup: f64,
+    /// The relative change below which the updater leaves a resource alone.
+    pub min_change: f64,
+    /// tailor's history window, seconds.
+    pub tailor_window: f64,
+    /// tailor's estimator settings.
+    pub settings: Settings,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            decision_interval: 3600.0,
+            warmup: DAY,
+            min_change: 0.1,
+            tailor_window: 8.0 * DAY,
+            settings: Settings::default(),
+        }
+    }
+}
+
+/// One decision of one policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// Seconds (the trace's clock).
+    pub time: f64,
+    /// The policy.
+    pub policy: PolicyKind,
+    /// Recommended cores, when the policy had one.
+    pub cpu: Option<f64>,
+    /// Recommended bytes.
+    pub memory: Option<f64>,
+}
+
+/// The score of one policy on one trace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Score {
+    /// The policy.
+    pub policy: PolicyKind,
+    /// Would-be OOM kills.
+    pub oom_events: u32,
+    /// Mean memory slack (0..1) over the scored time.
+    pub memory_slack: f64,
+    /// Mean CPU slack (0..1) over the scored time.
+    pub cpu_slack: f64,
+    /// Share of scored samples whose CPU use is above the applied CPU.
+    pub cpu_over: f64,
+    /// Applied changes per day.
+    pub changes_per_day: f64,
+    /// Seconds of usage scored (with something applied).
+    pub scored_seconds: f64,
+}
+
+/// A policy's state.
+trait Recommender {
+    fn observe(&mut self, t: f64, cpu: f64, memory: f64, weight: f64);
+    fn oom(&mut self, t: f64, memory_in_force: f64);
+    /// Cores and bytes, or `None` for a resource it cannot recommend yet.
+    fn recommend(
+        &mut self,
+        now: f64,
+        applied: (Option<f64>, Option<f64>),
+    ) -> (Option<f64>, Option<f64>);
+}
+
+struct TailorPolicy {
+    history: ContainerHistory,
+    window: f64,
+    settings: Settings,
+}
+
+impl Recommender for TailorPolicy {
+    fn observe(&mut self, t: f64, cpu: f64, memory: f64, _weight: f64) {
+        self.history.add_cpu(t, cpu);
+        self.history.add_memory(t, memory);
+    }
+
+    fn oom(&mut self, t: f64, memory_in_force: f64) {
+        self.history.add_oom(t, memory_in_force);
+    }
+
+    fn recommend(
+        &mut self,
+        now: f64,
+        applied: (Option<f64>, Option<f64>),
+    ) -> (Option<f64>, Option<f64>) {
+        self.history.expire(now - self.window);
+        let current = Current {
+            cpu: applied.0,
+            memory: applied.1,
+        };
+        match estimator::estimate(
+            &self.history,
+            &Policy::default(),
+            None,
+            &current,
+            &self.settings,
+        ) {
+            Verdict::Estimate(e) => (
+                Some(e.target.cpu as f64 / 1000.0),
+                Some(e.target.memory as f64),
+            ),
+            Verdict::NotEnoughHistory(_) => (None, None),
+        }
+    }
+}
+
+/// Upstream VPA: CPU samples weigh 0.1; memory goes in as one peak per 24 h interval; target =
+/// P90 x 1.15; minimums 25m and 250 MiB; an OOM records max(used + 100 MiB, used x 1.2) as a
+/// peak, used = max(memory at the kill, the interval's peak).
+struct VpaPolicy {
+    cpu: DecayingHistogram,
+    memory: DecayingHistogram,
+    interval_start: Option<f64>,
+    interval_peak: f64,
+}
+
+impl VpaPolicy {
+    fn new() -> Self {
+        Self {
+            cpu: DecayingHistogram::new(0.01, 1.05, DAY),
+            memory: DecayingHistogram::new(10e6, 1.05, DAY),
+            interval_start: None,
+            interval_peak: 0.0,
+        }
+    }
+
+    fn roll(&mut self, t: f64) {
+        let start = *self.interval_start.get_or_insert(t);
+        if t - start >= DAY {
+            if self.interval_peak > 0.0 {
+                self.memory.add(self.interval_peak, 1.0, start + DAY);
+            }
+            self.interval_start = Some(t);
+            self.interval_peak = 0.0;
+        }
+    }
+}
+
+impl Recommender for VpaPolicy {
+    fn observe(&mut self, t: f64, cpu: f64, memory: f64, _weight: f64) {
+        self.roll(t);
+        self.cpu.add(cpu, 0.1, t);
+        self.interval_peak = self.interval_peak.max(memory);
+    }
+
+    fn oom(&mut self, t: f64, memory_in_force: f64) {
+        self.roll(t);
+        let used = memory_in_force.max(self.interval_peak);
+        self.interval_peak = (used + 100.0 * MI).max(used * 1.2);
+    }
+
+    fn recommend(
+        &mut self,
+        now: f64,
+        _applied: (Option<f64>, Option<f64>),
+    ) -> (Option<f64>, Option<f64>) {
+        let mut memory = self.memory.clone();
+        if self.interval_peak > 0.0 {
+            memory.add(self.interval_peak, 1.0, now);
+        }
+        (
+            self.cpu.percentile(0.9).map(|c| (c * 1.15).max(0.025)),
+            memory.percentile(0.9).map(|m| (m * 1.15).max(250.0 * MI)),
+        )
+    }
+}
+
+/// Robusta KRR `simple` over a 14-day window: CPU p95, memory max(peak x 1.15, memory at the
+/// last OOM x 1.25); nothing before 100 points and 3 hours.
+struct KrrPolicy {
+    window: VecDeque<(f64, f64, f64)>,
+    last_oom: Option<(f64, f64)>,
+}
+
+impl Recommender for KrrPolicy {
+    fn observe(&mut self, t: f64, cpu: f64, memory: f64, _weight: f64) {
+        self.window.push_back((t, cpu, memory));
+    }
+
+    fn oom(&mut self, t: f64, memory_in_force: f64) {
+        self.last_oom = Some((t, memory_in_force));
+    }
+
+    fn recommend(
+        &mut self,
+        now: f64,
+        _applied: (Option<f64>, Option<f64>),
+    ) -> (Option<f64>, Option<f64>) {
+        let since = now - 14.0 * DAY;
+        while self.window.front().is_some_and(|s| s.0 < since) {
+            self.window.pop_front();
+        }
+        if self.last_oom.is_some_and(|(t, _)| t < since) {
+            self.last_oom = None;
+        }
+        let span = match (self.window.front(), self.window.back()) {
+            (Some(a), Some(b)) => b.0 - a.0,
+            _ => 0.0,
+        };
+        if self.window.len() < 100 || span < 3.0 * 3600.0 {
+            return (None, None);
+        }
+        let mut cpu: Vec<f64> = self.window.iter().map(|s| s.1).collect();
+        let k = ((cpu.len() as f64 * 0.95).ceil() as usize).clamp(1, cpu.len()) - 1;
+        let (_, p95, _) = cpu.select_nth_unstable_by(k, f64::total_cmp);
+        let peak = self.window.iter().map(|s| s.2).fold(0.0, f64::max);
+        let oom = self.last_oom.map_or(0.0, |(_, m)| m * 1.25);
+        (Some(*p95), Some((peak * 1.15).max(oom)))
+    }
+}
+
+/// The trace's own limits, as of the latest sample.
+struct Provisioned {
+    last: (Option<f64>, Option<f64>),
+}
+
+impl Provisioned {
+    fn see(&mut self, cpu_limit: Option<f64>, memory_limit: Option<f64>) {
+        self.last = (cpu_limit, memory_limit);
+    }
+}
+
+fn relative_change(from: f64, to: f64) -> f64 {
+    if from <= 0.0 {
+        f64::INFINITY
+    } else {
+        ((to - from) / from).abs()
+    }
+}
+
+/// What one policy has applied, and its running score.
+#[derive(Default)]
+struct Tally {
+    cpu: Option<f64>,
+    memory: Option<f64>,
+    changes: u32,
+    in_oom: bool,
+    oom_events: u32,
+    memory_slack: f64,
+    memory_time: f64,
+    cpu_slack: f64,
+    cpu_time: f64,
+    cpu_over: u32,
+    cpu_samples: u32,
+}
+
+impl Tally {
+    /// Applies a recommendation under the min-change rule.
+    fn apply(&mut self, rec: (Option<f64>, Option<f64>), min_change: f64) {
+        let mut changed = false;
+        if let Some(c) = rec.0.filter(|c| c.is_finite() && *c > 0.0)
+            && self.cpu.is_none_or(|a| relative_change(a, c) > min_change)
+        {
+            self.cpu = Some(c);
+            changed = true;
+        }
+        if let Some(m) = rec.1.filter(|m| m.is_finite() && *m > 0.0)
+            && self
+                .memory
+                .is_none_or(|a| relative_change(a, m) > min_change)
+        {
+            self.memory = Some(m);
+            changed = true;
+        }
+        if changed {
+            self.changes += 1;
+        }
+    }
+}
+
+/// Backtests `policies` on `trace`; returns one score per policy (in the order given) and every
+/// decision.
+pub fn run(
+    trace: &Trace,
+    policies: &[PolicyKind],
+    options: &Options,
+) -> (Vec<Score>, Vec<Decision>) {
+    let mut settings = options.settings.clone();
+    settings.sample_interval = trace.interval;
+    // `None` for `provisioned`, which reads the trace's limits.
+    let mut models: Vec<Option<Box<dyn Recommender>>> = Vec::new();
+    let mut provisioned = Provisioned { last: (None, None) };
+    for p in policies {
+        models.push(match p {
+            PolicyKind::Tailor => Some(Box::new(TailorPolicy {
+                history: ContainerHistory::default(),
+                window: options.tailor_window,
+                settings: settings.clone(),
+            })),
+            PolicyKind::Vpa => Some(Box::new(VpaPolicy::new())),
+            PolicyKind::Krr => Some(Box::new(KrrPolicy {
+                window: VecDeque::new(),
+                last_oom: None,
+            })),
+            PolicyKind::Provisioned => None,
+        });
+    }
+    let mut tallies: Vec<Tally> = policies.iter().map(|_| Tally::default()).collect();
+    let mut decisions = Vec::new();
+    let Some(first) = trace.samples.first() else {
+        return (Vec::new(), decisions);
+    };
+    let mut next_decision = first.time + options.warmup;
+    let decide = |i: usize,
+                  now: f64,
+                  models: &mut Vec<Option<Box<dyn Recommender>>>,
+                  tallies: &mut Vec<Tally>,
+                  provisioned: &Provisioned,
+                  decisions: &mut Vec<Decision>| {
+        let policy = policies[i];
+        let applied = (tallies[i].cpu, tallies[i].memory);
+        let rec = match models[i].as_mut() {
+            Some(m) => m.recommend(now, applied),
+            None => provisioned.last,
+        };
+        decisions.push(Decision {
+            time: now,
+            policy,
+            cpu: rec.0,
+            memory: rec.1,
+        });
+        tallies[i].apply(rec, options.min_change);
+    };
+    for (idx, s) in trace.samples.iter().enumerate() {
+        provisioned.see(s.cpu_limit, s.memory_limit);
+        // Decisions due before this sample see only earlier samples.
+        while s.time >= next_decision {
+            for i in 0..policies.len() {
+                decide(
+                    i,
+                    next_decision,
+                    &mut models,
+                    &mut tallies,
+                    &provisioned,
+                    &mut decisions,
+                );
+            }
+            next_decision += options.decision_interval;
+        }
+        let weight = trace.weight(idx);
+        let scoring = s.time >= first.time + options.warmup;
+        for i in 0..policies.len() {
+            if scoring {
+                let t = &mut tallies[i];
+                if let Some(m) = t.memory {
+                    t.memory_slack += weight * (1.0 - s.memory / m).max(0.0);
+                    t.memory_time += weight;
+                    if s.memory > m {
+                        if !t.in_oom {
+                            t.in_oom = true;
+                            t.oom_events += 1;
+                            // The kill is seen and acted on at once.
+                            if let Some(model) = models[i].as_mut() {
+                                model.oom(s.time, m);
+                                model.observe(s.time, s.cpu, s.memory, weight);
+                            }
+                            decide(
+                                i,
+                                s.time,
+                                &mut models,
+                                &mut tallies,
+                                &provisioned,
+                                &mut decisions,
+                            );
+                            continue;
+                        }
+                    } else {
+                        t.in_oom = false;
+                    }
+                }
+                let t = &mut tallies[i];
+                if let Some(c) = t.cpu {
+                    t.cpu_slack += weight * (1.0 - s.cpu / c).max(0.0);
+                    t.cpu_time += weight;
+                    t.cpu_samples += 1;
+                    if s.cpu > c {
+                        t.cpu_over += 1;
+                    }
+                }
+            }
+            if let Some(model) = models[i].as_mut() {
+                model.observe(s.time, s.cpu, s.memory, weight);
+            }
+        }
+    }
+    let scored_days = |t: &Tally| t.memory_time.max(t.cpu_time) / DAY;
+    let scores = policies
+        .iter()
+        .zip(&tallies)
+        .map(|(p, t)| Score {
+            policy: *p,
+            oom_events: t.oom_events,
+            memory_slack: if t.memory_time > 0.0 {
+                t.memory_slack / t.memory_time
+            } else {
+                f64::NAN
+            },
+            cpu_slack: if t.cpu_time > 0.0 {
+                t.cpu_slack / t.cpu_time
+            } else {
+                f64::NAN
+            },
+            cpu_over: if t.cpu_samples > 0 {
+                f64::from(t.cpu_over) / f64::from(t.cpu_samples)
+            } else {
+                f64::NAN
+            },
+            changes_per_day: if scored_days(t) > 0.0 {
+                f64::from(t.changes) / scored_days(t)
+            } else {
+                f64::NAN
+            },
+            scored_seconds: t.memory_time.max(t.cpu_time),
+        })
+        .collect();
+    (scores, decisions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trace(rows: impl Iterator<Item = (f64, f64, f64)>, limits: &str) -> Trace {
+        let mut text =
+            String::from("timestamp,cpu_cores,memory_bytes,cpu_limit_cores,memory_limit_bytes\n");
+        for (t, c, m) in rows {
+            text.push_str(&format!("{t},{c},{m},{limits}\n"));
+        }
+        Trace::parse("test.csv", &text).unwrap()
+    }
+
+    const GIB: f64 = 1024.0 * MI;
+
+    #[test]
+    fn a_flat_workload_is_scored_without_ooms_and_with_little_slack() {
+        // Three days at 5 minutes, flat 0.5 core and 1 GiB, provisioned 2 cores / 4 GiB.
+        let t = trace(
+            (0..864).map(|i| (f64::from(i) * 300.0, 0.5, GIB)),
+            "2,4294967296",
+        );
+        let (scores, decisions) = run(&t, &PolicyKind::ALL, &Options::default());
+        for s in &scores {
+            assert_eq!(s.oom_events, 0, "{s:?}");
+        }
+        let by = |p: PolicyKind| scores.iter().find(|s| s.policy == p).unwrap();
+        // Provisioned: 75% of memory and CPU idle.
+        assert!((by(PolicyKind::Provisioned).memory_slack - 0.75).abs() < 1e-9);
+        assert!((by(PolicyKind::Provisioned).cpu_slack - 0.75).abs() < 1e-9);
+        // The recommenders sit a margin above the usage.
+        for p in [PolicyKind::Tailor, PolicyKind::Vpa, PolicyKind::Krr] {
+            let s = by(p);
+            assert!(s.memory_slack > 0.0 && s.memory_slack < 0.3, "{s:?}");
+            // KRR's CPU is the bare p95: no slack on a flat line.
+            assert!(s.cpu_slack >= 0.0 && s.cpu_slack < 0.3, "{s:?}");
+            assert_eq!(s.cpu_over, 0.0, "{s:?}");
+            // One change when the first recommendation arrives, then nothing to change.
+            assert!(s.changes_per_day < 1.0, "{s:?}");
+        }
+        // Decisions hourly after a day of warmup, for each policy.
+        let tailor: Vec<_> = decisions
+            .iter()
+            .filter(|d| d.policy == PolicyKind::Tailor)
+            .collect();
+        assert_eq!(tailor[0].time, DAY);
+        assert_eq!(tailor[1].time - tailor[0].time, 3600.0);
+    }
+
+    #[test]
+    fn a_run_above_the_memory_is_one_oom_and_the_policy_learns_of_it() {
+        // Two days at 1 GiB, then memory steps up to 3 GiB for an hour, every day.
+        let rows = (0..(5 * 288)).map(|i| {
+            let t = f64::from(i) * 300.0;
+            let stepped = t > 2.0 * DAY && (t % DAY) < 3600.0;
+            (t, 0.2, if stepped { 3.0 * GIB } else { GIB })
+        });
+        let t = trace(rows, ",");
+        let (scores, decisions) = run(
+            &t,
+            &[PolicyKind::Tailor, PolicyKind::Krr],
+            &Options::default(),
+        );
+        for s in &scores {
+            // The first step is a kill; the bump after it covers the later steps.
+            assert_eq!(s.oom_events, 1, "{s:?}");
+        }
+        // Each policy decided again at the kill.
+        let at_kill = decisions
+            .iter()
+            .filter(|d| d.time > 2.0 * DAY && d.time % 3600.0 != 0.0)
+            .count();
+        assert_eq!(at_kill, 2);
+        // tailor raised memory above 3 GiB right after the kill (the OOM bump).
+        let after = decisions
+            .iter()
+            .find(|d| {
+                d.policy == PolicyKind::Tailor && d.time > 2.0 * DAY && d.time % 3600.0 != 0.0
+            })
+            .unwrap();
+        assert!(after.memory.unwrap() >= 1.2 * GIB, "{after:?}");
+    }
+
+    #[test]
+    fn gaps_are_not_scored_and_provisioned_without_limits_scores_nothing() {
+        // A day, a week-long hole, a day.
+        let rows = (0..288)
+            .map(|i| (f64::from(i) * 300.0, 0.3, GIB))
+            .chain((0..288).map(|i| (9.0 * DAY + f64::from(i) * 300.0, 0.3, GIB)));
+        let t = trace(rows, ",");
+        let (scores, _) = run(
+            &t,
+            &[PolicyKind::Tailor, PolicyKind::Provisioned],
+            &Options::default(),
+        );
+        let tailor = &scores[0];
+        // Scored: the second day only (the first is warmup), not the hole.
+        assert!((tailor.scored_seconds - DAY).abs() <= 300.0, "{tailor:?}");
+        assert_eq!(scores[1].scored_seconds, 0.0);
+        assert!(scores[1].memory_slack.is_nan());
+    }
+
+    #[test]
+    fn min_change_keeps_small_moves_from_being_applied() {
+        let mut t = Tally::default();
+        t.apply((Some(1.0), Some(GIB)), 0.1);
+        t.apply((Some(1.05), Some(1.05 * GIB)), 0.1);
+        assert_eq!((t.cpu, t.memory, t.changes), (Some(1.0), Some(GIB), 1));
+        t.apply((Some(1.2), Some(1.05 * GIB)), 0.1);
+        assert_eq!((t.cpu, t.memory, t.changes), (Some(1.2), Some(GIB), 2));
+    }
+
+    #[test]
+    fn policy_names_round_trip() {
+        for p in PolicyKind::ALL {
+            assert_eq!(PolicyKind::parse(p.name()), Some(p));
+        }
+        assert_eq!(PolicyKind::parse("goldilocks"), None);
+    }
+}
