@@ -5,10 +5,10 @@
 //! - `model`: the pure recommendation model (no Kubernetes, no HTTP).
 //! - `prometheus`: the history source.
 //! - `controller`: watches VerticalAutoscalers and pods and writes status.
-//!
-//! The model is in place; the Prometheus history source and the controller are being built.
+//! - `backtest`: reads trace files for `tailor-recommender backtest` and renders the scores.
 #![forbid(unsafe_code)]
 
+pub mod backtest;
 pub mod cli;
 pub mod controller;
 pub mod metrics;

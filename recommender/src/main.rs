@@ -29,6 +29,36 @@ enum Command {
     /// Print recommendations once: for the VerticalAutoscalers found, or for every workload
     /// of the namespaces that have none. Needs only Prometheus and read access.
     Recommend(RecommendArgs),
+    /// Replay usage traces through the policies (tailor, vpa, krr, provisioned) and score
+    /// them: would-be OOM kills, memory and CPU slack, CPU over-use, churn.
+    Backtest(BacktestArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+struct BacktestArgs {
+    /// A trace file (CSV: timestamp,cpu_cores,memory_bytes[,cpu_limit_cores,memory_limit_bytes])
+    /// or a folder of them.
+    #[arg(long)]
+    trace: PathBuf,
+    /// Policies to score, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "tailor,vpa,krr,provisioned"
+    )]
+    policy: Vec<String>,
+    /// Time between decisions.
+    #[arg(long, default_value = "1h")]
+    decision_interval: String,
+    /// History seen before the first decision.
+    #[arg(long, default_value = "24h")]
+    warmup: String,
+    /// The relative change below which the updater leaves a resource alone.
+    #[arg(long, default_value_t = 0.1)]
+    min_change: f64,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    output: tailor_recommender::cli::Output,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -196,6 +226,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             tailor_recommender::cli::render(&rows, args.output, &mut std::io::stdout().lock())
                 .map_err(|e| e.to_string())
         }
+        Command::Backtest(args) => backtest(&args),
         Command::Run(args) => {
             let prom = prometheus(&args.prometheus)?;
             let client = kube::Client::try_default()
@@ -249,6 +280,63 @@ async fn run(cli: Cli) -> Result<(), String> {
             result
         }
     }
+}
+
+fn backtest(args: &BacktestArgs) -> Result<(), String> {
+    use tailor_recommender::model::backtest::{Options, PolicyKind};
+    let policies = args
+        .policy
+        .iter()
+        .map(|p| {
+            PolicyKind::parse(p.trim()).ok_or_else(|| {
+                format!("unknown policy {p:?}: expected tailor, vpa, krr or provisioned")
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let seconds = |what: &str, text: &str| {
+        tailor_recommender::spec::parse_duration(text)
+            .map_err(|e| format!("--{what}: {e}"))
+            .and_then(|s| {
+                if s > 0.0 || what == "warmup" {
+                    Ok(s)
+                } else {
+                    Err(format!("--{what}: must be positive"))
+                }
+            })
+    };
+    if !(0.0..1.0).contains(&args.min_change) {
+        return Err("--min-change: must be in [0, 1)".into());
+    }
+    let options = Options {
+        decision_interval: seconds("decision-interval", &args.decision_interval)?,
+        warmup: seconds("warmup", &args.warmup)?,
+        min_change: args.min_change,
+        ..Options::default()
+    };
+    let files = tailor_recommender::backtest::trace_files(&args.trace)?;
+    let (results, problems) = tailor_recommender::backtest::run_files(&files, &policies, &options);
+    for p in &problems {
+        eprintln!("skipped {p}");
+    }
+    if results.is_empty() {
+        return Err(format!(
+            "no trace could be read ({} problem(s) above)",
+            problems.len()
+        ));
+    }
+    tailor_recommender::backtest::render(
+        &results,
+        &policies,
+        args.output,
+        &mut std::io::stdout().lock(),
+    )
+    .map_err(|e| e.to_string())?;
+    eprintln!(
+        "{} trace(s) scored, {} skipped",
+        results.len(),
+        problems.len()
+    );
+    Ok(())
 }
 
 #[tokio::main]

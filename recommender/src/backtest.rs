@@ -1,0 +1,263 @@
+//! `tailor-recommender backtest --trace PATH`: reads trace files, runs the pure backtest
+//! ([`crate::model::backtest`]) on each and renders the scores. Files that cannot be read or
+//! parsed are reported with file and line and left out; the others are scored.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::cli::Output;
+use crate::model::backtest::{self, Decision, Options, PolicyKind, Score};
+use crate::model::trace::Trace;
+
+/// The scores of one trace.
+#[derive(Debug, Clone)]
+pub struct TraceResult {
+    /// The trace's path.
+    pub trace: String,
+    /// One per policy.
+    pub scores: Vec<Score>,
+    /// Every decision.
+    pub decisions: Vec<Decision>,
+}
+
+/// Every `.csv` file under `path` (or `path` itself), sorted.
+pub fn trace_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut dirs = vec![path.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for entry in entries {
+            let p = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "csv") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    if out.is_empty() {
+        return Err(format!("{}: no .csv trace files", path.display()));
+    }
+    Ok(out)
+}
+
+/// Backtests every file; returns the results and the problems (one line each).
+pub fn run_files(
+    files: &[PathBuf],
+    policies: &[PolicyKind],
+    options: &Options,
+) -> (Vec<TraceResult>, Vec<String>) {
+    let mut results = Vec::new();
+    let mut problems = Vec::new();
+    for f in files {
+        let name = f.display().to_string();
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        match Trace::parse(&name, &text) {
+            Ok(trace) => {
+                let (scores, decisions) = backtest::run(&trace, policies, options);
+                results.push(TraceResult {
+                    trace: name,
+                    scores,
+                    decisions,
+                });
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    (results, problems)
+}
+
+/// A score, as rendered.
+#[derive(Debug, Clone, Serialize)]
+struct ScoreRow<'a> {
+    trace: &'a str,
+    policy: &'static str,
+    oom_events: u32,
+    memory_slack: Option<f64>,
+    cpu_slack: Option<f64>,
+    cpu_over: Option<f64>,
+    changes_per_day: Option<f64>,
+    scored_days: f64,
+}
+
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+fn row<'a>(trace: &'a str, s: &Score) -> ScoreRow<'a> {
+    ScoreRow {
+        trace,
+        policy: s.policy.name(),
+        oom_events: s.oom_events,
+        memory_slack: finite(s.memory_slack),
+        cpu_slack: finite(s.cpu_slack),
+        cpu_over: finite(s.cpu_over),
+        changes_per_day: finite(s.changes_per_day),
+        scored_days: s.scored_seconds / 86_400.0,
+    }
+}
+
+/// The overall score of each policy: OOM events summed, the other measures averaged over the
+/// traces where they exist.
+pub fn overall(results: &[TraceResult], policies: &[PolicyKind]) -> Vec<Score> {
+    policies
+        .iter()
+        .map(|p| {
+            let scores: Vec<&Score> = results
+                .iter()
+                .flat_map(|r| r.scores.iter().filter(|s| s.policy == *p))
+                .collect();
+            let mean = |f: fn(&Score) -> f64| {
+                let v: Vec<f64> = scores
+                    .iter()
+                    .map(|s| f(s))
+                    .filter(|v| v.is_finite())
+                    .collect();
+                if v.is_empty() {
+                    f64::NAN
+                } else {
+                    v.iter().sum::<f64>() / v.len() as f64
+                }
+            };
+            Score {
+                policy: *p,
+                oom_events: scores.iter().map(|s| s.oom_events).sum(),
+                memory_slack: mean(|s| s.memory_slack),
+                cpu_slack: mean(|s| s.cpu_slack),
+                cpu_over: mean(|s| s.cpu_over),
+                changes_per_day: mean(|s| s.changes_per_day),
+                scored_seconds: scores.iter().map(|s| s.scored_seconds).sum(),
+            }
+        })
+        .collect()
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{:.1}%", v * 100.0))
+}
+
+/// Writes the report.
+pub fn render(
+    results: &[TraceResult],
+    policies: &[PolicyKind],
+    output: Output,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let total = overall(results, policies);
+    match output {
+        Output::Json => {
+            #[derive(Serialize)]
+            struct DecisionRow {
+                time: f64,
+                policy: &'static str,
+                cpu_cores: Option<f64>,
+                memory_bytes: Option<f64>,
+            }
+            #[derive(Serialize)]
+            struct PerTrace<'a> {
+                trace: &'a str,
+                scores: Vec<ScoreRow<'a>>,
+                decisions: Vec<DecisionRow>,
+            }
+            #[derive(Serialize)]
+            struct Report<'a> {
+                overall: Vec<ScoreRow<'a>>,
+                traces: Vec<PerTrace<'a>>,
+            }
+            let report = Report {
+                overall: total.iter().map(|s| row("(all)", s)).collect(),
+                traces: results
+                    .iter()
+                    .map(|r| PerTrace {
+                        trace: &r.trace,
+                        scores: r.scores.iter().map(|s| row(&r.trace, s)).collect(),
+                        decisions: r
+                            .decisions
+                            .iter()
+                            .map(|d| DecisionRow {
+                                time: d.time,
+                                policy: d.policy.name(),
+                                cpu_cores: d.cpu,
+                                memory_bytes: d.memory,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            };
+            serde_json::to_writer_pretty(&mut *out, &report)?;
+            writeln!(out)
+        }
+        Output::Csv => {
+            writeln!(
+                out,
+                "trace,policy,oom_events,memory_slack,cpu_slack,cpu_over,changes_per_day,scored_days"
+            )?;
+            let opt = |v: Option<f64>| v.map_or_else(String::new, |v| format!("{v:.6}"));
+            let all = results
+                .iter()
+                .flat_map(|r| r.scores.iter().map(|s| row(&r.trace, s)))
+                .chain(total.iter().map(|s| row("(all)", s)));
+            for r in all {
+                writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{:.3}",
+                    r.trace,
+                    r.policy,
+                    r.oom_events,
+                    opt(r.memory_slack),
+                    opt(r.cpu_slack),
+                    opt(r.cpu_over),
+                    opt(r.changes_per_day),
+                    r.scored_days
+                )?;
+            }
+            Ok(())
+        }
+        Output::Table => {
+            let header = format!(
+                "{:<44} {:<12} {:>6} {:>10} {:>10} {:>10} {:>12}",
+                "TRACE", "POLICY", "OOMS", "MEM SLACK", "CPU SLACK", "CPU OVER", "CHANGES/DAY"
+            );
+            writeln!(out, "{header}")?;
+            let line = |out: &mut dyn Write, r: ScoreRow<'_>| {
+                // The end of a long path: the folder and file say which trace.
+                let n = r.trace.chars().count();
+                let name: String = r.trace.chars().skip(n.saturating_sub(44)).collect();
+                writeln!(
+                    out,
+                    "{:<44} {:<12} {:>6} {:>10} {:>10} {:>10} {:>12}",
+                    name,
+                    r.policy,
+                    r.oom_events,
+                    pct(r.memory_slack),
+                    pct(r.cpu_slack),
+                    pct(r.cpu_over),
+                    r.changes_per_day
+                        .map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
+                )
+            };
+            for r in results {
+                for s in &r.scores {
+                    line(out, row(&r.trace, s))?;
+                }
+            }
+            for s in &total {
+                line(out, row("(all)", s))?;
+            }
+            Ok(())
+        }
+    }
+}

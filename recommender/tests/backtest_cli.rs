@@ -1,0 +1,124 @@
+//! `tailor-recommender backtest` as a user runs it: trace files in a folder, every output
+//! format, bad files reported with file and line and left out.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+use std::process::Command;
+
+const HEADER: &str = "timestamp,cpu_cores,memory_bytes,cpu_limit_cores,memory_limit_bytes\n";
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// Three days at 5 minutes: 0.5 core and 1 GiB, with an hour at 2 GiB on the third day;
+/// provisioned 2 cores and 4 GiB.
+fn steady() -> String {
+    let mut text = String::from(HEADER);
+    for i in 0..864 {
+        let t = i * 300;
+        let memory = if (2 * 86_400..2 * 86_400 + 3600).contains(&t) {
+            2.0 * GIB
+        } else {
+            GIB
+        };
+        text.push_str(&format!("{t},0.5,{memory},2,4294967296\n"));
+    }
+    text
+}
+
+fn backtest(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tailor-recommender"))
+        .arg("backtest")
+        .arg("--trace")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_folder_of_traces_is_scored_and_bad_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("set")).unwrap();
+    std::fs::write(dir.path().join("set/steady.csv"), steady()).unwrap();
+    std::fs::write(
+        dir.path().join("set/broken.csv"),
+        format!("{HEADER}0,1,1,,\n60,NaN,1,,\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a trace").unwrap();
+
+    // Table: one row per policy and the overall rows; the bad file named with its line.
+    let (ok, table, err) = backtest(dir.path(), &[]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("broken.csv:3: cpu_cores: NaN is not a finite number"),
+        "{err}"
+    );
+    assert!(err.contains("1 trace(s) scored, 1 skipped"), "{err}");
+    for policy in ["tailor", "vpa", "krr", "provisioned"] {
+        assert_eq!(
+            table.lines().filter(|l| l.contains(policy)).count(),
+            2,
+            "{policy}:\n{table}"
+        );
+    }
+    // Provisioned leaves 75% of CPU idle.
+    let provisioned = table
+        .lines()
+        .find(|l| l.starts_with("(all)") && l.contains("provisioned"))
+        .unwrap();
+    assert!(provisioned.contains("75.0%"), "{provisioned}");
+
+    // JSON: the scores and every decision, so anyone can score them again.
+    let (ok, json, err) = backtest(dir.path(), &["-o", "json", "--policy", "tailor,krr"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let trace = &v["traces"][0];
+    assert!(trace["trace"].as_str().unwrap().ends_with("steady.csv"));
+    assert_eq!(trace["scores"].as_array().unwrap().len(), 2);
+    let decisions = trace["decisions"].as_array().unwrap();
+    // Hourly for two days after a day of warmup, for two policies (plus any after a kill).
+    assert!(decisions.len() >= 2 * 47, "{}", decisions.len());
+    let first = &decisions[0];
+    assert_eq!(first["time"], 86_400.0);
+    assert!(first["memory_bytes"].as_f64().unwrap() >= GIB);
+    assert_eq!(v["overall"].as_array().unwrap().len(), 2);
+    // The hour at 2 GiB is above what both recommended after two days at 1 GiB: one kill each.
+    for s in trace["scores"].as_array().unwrap() {
+        assert_eq!(s["oom_events"], 1, "{s}");
+    }
+
+    // CSV: a header and a row per trace and policy, plus the overall rows.
+    let (ok, csv, err) = backtest(dir.path(), &["-o", "csv", "--decision-interval", "30m"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("trace,policy,oom_events,memory_slack"));
+    assert_eq!(lines.len(), 1 + 4 + 4);
+}
+
+#[test]
+fn bad_arguments_are_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.csv"), steady()).unwrap();
+    let (ok, _, err) = backtest(dir.path(), &["--policy", "goldilocks"]);
+    assert!(!ok);
+    assert!(err.contains("unknown policy \"goldilocks\""), "{err}");
+    let (ok, _, err) = backtest(dir.path(), &["--decision-interval", "soon"]);
+    assert!(!ok);
+    assert!(err.contains("--decision-interval"), "{err}");
+    let empty = tempfile::tempdir().unwrap();
+    let (ok, _, err) = backtest(empty.path(), &[]);
+    assert!(!ok);
+    assert!(err.contains("no .csv trace files"), "{err}");
+    // Only bad traces: nothing to score is an error.
+    std::fs::write(empty.path().join("bad.csv"), "timestamp,cpu_cores\n0,1\n").unwrap();
+    let (ok, _, err) = backtest(empty.path(), &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("bad.csv:1: missing column(s) memory_bytes"),
+        "{err}"
+    );
+}
