@@ -35,24 +35,53 @@ async fn pods_deleted_before_or_during_their_resize_are_let_go() {
     )
     .await;
 
-    // gone-0 is resized first; delete it while the kubelet is still at it, and gone-2 before
-    // its patch is sent.
-    env.wait_pod(&pods[0], "resize issued", |p| {
-        p.metadata.generation == Some(2)
-    })
-    .await;
-    for name in [&pods[0], &pods[2]] {
+    // Whichever pod is resized first (`during`) is deleted while the kubelet is still at it;
+    // one of the two still waiting for their patch (`before`) is deleted too; the last one
+    // (`kept`) keeps its place in line.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let during = loop {
+        let mut first = None;
+        for name in &pods {
+            let p = env.pods().get(name).await.unwrap();
+            if p.metadata.generation == Some(2) {
+                first = Some(name.clone());
+            }
+        }
+        if let Some(f) = first {
+            break f;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no resize issued");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut waiting = Vec::new();
+    for name in pods.iter().filter(|n| **n != during) {
+        let p = env.pods().get(name).await.unwrap();
+        waiting.push((p.metadata.generation == Some(1), name.clone()));
+    }
+    // A pod not patched yet goes before its patch; with one patch every 5 s there is one.
+    waiting.sort();
+    let before = waiting
+        .iter()
+        .rev()
+        .find(|(unpatched, _)| *unpatched)
+        .map(|(_, n)| n.clone())
+        .expect("a pod still waiting for its patch");
+    let kept = waiting
+        .iter()
+        .map(|(_, n)| n.clone())
+        .find(|n| *n != before)
+        .expect("a third pod");
+    for name in [&during, &before] {
         env.pods()
             .delete(name, &DeleteParams::default().grace_period(0))
             .await
             .unwrap();
     }
-    // gone-1 still gets its resize.
-    env.wait_pod(&pods[1], "CPU raised", |p| {
+    env.wait_pod(&kept, "CPU raised", |p| {
         applied(p, "app", "requests", "cpu", "750m")
     })
     .await;
-    // The patch for gone-2 found no pod: counted, no failure reported, no back-off.
+    // The patch for `before` found no pod: counted, no failure reported, no back-off.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while updater
         .metric("tailor_updater_resizes_total{outcome=\"vanished\",resource=\"cpu\"}")
@@ -67,22 +96,22 @@ async fn pods_deleted_before_or_during_their_resize_are_let_go() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // gone-0's record says what happened, and nothing is left waiting for it.
+    // The record of `during` says what happened, and nothing is left waiting for it.
     let va = env
         .wait_va("gone", "the deleted pod's resize recorded", |v| {
             v.status.as_ref().is_some_and(|s| {
                 s.last_resizes
                     .iter()
-                    .any(|r| r.pod == pods[0] && r.outcome == ResizeOutcome::PodDeleted)
+                    .any(|r| r.pod == during && r.outcome == ResizeOutcome::PodDeleted)
                     && s.last_resizes
                         .iter()
-                        .any(|r| r.pod == pods[1] && r.outcome == ResizeOutcome::Applied)
+                        .any(|r| r.pod == kept && r.outcome == ResizeOutcome::Applied)
             })
         })
         .await;
     let records = &va.status.as_ref().unwrap().last_resizes;
     assert!(
-        records.iter().all(|r| r.pod != pods[2]),
+        records.iter().all(|r| r.pod != before),
         "a resize of the pod deleted before its patch was recorded: {records:?}"
     );
     let failures: Vec<_> = env
