@@ -266,6 +266,24 @@ pub async fn install_crds(client: &kube::Client) -> Result<()> {
     Ok(())
 }
 
+/// Registers a Node `name` (4 cores, 8 GiB, 110 pods) that no kubelet runs: pods bound to it
+/// can be created and resized through the API.
+pub async fn create_node(client: &kube::Client, name: &str) -> Result<()> {
+    let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": { "name": name, "labels": { "kubernetes.io/hostname": name } },
+        "status": { "capacity": { "cpu": "4", "memory": "8Gi", "pods": "110" },
+                    "allocatable": { "cpu": "4", "memory": "8Gi", "pods": "110" } }
+    }))
+    .map_err(|e| HarnessError::Other(format!("node {name}: {e}")))?;
+    Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &node)
+        .await
+        .map_err(|e| HarnessError::Other(format!("create node {name}: {e}")))?;
+    Ok(())
+}
+
 /// A client from a kubeconfig file.
 pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client> {
     let kubeconfig = Kubeconfig::read_from(path)

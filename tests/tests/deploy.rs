@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
     Api, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
@@ -533,20 +533,6 @@ async fn impersonating(cp: &ControlPlane, user: &str) -> anyhow::Result<kube::Cl
         kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
     config.auth_info.impersonate = Some(user.to_owned());
     Ok(kube::Client::try_from(config)?)
-}
-
-async fn create_node(cp: &ControlPlane) -> anyhow::Result<()> {
-    let node: Node = serde_json::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": { "name": "node-a", "labels": { "kubernetes.io/hostname": "node-a" } },
-        "status": { "capacity": { "cpu": "4", "memory": "8Gi", "pods": "110" },
-                    "allocatable": { "cpu": "4", "memory": "8Gi", "pods": "110" } }
-    }))?;
-    Api::<Node>::all(cp.client())
-        .create(&PostParams::default(), &node)
-        .await?;
-    Ok(())
 }
 
 /// A Burstable pod bound to node-a: `app` with a 512Mi memory limit, `sidecar` with a memory
@@ -1117,7 +1103,7 @@ async fn memory_gate_denies_unapproved_memory_limit_cuts() -> anyhow::Result<()>
     let cp = ControlPlane::start().await?;
     let client = cp.client();
     apply_all(&client, &kustomize_objects()).await?;
-    create_node(&cp).await?;
+    tailor_e2e::control_plane::create_node(&cp.client(), "node-a").await?;
 
     // alice may resize pods (and nothing else that matters here).
     let rbac: Vec<Value> = vec![
@@ -1191,70 +1177,49 @@ async fn memory_gate_denies_unapproved_memory_limit_cuts() -> anyhow::Result<()>
     assert_eq!(denial.reason, "Forbidden");
 
     // A real (not dry-run) cut is denied too, and nothing changes.
-    let cut = alice_gated
-        .patch_resize(
-            "plain",
-            &PatchParams::default(),
-            &memory_limit_patch("256Mi"),
-        )
-        .await;
+    let cut = resize_pod(&alice_gated, "plain", &memory_limit_patch("256Mi")).await;
     assert_forbidden(cut, "alice lowers app's memory limit in a gated namespace");
     assert_eq!(stored_memory_limit(&cp, &gated, "plain").await, "512Mi");
 
     // Not a memory-limit cut: a memory request cut without a limit, a CPU change, an increase.
     assert_allowed(
-        alice_gated
-            .patch_resize(
-                "plain",
-                &PatchParams::default(),
-                &resize("sidecar", json!({ "requests": { "memory": "32Mi" } })),
-            )
-            .await,
+        resize_pod(
+            &alice_gated,
+            "plain",
+            &resize("sidecar", json!({ "requests": { "memory": "32Mi" } })),
+        )
+        .await,
         "alice lowers the memory request of a container without a limit",
     );
     assert_allowed(
-        alice_gated
-            .patch_resize(
-                "plain",
-                &PatchParams::default(),
-                &resize("app", json!({ "limits": { "cpu": "300m" } })),
-            )
-            .await,
+        resize_pod(
+            &alice_gated,
+            "plain",
+            &resize("app", json!({ "limits": { "cpu": "300m" } })),
+        )
+        .await,
         "alice raises a CPU limit",
     );
     assert_allowed(
-        alice_gated
-            .patch_resize(
-                "plain",
-                &PatchParams::default(),
-                &memory_limit_patch("768Mi"),
-            )
-            .await,
+        resize_pod(&alice_gated, "plain", &memory_limit_patch("768Mi")).await,
         "alice raises the memory limit",
     );
     assert_eq!(stored_memory_limit(&cp, &gated, "plain").await, "768Mi");
     // The same quantity written another way is no cut.
     assert_allowed(
-        alice_gated
-            .patch_resize(
-                "plain",
-                &PatchParams::default(),
-                &memory_limit_patch("805306368"),
-            )
-            .await,
+        resize_pod(&alice_gated, "plain", &memory_limit_patch("805306368")).await,
         "alice rewrites 768Mi in bytes",
     );
 
     // The updater's ServiceAccount may cut.
     let updater = service_account_client(&cp, NAMESPACE, "tailor-updater").await?;
     assert_allowed(
-        Api::<Pod>::namespaced(updater, &gated)
-            .patch_resize(
-                "plain",
-                &PatchParams::default(),
-                &memory_limit_patch("256Mi"),
-            )
-            .await,
+        resize_pod(
+            &Api::<Pod>::namespaced(updater, &gated),
+            "plain",
+            &memory_limit_patch("256Mi"),
+        )
+        .await,
         "tailor-updater lowers the memory limit",
     );
     assert_eq!(stored_memory_limit(&cp, &gated, "plain").await, "256Mi");
@@ -1278,13 +1243,12 @@ async fn memory_gate_denies_unapproved_memory_limit_cuts() -> anyhow::Result<()>
     .await?;
     let impostor = service_account_client(&cp, &gated, "tailor-updater").await?;
     assert_forbidden(
-        Api::<Pod>::namespaced(impostor, &gated)
-            .patch_resize(
-                "plain",
-                &PatchParams::default(),
-                &memory_limit_patch("128Mi"),
-            )
-            .await,
+        resize_pod(
+            &Api::<Pod>::namespaced(impostor, &gated),
+            "plain",
+            &memory_limit_patch("128Mi"),
+        )
+        .await,
         "a ServiceAccount named tailor-updater in another namespace lowers the limit",
     );
 
@@ -1309,10 +1273,7 @@ async fn memory_gate_denies_unapproved_memory_limit_cuts() -> anyhow::Result<()>
     let cut_sidecar = Patch::Strategic(json!({
         "spec": { "initContainers": [{ "name": "proxy", "resources": { "limits": { "memory": "128Mi" } } }] }
     }));
-    match alice_gated
-        .patch_resize("sidecar", &PatchParams::default(), &cut_sidecar)
-        .await
-    {
+    match resize_pod(&alice_gated, "sidecar", &cut_sidecar).await {
         Err(kube::Error::Api(s)) if s.code == 403 => assert!(
             s.message.contains("container(s) proxy needs approval"),
             "{}",
@@ -1323,26 +1284,19 @@ async fn memory_gate_denies_unapproved_memory_limit_cuts() -> anyhow::Result<()>
 
     // An annotated pod may be cut by anyone allowed to resize it.
     assert_allowed(
-        alice_gated
-            .patch_resize(
-                "approved",
-                &PatchParams::default(),
-                &memory_limit_patch("256Mi"),
-            )
-            .await,
+        resize_pod(&alice_gated, "approved", &memory_limit_patch("256Mi")).await,
         "alice lowers the memory limit of an approved pod",
     );
     assert_eq!(stored_memory_limit(&cp, &gated, "approved").await, "256Mi");
 
     // Namespaces without the label are not gated.
     assert_allowed(
-        Api::<Pod>::namespaced(alice, &open)
-            .patch_resize(
-                "plain",
-                &PatchParams::default(),
-                &memory_limit_patch("256Mi"),
-            )
-            .await,
+        resize_pod(
+            &Api::<Pod>::namespaced(alice, &open),
+            "plain",
+            &memory_limit_patch("256Mi"),
+        )
+        .await,
         "alice lowers the memory limit in a namespace without the label",
     );
     assert_eq!(stored_memory_limit(&cp, &open, "plain").await, "256Mi");
@@ -1354,7 +1308,7 @@ async fn service_accounts_can_do_what_the_binaries_need_and_no_more() -> anyhow:
     let cp = ControlPlane::start().await?;
     let client = cp.client();
     apply_all(&client, &kustomize_objects()).await?;
-    create_node(&cp).await?;
+    tailor_e2e::control_plane::create_node(&cp.client(), "node-a").await?;
     let ns = cp.namespace("work").await?;
     create_pod(&cp, &ns, "web", json!({})).await?;
     let va = json!({
@@ -1453,15 +1407,21 @@ async fn service_accounts_can_do_what_the_binaries_need_and_no_more() -> anyhow:
     // Only the updater resizes.
     let resize_cpu = resize("app", json!({ "requests": { "cpu": "150m" } }));
     assert_forbidden(
-        Api::<Pod>::namespaced(recommender.clone(), &ns)
-            .patch_resize("web", &PatchParams::default(), &resize_cpu)
-            .await,
+        resize_pod(
+            &Api::<Pod>::namespaced(recommender.clone(), &ns),
+            "web",
+            &resize_cpu,
+        )
+        .await,
         "recommender resizes a pod",
     );
     assert_allowed(
-        Api::<Pod>::namespaced(updater.clone(), &ns)
-            .patch_resize("web", &PatchParams::default(), &resize_cpu)
-            .await,
+        resize_pod(
+            &Api::<Pod>::namespaced(updater.clone(), &ns),
+            "web",
+            &resize_cpu,
+        )
+        .await,
         "updater resizes a pod",
     );
 
@@ -1489,6 +1449,11 @@ async fn service_accounts_can_do_what_the_binaries_need_and_no_more() -> anyhow:
         "updater creates an Event",
     );
     Ok(())
+}
+
+/// Patches `pod`'s `resize` subresource with `patch`.
+async fn resize_pod(api: &Api<Pod>, pod: &str, patch: &Patch<Value>) -> kube::Result<Pod> {
+    api.patch_resize(pod, &PatchParams::default(), patch).await
 }
 
 // --- the binaries -------------------------------------------------------------------------

@@ -2,24 +2,10 @@
 //! place, and the server refuses a resize that would change the pod's QoS class.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tailor_e2e::ControlPlane;
-
-async fn node(cp: &ControlPlane, name: &str) -> anyhow::Result<()> {
-    let node: Node = serde_json::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": { "name": name, "labels": { "kubernetes.io/hostname": name } },
-        "status": { "capacity": { "cpu": "4", "memory": "8Gi", "pods": "110" },
-                    "allocatable": { "cpu": "4", "memory": "8Gi", "pods": "110" } }
-    }))?;
-    Api::<Node>::all(cp.client())
-        .create(&PostParams::default(), &node)
-        .await?;
-    Ok(())
-}
 
 async fn bound_pod(
     cp: &ControlPlane,
@@ -49,7 +35,7 @@ fn resources_patch(resources: serde_json::Value) -> serde_json::Value {
 async fn bound_pod_is_resized_through_the_resize_subresource() -> anyhow::Result<()> {
     let cp = ControlPlane::start().await?;
     let ns = cp.namespace("resize").await?;
-    node(&cp, "node-a").await?;
+    tailor_e2e::control_plane::create_node(&cp.client(), "node-a").await?;
     let created = bound_pod(
         &cp,
         &ns,
@@ -120,7 +106,7 @@ async fn bound_pod_is_resized_through_the_resize_subresource() -> anyhow::Result
 async fn resize_that_would_change_the_qos_class_is_rejected() -> anyhow::Result<()> {
     let cp = ControlPlane::start().await?;
     let ns = cp.namespace("qos").await?;
-    node(&cp, "node-a").await?;
+    tailor_e2e::control_plane::create_node(&cp.client(), "node-a").await?;
     let pods = Api::<Pod>::namespaced(cp.client(), &ns);
 
     // Guaranteed: lowering only the CPU request would make it Burstable.

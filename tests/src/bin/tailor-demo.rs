@@ -234,7 +234,7 @@ fn history(
     list: &[Workload],
     pods: &BTreeMap<&'static str, (Vec<String>, Option<String>)>,
     nodes: &BTreeMap<String, String>,
-    (start, end): (i64, i64),
+    end: i64,
 ) -> Result<(Vec<HistoryContainer>, Vec<ReplicaSetOwner>), Error> {
     let mut containers = Vec::new();
     let mut replicasets = Vec::new();
@@ -290,7 +290,6 @@ fn history(
             });
         }
     }
-    let _ = start;
     Ok((containers, replicasets))
 }
 
@@ -774,7 +773,7 @@ async fn main() -> Result<(), Error> {
     // A week of history, ending where the live scrapes begin.
     let end = (now() as i64) / STEP * STEP - STEP;
     let start = end - args.days * 86_400;
-    let (containers, replicasets) = history(&list, &pods, &nodes, (start, end))?;
+    let (containers, replicasets) = history(&list, &pods, &nodes, end)?;
     let dir = tempfile::Builder::new().prefix("tailor-demo-").tempdir()?;
     let om = dir.path().join("history.om");
     {
