@@ -263,7 +263,8 @@ fn default_min_change() -> f64 {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RecommenderPolicy {
-    /// How far back usage history is read, as a Prometheus duration (`8d`, `36h`, `2w`).
+    /// How far back usage history is read, as a Prometheus duration (`14d`, `36h`, `2w`).
+    /// Default 14d: a weekly peak is seen twice before it can leave the window.
     #[serde(default = "default_history_window")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h|d|w|y))+$"))]
     pub history_window: String,
@@ -272,7 +273,9 @@ pub struct RecommenderPolicy {
     #[serde(default)]
     pub cpu: CpuPolicy,
 
-    /// Memory target = max(percentile x (1 + margin), peak x (1 + peakMargin), heap hint, OOM bump).
+    /// Memory target = max(percentile x (1 + margin), peak x (1 + peak margin), heap hint, OOM
+    /// bump); the peak margin is peakMargin, or the workload's largest jump to a new high in the
+    /// window, up to maxGrowthMargin.
     #[serde(default)]
     pub memory: MemoryPolicy,
 
@@ -294,7 +297,7 @@ impl Default for RecommenderPolicy {
 }
 
 fn default_history_window() -> String {
-    "8d".to_owned()
+    "14d".to_owned()
 }
 
 /// CPU percentile and safety margin.
@@ -341,10 +344,17 @@ pub struct MemoryPolicy {
     #[x_kube(validation = kube::core::Rule::new("self >= 0.0").message("memory.margin must be >= 0"))]
     pub margin: f64,
     /// Fraction added on top of the observed peak, >= 0; the result is the memory floor.
-    /// Default 0.1.
+    /// Default 0.15.
     #[serde(default = "default_peak_margin")]
     #[x_kube(validation = kube::core::Rule::new("self >= 0.0").message("memory.peakMargin must be >= 0"))]
     pub peak_margin: f64,
+    /// The most the margin over the peak grows to after the workload jumped to a new high: a
+    /// workload whose hourly peak once rose 30% above everything before it in the window gets
+    /// a 30% margin. Jumps in the window's first day are not counted. 0 turns it off.
+    /// Default 0.5.
+    #[serde(default = "default_max_growth_margin")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 0.0 && self <= 10.0").message("memory.maxGrowthMargin must be between 0 and 10"))]
+    pub max_growth_margin: f64,
 }
 
 impl Default for MemoryPolicy {
@@ -353,6 +363,7 @@ impl Default for MemoryPolicy {
             percentile: default_memory_percentile(),
             margin: default_margin(),
             peak_margin: default_peak_margin(),
+            max_growth_margin: default_max_growth_margin(),
         }
     }
 }
@@ -362,7 +373,11 @@ fn default_memory_percentile() -> f64 {
 }
 
 fn default_peak_margin() -> f64 {
-    0.1
+    0.15
+}
+
+fn default_max_growth_margin() -> f64 {
+    0.5
 }
 
 /// The memory bump after an OOM kill, as in upstream VPA.
@@ -647,7 +662,7 @@ pub struct ContainerRecommendation {
 pub enum FloorReason {
     /// The working-set percentile x (1 + margin).
     Percentile,
-    /// The observed peak x (1 + peakMargin).
+    /// The observed peak x (1 + the peak margin).
     Peak,
     /// The heap ceiling + overhead.
     HeapHint,
@@ -665,6 +680,10 @@ pub struct MemoryFloor {
     pub value: Quantity,
     /// The term that set it.
     pub reason: FloorReason,
+    /// The margin over the observed peak in force: `memory.peakMargin`, or more after a jump to
+    /// a new high in the window (at most `memory.maxGrowthMargin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_margin: Option<f64>,
 }
 
 /// A memory decrease held until a person approves it.

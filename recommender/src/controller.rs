@@ -464,6 +464,7 @@ fn to_status(container: &str, e: &Estimate, cpu: bool, memory: bool) -> Containe
         memory_floor: memory.then(|| MemoryFloor {
             value: format_memory_bytes(e.floor),
             reason: reason(e.reason),
+            peak_margin: Some((e.peak_margin * 1000.0).round() / 1000.0),
         }),
         samples: Some(e.samples as i64),
         history_span: Some(spec::format_duration(e.span)),

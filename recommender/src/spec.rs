@@ -3,7 +3,8 @@
 
 use tailor_crds::quantity::{cpu_millis, memory_bytes};
 use tailor_crds::v1alpha1::{
-    ContainerMode, ContainerPolicy, ResourceName, Resources, VerticalAutoscalerSpec,
+    ContainerMode, ContainerPolicy, RecommenderPolicy, ResourceName, Resources,
+    VerticalAutoscalerSpec,
 };
 
 use crate::model::estimator::{Limits, Policy};
@@ -95,21 +96,47 @@ pub fn model_policy(
     spec: &VerticalAutoscalerSpec,
     container: &ContainerPolicy,
 ) -> Result<Policy, String> {
-    let rp = &spec.recommender_policy;
-    let finite = |name: &str, v: f64| {
-        if v.is_finite() {
+    recommender_policy(
+        &spec.recommender_policy,
+        container.min_allowed.as_ref(),
+        container.max_allowed.as_ref(),
+    )
+}
+
+/// The model policy from a `recommenderPolicy` and a container's `minAllowed`/`maxAllowed`.
+pub fn recommender_policy(
+    rp: &RecommenderPolicy,
+    min_allowed: Option<&Resources>,
+    max_allowed: Option<&Resources>,
+) -> Result<Policy, String> {
+    // The CRD's validation rules, again: the policy may come from elsewhere (`backtest`).
+    let check = |name: &str, v: f64, ok: fn(f64) -> bool, what: &str| {
+        if v.is_finite() && ok(v) {
             Ok(v)
         } else {
-            Err(format!("{name} is not a finite number"))
+            Err(format!("{name} must be {what}, not {v}"))
         }
     };
+    let fraction = |v: f64| v > 0.0 && v <= 1.0;
+    let margin = |v: f64| v >= 0.0;
     Ok(Policy {
-        cpu_percentile: finite("cpu.percentile", rp.cpu.percentile)?,
-        cpu_margin: finite("cpu.margin", rp.cpu.margin)?,
-        memory_percentile: finite("memory.percentile", rp.memory.percentile)?,
-        memory_margin: finite("memory.margin", rp.memory.margin)?,
-        peak_margin: finite("memory.peakMargin", rp.memory.peak_margin)?,
-        oom_ratio: finite("oomBump.ratio", rp.oom_bump.ratio)?,
+        cpu_percentile: check("cpu.percentile", rp.cpu.percentile, fraction, "in (0, 1]")?,
+        cpu_margin: check("cpu.margin", rp.cpu.margin, margin, ">= 0")?,
+        memory_percentile: check(
+            "memory.percentile",
+            rp.memory.percentile,
+            fraction,
+            "in (0, 1]",
+        )?,
+        memory_margin: check("memory.margin", rp.memory.margin, margin, ">= 0")?,
+        peak_margin: check("memory.peakMargin", rp.memory.peak_margin, margin, ">= 0")?,
+        oom_ratio: check("oomBump.ratio", rp.oom_bump.ratio, |v| v >= 1.0, ">= 1")?,
+        max_growth_margin: check(
+            "memory.maxGrowthMargin",
+            rp.memory.max_growth_margin,
+            |v| (0.0..=10.0).contains(&v),
+            "between 0 and 10",
+        )?,
         oom_min_bump: rp
             .oom_bump
             .min_bump
@@ -118,9 +145,7 @@ pub fn model_policy(
             .transpose()
             .map_err(|e| format!("oomBump.minBump: {e}"))?
             .unwrap_or(0.0),
-        min_allowed: limits(container.min_allowed.as_ref())
-            .map_err(|e| format!("minAllowed: {e}"))?,
-        max_allowed: limits(container.max_allowed.as_ref())
-            .map_err(|e| format!("maxAllowed: {e}"))?,
+        min_allowed: limits(min_allowed).map_err(|e| format!("minAllowed: {e}"))?,
+        max_allowed: limits(max_allowed).map_err(|e| format!("maxAllowed: {e}"))?,
     })
 }

@@ -311,6 +311,8 @@ async fn recommendations_and_conditions_are_written_for_every_object() {
     );
     let floor = rec.memory_floor.as_ref().unwrap();
     assert_eq!(floor.reason, FloorReason::Peak);
+    let margin = floor.peak_margin.unwrap();
+    assert!((0.15..=0.5).contains(&margin), "peak margin {margin}");
     let cpu = cpu_millis(rec.target.cpu.as_ref().unwrap()).unwrap();
     assert!((400..=800).contains(&cpu), "cpu {cpu}");
     assert!(rec.samples.unwrap() > 20_000);

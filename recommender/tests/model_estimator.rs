@@ -78,6 +78,38 @@ fn memory_never_below_the_peak_with_its_margin() {
 }
 
 #[test]
+fn a_jump_to_a_new_high_widens_the_margin_over_the_peak() {
+    // 1 GiB for three days, then a step to 1.3 GiB: a 30% jump after the first day.
+    let stepped = week(|_| 0.1, |t| if t < 3.0 * DAY { GI } else { 1.3 * GI });
+    let e = est(&stepped, &Policy::default(), None, Current::default());
+    assert!((e.peak_margin - 0.3).abs() < 0.01, "{}", e.peak_margin);
+    assert_eq!(e.reason, MemoryReason::Peak);
+    assert!(e.floor as f64 >= 1.3 * 1.3 * GI, "{}", e.floor);
+    // Capped by maxGrowthMargin, never below peakMargin.
+    let capped = Policy {
+        max_growth_margin: 0.2,
+        ..Policy::default()
+    };
+    let e = est(&stepped, &capped, None, Current::default());
+    assert!((e.peak_margin - 0.2).abs() < 1e-9, "{}", e.peak_margin);
+    let off = Policy {
+        max_growth_margin: 0.0,
+        ..Policy::default()
+    };
+    let e = est(&stepped, &off, None, Current::default());
+    assert!((e.peak_margin - 0.15).abs() < 1e-9, "{}", e.peak_margin);
+    let floor = e.floor as f64;
+    assert!(
+        (1.3 * 1.15 * GI..1.3 * 1.15 * GI + 16.0 * MI).contains(&floor),
+        "{floor}"
+    );
+    // A flat workload keeps peakMargin.
+    let flat = week(|_| 0.1, |_| GI);
+    let e = est(&flat, &Policy::default(), None, Current::default());
+    assert_eq!(e.peak_margin, 0.15);
+}
+
+#[test]
 fn steady_memory_follows_the_percentile() {
     let h = week(
         |_| 0.1,

@@ -46,3 +46,29 @@ fn oom_kills_are_kept_in_order_without_duplicates() {
     h.expire(30.0);
     assert_eq!(h.last_oom(), None);
 }
+
+#[test]
+fn the_largest_jump_to_a_new_high_after_the_first_day() {
+    let mut h = ContainerHistory::default();
+    assert_eq!(h.memory_peak_jump(24.0 * HOUR), None);
+    // The first day ramps from 100 to 1000: not counted.
+    for (hour, v) in [(0.0, 100.0), (5.0, 1000.0)] {
+        h.add_memory(hour * HOUR, v);
+    }
+    // Later: a jump to 1200 (20%), a dip, then 1260 (5% over 1200).
+    for (hour, v) in [(30.0, 900.0), (40.0, 1200.0), (50.0, 800.0), (60.0, 1260.0)] {
+        h.add_memory(hour * HOUR, v);
+    }
+    let j = h.memory_peak_jump(24.0 * HOUR).unwrap();
+    assert!((j - 1.2).abs() < 1e-9, "{j}");
+    // No settling time: the first day's ramp is the largest jump.
+    assert!((h.memory_peak_jump(0.0).unwrap() - 10.0).abs() < 1e-9);
+    // Once the 1000 expires, the window starts at the 900 hour: its first day holds the jump
+    // to 1200, only 1260 over 1200 is left.
+    h.expire(30.0 * HOUR);
+    let j = h.memory_peak_jump(24.0 * HOUR).unwrap();
+    assert!((j - 1.05).abs() < 1e-9, "{j}");
+    // A window without a new high after its first day has no jump.
+    h.expire(59.0 * HOUR);
+    assert_eq!(h.memory_peak_jump(24.0 * HOUR), None);
+}

@@ -79,14 +79,14 @@ async fn valid_objects_round_trip_with_defaults_applied() -> anyhow::Result<()> 
     );
     assert_eq!(spec["updatePolicy"]["maxConcurrentRestarts"], 1);
     assert_eq!(spec["updatePolicy"]["hpaConflict"], "Skip");
-    assert_eq!(spec["recommenderPolicy"]["historyWindow"], "8d");
+    assert_eq!(spec["recommenderPolicy"]["historyWindow"], "14d");
     assert_eq!(
         spec["recommenderPolicy"]["cpu"],
         json!({"percentile": 0.9, "margin": 0.15})
     );
     assert_eq!(
         spec["recommenderPolicy"]["memory"],
-        json!({"percentile": 0.95, "margin": 0.15, "peakMargin": 0.1})
+        json!({"percentile": 0.95, "margin": 0.15, "peakMargin": 0.15, "maxGrowthMargin": 0.5})
     );
     assert_eq!(
         spec["recommenderPolicy"]["oomBump"],
@@ -140,6 +140,7 @@ async fn valid_objects_round_trip_with_defaults_applied() -> anyhow::Result<()> 
                     percentile: 0.99,
                     margin: 0.2,
                     peak_margin: 0.05,
+                    max_growth_margin: 0.25,
                 },
                 oom_bump: OomBump {
                     ratio: 1.5,
@@ -202,6 +203,7 @@ async fn valid_objects_round_trip_with_defaults_applied() -> anyhow::Result<()> 
                 memory_floor: Some(MemoryFloor {
                     value: q("2560Mi"),
                     reason: FloorReason::HeapHint,
+                    peak_margin: Some(0.15),
                 }),
                 samples: Some(11520),
                 history_span: Some("8d".into()),
@@ -344,6 +346,17 @@ fn malformed_cases() -> Vec<(&'static str, Value, &'static [&'static str])> {
             &[
                 "spec.recommenderPolicy.memory.peakMargin",
                 "memory.peakMargin must be >= 0",
+            ],
+        ),
+        (
+            "memory maxGrowthMargin above 10",
+            with(
+                &["recommenderPolicy", "memory", "maxGrowthMargin"],
+                json!(11),
+            ),
+            &[
+                "spec.recommenderPolicy.memory.maxGrowthMargin",
+                "memory.maxGrowthMargin must be between 0 and 10",
             ],
         ),
         (

@@ -4,7 +4,10 @@
 //! - CPU target = p(`cpu.percentile`) of usage samples x (1 + `cpu.margin`).
 //! - Memory target = the largest of
 //!   - `Percentile`: p(`memory.percentile`) of working-set samples x (1 + `memory.margin`);
-//!   - `Peak`: the highest working set in the window x (1 + `memory.peakMargin`);
+//!   - `Peak`: the highest working set in the window x (1 + margin), where the margin is
+//!     `memory.peakMargin`, or more when the workload has jumped to a new high in the window:
+//!     the largest such jump (an hour's peak over the highest peak of every earlier hour, after
+//!     the window's first day), at most `memory.maxGrowthMargin`;
 //!   - `HeapHint`: heap ceiling + overhead (see [`super::heap`]);
 //!   - `OOM`: after an OOM kill in the window, max(limit at the kill x `oomBump.ratio`,
 //!     limit + `oomBump.minBump`).
@@ -43,6 +46,8 @@ pub struct Policy {
     pub peak_margin: f64,
     /// OOM bump ratio, >= 1.
     pub oom_ratio: f64,
+    /// The most the peak margin grows to after the workload jumped to a new high, >= 0.
+    pub max_growth_margin: f64,
     /// Smallest OOM bump, bytes.
     pub oom_min_bump: f64,
     /// `minAllowed`.
@@ -58,8 +63,9 @@ impl Default for Policy {
             cpu_margin: 0.15,
             memory_percentile: 0.95,
             memory_margin: 0.15,
-            peak_margin: 0.1,
+            peak_margin: 0.15,
             oom_ratio: 1.2,
+            max_growth_margin: 0.5,
             oom_min_bump: 100.0 * MI,
             min_allowed: Limits::default(),
             max_allowed: Limits::default(),
@@ -152,6 +158,8 @@ pub struct Estimate {
     pub floor: i64,
     /// The memory term that decided the target.
     pub reason: MemoryReason,
+    /// The margin over the observed peak in force (`peakMargin`, or the growth margin).
+    pub peak_margin: f64,
     /// Samples used (CPU + memory).
     pub samples: u64,
     /// Seconds of history.
@@ -248,10 +256,17 @@ pub fn estimate(
     let cpu_upper = (cpu_p95 * (1.0 + policy.cpu_margin) * widen_up).max(cpu_target);
 
     // Memory: the percentile term and the floor's terms.
+    // A workload that has jumped to a new high by x% in the window may do it again: the margin
+    // over the peak is at least that jump (at most `max_growth_margin`). Jumps in the first day
+    // of the window are not counted: there, everything is a new high.
+    let growth = history
+        .memory_peak_jump(DAY)
+        .map_or(0.0, |j| (j - 1.0).min(policy.max_growth_margin));
+    let peak_margin = policy.peak_margin.max(growth);
     let percentile_term = mem_p * (1.0 + policy.memory_margin);
     let mut terms = vec![
         (MemoryReason::Percentile, percentile_term),
-        (MemoryReason::Peak, mem_peak * (1.0 + policy.peak_margin)),
+        (MemoryReason::Peak, mem_peak * (1.0 + peak_margin)),
     ];
     if let Some(h) = heap_floor.filter(|h| h.is_finite() && *h > 0.0) {
         terms.push((MemoryReason::HeapHint, h));
@@ -312,6 +327,7 @@ pub fn estimate(
         uncapped,
         floor: round_memory(floor),
         reason,
+        peak_margin,
         samples: history.samples(),
         span,
         peak: Amounts {

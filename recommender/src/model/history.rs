@@ -135,6 +135,24 @@ impl ContainerHistory {
         self.memory_peaks.values().copied().reduce(f64::max)
     }
 
+    /// The largest jump to a new high in the window: the highest ratio of an hour's memory peak
+    /// to the highest peak of every earlier hour in the window, counting only hours with at
+    /// least `settle` seconds of earlier peaks before them. `None` when no hour set a new high.
+    pub fn memory_peak_jump(&self, settle: f64) -> Option<f64> {
+        let first = *self.memory_peaks.keys().next()?;
+        let settle_hours = (settle / HOUR).ceil() as i64;
+        let mut high = 0.0_f64;
+        let mut jump: Option<f64> = None;
+        for (&h, &peak) in &self.memory_peaks {
+            if h - first >= settle_hours && high > 0.0 && peak > high {
+                let r = peak / high;
+                jump = Some(jump.map_or(r, |j| j.max(r)));
+            }
+            high = high.max(peak);
+        }
+        jump
+    }
+
     /// The highest CPU sample in the window, cores.
     pub fn cpu_peak(&self) -> Option<f64> {
         self.cpu_peaks.values().copied().reduce(f64::max)
