@@ -1,6 +1,9 @@
-//! `tailor-recommender backtest --trace PATH`: reads trace files, runs the pure backtest
-//! ([`crate::model::backtest`]) on each and renders the scores. Files that cannot be read or
-//! parsed are reported with file and line and left out; the others are scored.
+//! `tailor-recommender backtest`: gets usage traces, runs the pure backtest
+//! ([`crate::model::backtest`]) on each and renders the scores. The traces come from files
+//! (`--trace PATH`: files that cannot be read or parsed are reported with file and line and
+//! left out; the others are scored) or from a live workload's own history in Prometheus
+//! (`--prometheus-url`: one trace per container, the highest use over the workload's pods at
+//! each step, with their limits as the provisioned sizes).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,6 +13,8 @@ use serde::Serialize;
 use crate::cli::Output;
 use crate::model::backtest::{self, Decision, Options, PolicyKind, Score};
 use crate::model::trace::Trace;
+use crate::prometheus::{Prometheus, WORKLOAD_KINDS};
+use tailor_crds::v1alpha1::RecommenderPolicy;
 
 /// The scores of one trace.
 #[derive(Debug, Clone)]
@@ -66,18 +71,164 @@ pub fn run_files(
             }
         };
         match Trace::parse(&name, &text) {
-            Ok(trace) => {
-                let (scores, decisions) = backtest::run(&trace, policies, options);
-                results.push(TraceResult {
-                    trace: name,
-                    scores,
-                    decisions,
-                });
-            }
+            Ok(trace) => results.push(score(&trace, policies, options)),
             Err(e) => problems.push(e.to_string()),
         }
     }
     (results, problems)
+}
+
+/// A `recommenderPolicy` in JSON, with defaults for what is left out. A field the API does not
+/// know is an error (the API server would drop it without a word; here it is a typo).
+pub fn parse_policy(json: &str) -> Result<RecommenderPolicy, String> {
+    let given: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let policy: RecommenderPolicy =
+        serde_json::from_value(given.clone()).map_err(|e| e.to_string())?;
+    let known = serde_json::to_value(&policy).map_err(|e| e.to_string())?;
+    fn unknown(given: &serde_json::Value, known: &serde_json::Value, path: &str) -> Option<String> {
+        let (serde_json::Value::Object(g), serde_json::Value::Object(k)) = (given, known) else {
+            return None;
+        };
+        g.iter().find_map(|(key, v)| {
+            let at = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            match k.get(key) {
+                None => Some(at),
+                Some(known) => unknown(v, known, &at),
+            }
+        })
+    }
+    match unknown(&given, &known, "") {
+        Some(field) => Err(format!("unknown field {field:?}")),
+        None => Ok(policy),
+    }
+}
+
+/// Backtests one trace.
+pub fn score(trace: &Trace, policies: &[PolicyKind], options: &Options) -> TraceResult {
+    let (scores, decisions) = backtest::run(trace, policies, options);
+    TraceResult {
+        trace: trace.name.clone(),
+        scores,
+        decisions,
+    }
+}
+
+/// A workload whose own history is backtested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// Namespace.
+    pub namespace: String,
+    /// One of [`WORKLOAD_KINDS`].
+    pub kind: &'static str,
+    /// Name.
+    pub name: String,
+}
+
+impl Workload {
+    /// `KIND/NAME` (the kind in any case, e.g. `Deployment/api` or `deployment/api`) in
+    /// `namespace`.
+    pub fn parse(namespace: &str, text: &str) -> Result<Self, String> {
+        let expected = || {
+            format!(
+                "expected KIND/NAME with KIND one of {} (e.g. Deployment/api)",
+                WORKLOAD_KINDS.join(", ")
+            )
+        };
+        let Some((kind, name)) = text.split_once('/') else {
+            return Err(format!("--workload {text:?}: {}", expected()));
+        };
+        let Some(kind) = WORKLOAD_KINDS
+            .iter()
+            .copied()
+            .find(|k| k.eq_ignore_ascii_case(kind.trim()))
+        else {
+            return Err(format!(
+                "--workload {text:?}: kind {kind:?} is not supported; {}",
+                expected()
+            ));
+        };
+        let name = name.trim();
+        if name.is_empty() || name.contains('/') {
+            return Err(format!("--workload {text:?}: {}", expected()));
+        }
+        if namespace.trim().is_empty() {
+            return Err("--namespace: must not be empty".into());
+        }
+        Ok(Self {
+            namespace: namespace.trim().to_owned(),
+            kind,
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// The usage traces of `workload` in the `window` seconds before `end` (unix seconds), one
+/// per container, named `NAMESPACE/KIND/NAME/CONTAINER`: its pods (earlier rollouts included)
+/// from kube-state-metrics' ownership series, their usage and limits from
+/// [`Prometheus::usage_traces`]. A workload without pods or usage in the window is an error.
+pub async fn live_traces(
+    prom: &Prometheus,
+    workload: &Workload,
+    end: f64,
+    window: f64,
+) -> Result<Vec<Trace>, String> {
+    let start = end - window;
+    let pods = prom
+        .workload_pods(
+            &workload.namespace,
+            workload.kind,
+            &workload.name,
+            end,
+            window,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let names = &prom.config().names;
+    if pods.is_empty() {
+        let owners = match workload.kind {
+            "Deployment" => format!("{} and {}", names.replicaset_owner, names.pod_owner),
+            "CronJob" => format!("{} and {}", names.job_owner, names.pod_owner),
+            _ => names.pod_owner.clone(),
+        };
+        return Err(format!(
+            "no pods of {workload} in the last {} according to {owners} (check the name, the \
+             namespace and that this Prometheus scrapes kube-state-metrics)",
+            crate::spec::format_duration(window)
+        ));
+    }
+    let traces = prom
+        .usage_traces(&workload.namespace, &pods, start, end)
+        .await
+        .map_err(|e| e.to_string())?;
+    if traces.is_empty() {
+        return Err(format!(
+            "no usage of the {} pod(s) of {workload} in the last {} in {} and {}",
+            pods.len(),
+            crate::spec::format_duration(window),
+            names.cpu,
+            names.memory
+        ));
+    }
+    Ok(traces
+        .into_iter()
+        .map(|(container, mut trace)| {
+            trace.name = format!(
+                "{}/{}/{}/{container}",
+                workload.namespace, workload.kind, workload.name
+            );
+            trace
+        })
+        .collect())
 }
 
 /// A score, as rendered.
@@ -90,6 +241,7 @@ struct ScoreRow<'a> {
     cpu_slack: Option<f64>,
     cpu_over: Option<f64>,
     changes_per_day: Option<f64>,
+    memory_cuts_per_day: Option<f64>,
     scored_days: f64,
 }
 
@@ -106,6 +258,7 @@ fn row<'a>(trace: &'a str, s: &Score) -> ScoreRow<'a> {
         cpu_slack: finite(s.cpu_slack),
         cpu_over: finite(s.cpu_over),
         changes_per_day: finite(s.changes_per_day),
+        memory_cuts_per_day: finite(s.memory_cuts_per_day),
         scored_days: s.scored_seconds / 86_400.0,
     }
 }
@@ -139,10 +292,15 @@ pub fn overall(results: &[TraceResult], policies: &[PolicyKind]) -> Vec<Score> {
                 cpu_slack: mean(|s| s.cpu_slack),
                 cpu_over: mean(|s| s.cpu_over),
                 changes_per_day: mean(|s| s.changes_per_day),
+                memory_cuts_per_day: mean(|s| s.memory_cuts_per_day),
                 scored_seconds: scores.iter().map(|s| s.scored_seconds).sum(),
             }
         })
         .collect()
+}
+
+fn per_day(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
 }
 
 fn pct(v: Option<f64>) -> String {
@@ -165,6 +323,11 @@ pub fn render(
                 policy: &'static str,
                 cpu_cores: Option<f64>,
                 memory_bytes: Option<f64>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                memory_floor_bytes: Option<f64>,
+                applied_cpu_cores: Option<f64>,
+                applied_memory_bytes: Option<f64>,
+                after_oom: bool,
             }
             #[derive(Serialize)]
             struct PerTrace<'a> {
@@ -192,6 +355,10 @@ pub fn render(
                                 policy: d.policy.name(),
                                 cpu_cores: d.cpu,
                                 memory_bytes: d.memory,
+                                memory_floor_bytes: d.memory_floor,
+                                applied_cpu_cores: d.applied_cpu,
+                                applied_memory_bytes: d.applied_memory,
+                                after_oom: d.after_oom,
                             })
                             .collect(),
                     })
@@ -203,7 +370,7 @@ pub fn render(
         Output::Csv => {
             writeln!(
                 out,
-                "trace,policy,oom_events,memory_slack,cpu_slack,cpu_over,changes_per_day,scored_days"
+                "trace,policy,oom_events,memory_slack,cpu_slack,cpu_over,changes_per_day,memory_cuts_per_day,scored_days"
             )?;
             let opt = |v: Option<f64>| v.map_or_else(String::new, |v| format!("{v:.6}"));
             let all = results
@@ -213,7 +380,7 @@ pub fn render(
             for r in all {
                 writeln!(
                     out,
-                    "{},{},{},{},{},{},{},{:.3}",
+                    "{},{},{},{},{},{},{},{},{:.3}",
                     r.trace,
                     r.policy,
                     r.oom_events,
@@ -221,6 +388,7 @@ pub fn render(
                     opt(r.cpu_slack),
                     opt(r.cpu_over),
                     opt(r.changes_per_day),
+                    opt(r.memory_cuts_per_day),
                     r.scored_days
                 )?;
             }
@@ -228,8 +396,15 @@ pub fn render(
         }
         Output::Table => {
             let header = format!(
-                "{:<44} {:<12} {:>6} {:>10} {:>10} {:>10} {:>12}",
-                "TRACE", "POLICY", "OOMS", "MEM SLACK", "CPU SLACK", "CPU OVER", "CHANGES/DAY"
+                "{:<44} {:<12} {:>6} {:>10} {:>10} {:>10} {:>12} {:>9}",
+                "TRACE",
+                "POLICY",
+                "OOMS",
+                "MEM SLACK",
+                "CPU SLACK",
+                "CPU OVER",
+                "CHANGES/DAY",
+                "CUTS/DAY"
             );
             writeln!(out, "{header}")?;
             let line = |out: &mut dyn Write, r: ScoreRow<'_>| {
@@ -238,15 +413,15 @@ pub fn render(
                 let name: String = r.trace.chars().skip(n.saturating_sub(44)).collect();
                 writeln!(
                     out,
-                    "{:<44} {:<12} {:>6} {:>10} {:>10} {:>10} {:>12}",
+                    "{:<44} {:<12} {:>6} {:>10} {:>10} {:>10} {:>12} {:>9}",
                     name,
                     r.policy,
                     r.oom_events,
                     pct(r.memory_slack),
                     pct(r.cpu_slack),
                     pct(r.cpu_over),
-                    r.changes_per_day
-                        .map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
+                    per_day(r.changes_per_day),
+                    per_day(r.memory_cuts_per_day)
                 )
             };
             for r in results {

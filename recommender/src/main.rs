@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use clap::{Args as ClapArgs, Parser, Subcommand};
+use clap::{ArgGroup, Args as ClapArgs, Parser, Subcommand};
 use tailor_recommender::controller::{self, Options};
 use tailor_recommender::metrics::Metrics;
 use tailor_recommender::prometheus::{Auth, Config, MetricNames, Prometheus};
@@ -30,16 +30,37 @@ enum Command {
     /// of the namespaces that have none. Needs only Prometheus and read access.
     Recommend(RecommendArgs),
     /// Replay usage traces through the policies (tailor, vpa, krr, provisioned) and score
-    /// them: would-be OOM kills, memory and CPU slack, CPU over-use, churn.
+    /// them: would-be OOM kills, memory and CPU slack, CPU over-use, churn. The traces come
+    /// from files (--trace) or from a live workload's own history in Prometheus
+    /// (--prometheus-url with --namespace and --workload).
     Backtest(BacktestArgs),
 }
 
 #[derive(Debug, ClapArgs)]
+#[command(group(ArgGroup::new("source").required(true).args(["trace", "prometheus_url"])))]
 struct BacktestArgs {
     /// A trace file (CSV: timestamp,cpu_cores,memory_bytes[,cpu_limit_cores,memory_limit_bytes])
     /// or a folder of them.
     #[arg(long)]
-    trace: PathBuf,
+    trace: Option<PathBuf>,
+    /// Instead of trace files, backtest a live workload's own history read from this
+    /// Prometheus (or Thanos, Mimir, VictoriaMetrics): one trace per container, at each step
+    /// the highest use over the workload's pods, with their limits (or requests) as the
+    /// provisioned sizes. Needs --namespace and --workload; the connection flags below apply.
+    #[arg(long, requires_all = ["namespace", "workload"])]
+    prometheus_url: Option<String>,
+    /// The live workload's namespace (with --prometheus-url).
+    #[arg(long, short = 'n', requires = "prometheus_url")]
+    namespace: Option<String>,
+    /// The live workload, KIND/NAME, KIND one of Deployment, StatefulSet, DaemonSet,
+    /// ReplicaSet, Job, CronJob (e.g. Deployment/api). Its pods, earlier rollouts included,
+    /// come from kube-state-metrics' kube_pod_owner (and kube_replicaset_owner,
+    /// kube_job_owner) series.
+    #[arg(long, requires = "prometheus_url")]
+    workload: Option<String>,
+    /// How much of the live workload's history to read, ending now (e.g. 14d, 36h, 2w).
+    #[arg(long, default_value = "14d", requires = "prometheus_url")]
+    window: String,
     /// Policies to score, comma-separated.
     #[arg(
         long,
@@ -56,9 +77,19 @@ struct BacktestArgs {
     /// The relative change below which the updater leaves a resource alone.
     #[arg(long, default_value_t = 0.1)]
     min_change: f64,
+    /// tailor's policy, as a VerticalAutoscaler's `spec.recommenderPolicy` in JSON; fields left
+    /// out take their defaults. E.g. '{"historyWindow": "8d", "memory": {"peakMargin": 0.2}}'
+    /// or "$(kubectl get va api -o jsonpath='{.spec.recommenderPolicy}')".
+    #[arg(long)]
+    tailor_policy: Option<String>,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "table")]
     output: tailor_recommender::cli::Output,
+    #[command(
+        flatten,
+        next_help_heading = "Prometheus connection (with --prometheus-url)"
+    )]
+    prometheus: PrometheusConnection,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -78,6 +109,14 @@ struct PrometheusArgs {
     /// Prometheus (or Thanos, Mimir, VictoriaMetrics) base URL.
     #[arg(long, env = "TAILOR_PROMETHEUS_URL")]
     prometheus_url: String,
+    #[command(flatten)]
+    connection: PrometheusConnection,
+}
+
+/// How to reach and read Prometheus, its URL aside (required by `run` and `recommend`,
+/// optional for `backtest`).
+#[derive(Debug, ClapArgs)]
+struct PrometheusConnection {
     /// A file holding a bearer token.
     #[arg(long, env = "TAILOR_PROMETHEUS_TOKEN_FILE")]
     prometheus_token_file: Option<PathBuf>,
@@ -164,7 +203,7 @@ fn read_secret(path: &PathBuf) -> Result<String, String> {
         .map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-fn prometheus(args: &PrometheusArgs) -> Result<Prometheus, String> {
+fn prometheus(url: &str, args: &PrometheusConnection) -> Result<Prometheus, String> {
     let auth = match (&args.prometheus_token_file, &args.prometheus_user, &args.prometheus_password_file) {
         (Some(token), None, None) => Auth::Bearer(read_secret(token)?),
         (None, Some(user), Some(password)) => Auth::Basic {
@@ -175,7 +214,7 @@ fn prometheus(args: &PrometheusArgs) -> Result<Prometheus, String> {
         _ => return Err("use either --prometheus-token-file or --prometheus-user with --prometheus-password-file".into()),
     };
     Prometheus::new(Config {
-        url: args.prometheus_url.clone(),
+        url: url.to_owned(),
         auth,
         ca_file: args.prometheus_ca_file.clone(),
         insecure_skip_verify: args.prometheus_insecure_skip_verify,
@@ -212,7 +251,7 @@ fn prometheus(args: &PrometheusArgs) -> Result<Prometheus, String> {
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Recommend(args) => {
-            let prom = prometheus(&args.prometheus)?;
+            let prom = prometheus(&args.prometheus.prometheus_url, &args.prometheus.connection)?;
             let client = kube::Client::try_default()
                 .await
                 .map_err(|e| format!("Kubernetes client: {e}"))?;
@@ -226,9 +265,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             tailor_recommender::cli::render(&rows, args.output, &mut std::io::stdout().lock())
                 .map_err(|e| e.to_string())
         }
-        Command::Backtest(args) => backtest(&args),
+        Command::Backtest(args) => backtest(&args).await,
         Command::Run(args) => {
-            let prom = prometheus(&args.prometheus)?;
+            let prom = prometheus(&args.prometheus.prometheus_url, &args.prometheus.connection)?;
             let client = kube::Client::try_default()
                 .await
                 .map_err(|e| format!("Kubernetes client: {e}"))?;
@@ -282,7 +321,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-fn backtest(args: &BacktestArgs) -> Result<(), String> {
+async fn backtest(args: &BacktestArgs) -> Result<(), String> {
     use tailor_recommender::model::backtest::{Options, PolicyKind};
     let policies = args
         .policy
@@ -307,14 +346,59 @@ fn backtest(args: &BacktestArgs) -> Result<(), String> {
     if !(0.0..1.0).contains(&args.min_change) {
         return Err("--min-change: must be in [0, 1)".into());
     }
+    // tailor runs with the given policy, or the defaults a VerticalAutoscaler gets.
+    let defaults = match &args.tailor_policy {
+        Some(json) => tailor_recommender::backtest::parse_policy(json)
+            .map_err(|e| format!("--tailor-policy: {e}"))?,
+        None => tailor_crds::v1alpha1::RecommenderPolicy::default(),
+    };
     let options = Options {
         decision_interval: seconds("decision-interval", &args.decision_interval)?,
         warmup: seconds("warmup", &args.warmup)?,
         min_change: args.min_change,
+        tailor_window: tailor_recommender::spec::parse_duration(&defaults.history_window)
+            .map_err(|e| format!("--tailor-policy: historyWindow: {e}"))?,
+        tailor_policy: tailor_recommender::spec::recommender_policy(&defaults, None, None)
+            .map_err(|e| format!("--tailor-policy: {e}"))?,
         ..Options::default()
     };
-    let files = tailor_recommender::backtest::trace_files(&args.trace)?;
-    let (results, problems) = tailor_recommender::backtest::run_files(&files, &policies, &options);
+    let (results, problems) = match (&args.prometheus_url, &args.trace) {
+        (Some(url), _) => {
+            let workload = tailor_recommender::backtest::Workload::parse(
+                args.namespace.as_deref().unwrap_or_default(),
+                args.workload.as_deref().unwrap_or_default(),
+            )?;
+            let window = seconds("window", &args.window)?;
+            let prom = prometheus(url, &args.prometheus)?;
+            // The window ends now, on a whole step.
+            let step = prom.config().step.as_secs_f64().max(1.0);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|e| e.to_string())?
+                .as_secs_f64();
+            let end = (now / step).floor() * step;
+            let traces =
+                tailor_recommender::backtest::live_traces(&prom, &workload, end, window).await?;
+            for t in &traces {
+                eprintln!(
+                    "{}: {} step(s) of {}s with usage",
+                    t.name,
+                    t.samples.len(),
+                    t.interval
+                );
+            }
+            let results = traces
+                .iter()
+                .map(|t| tailor_recommender::backtest::score(t, &policies, &options))
+                .collect::<Vec<_>>();
+            (results, Vec::new())
+        }
+        (None, Some(path)) => {
+            let files = tailor_recommender::backtest::trace_files(path)?;
+            tailor_recommender::backtest::run_files(&files, &policies, &options)
+        }
+        (None, None) => return Err("--trace or --prometheus-url is required".into()),
+    };
     for p in &problems {
         eprintln!("skipped {p}");
     }

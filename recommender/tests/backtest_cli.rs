@@ -122,3 +122,75 @@ fn bad_arguments_are_refused_with_a_reason() {
         "{err}"
     );
 }
+
+/// Five days at 5 minutes: 1 GiB, 1.3 GiB from day 2, 1.6 GiB for an hour on day 4.
+fn jumping() -> String {
+    let mut text = String::from(HEADER);
+    for i in 0..(5 * 288) {
+        let t = i * 300;
+        let memory = match t {
+            _ if (4 * 86_400..4 * 86_400 + 3600).contains(&t) => 1.6 * GIB,
+            _ if t >= 2 * 86_400 => 1.3 * GIB,
+            _ => GIB,
+        };
+        text.push_str(&format!("{t},0.5,{memory},2,4294967296\n"));
+    }
+    text
+}
+
+fn tailor_ooms(dir: &std::path::Path, args: &[&str]) -> u64 {
+    let mut all = vec!["--policy", "tailor", "-o", "json"];
+    all.extend_from_slice(args);
+    let (ok, json, err) = backtest(dir, &all);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    v["overall"][0]["oom_events"].as_u64().unwrap()
+}
+
+#[test]
+fn tailor_runs_with_the_given_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jumping.csv"), jumping()).unwrap();
+    // The first jump (30%) is a kill for any margin; with the default policy the margin over
+    // the peak grows to 30%, which covers the second (1.6 GiB is 23% over 1.3).
+    assert_eq!(tailor_ooms(dir.path(), &[]), 1);
+    // Without the growth margin, 1.3 GiB x 1.15 is below 1.6 GiB: a second kill.
+    assert_eq!(
+        tailor_ooms(
+            dir.path(),
+            &["--tailor-policy", r#"{"memory": {"maxGrowthMargin": 0}}"#]
+        ),
+        2
+    );
+    // Every decision says what it applied, and which ones followed a kill.
+    let (ok, json, err) = backtest(dir.path(), &["--policy", "tailor", "-o", "json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let decisions = v["traces"][0]["decisions"].as_array().unwrap();
+    let after_oom: Vec<_> = decisions
+        .iter()
+        .filter(|d| d["after_oom"] == true)
+        .collect();
+    assert_eq!(after_oom.len(), 1);
+    let applied = after_oom[0]["applied_memory_bytes"].as_f64().unwrap();
+    assert!(applied >= 1.3 * 1.3 * GIB, "{}", after_oom[0]);
+    assert!(after_oom[0]["memory_floor_bytes"].as_f64().unwrap() >= 1.3 * 1.3 * GIB);
+
+    // Bad policies are refused, naming the problem.
+    for (policy, message) in [
+        (
+            r#"{"memory": {"peakmargin": 0.2}}"#,
+            "unknown field \"memory.peakmargin\"",
+        ),
+        (
+            r#"{"memory": {"peakMargin": -1}}"#,
+            "memory.peakMargin must be >= 0",
+        ),
+        (r#"{"historyWindow": "two weeks"}"#, "historyWindow"),
+        ("{", "--tailor-policy: EOF"),
+    ] {
+        let (ok, _, err) = backtest(dir.path(), &["--tailor-policy", policy]);
+        assert!(!ok, "{policy}");
+        assert!(err.contains(message), "{policy}: {err}");
+    }
+}

@@ -73,6 +73,8 @@ pub struct Options {
     pub min_change: f64,
     /// tailor's history window, seconds.
     pub tailor_window: f64,
+    /// tailor's policy (the VerticalAutoscaler's `resourcePolicy`, as the estimator reads it).
+    pub tailor_policy: Policy,
     /// tailor's estimator settings.
     pub settings: Settings,
 }
@@ -84,6 +86,7 @@ impl Default for Options {
             warmup: DAY,
             min_change: 0.1,
             tailor_window: 8.0 * DAY,
+            tailor_policy: Policy::default(),
             settings: Settings::default(),
         }
     }
@@ -100,6 +103,14 @@ pub struct Decision {
     pub cpu: Option<f64>,
     /// Recommended bytes.
     pub memory: Option<f64>,
+    /// The memory floor the policy reported (tailor), bytes.
+    pub memory_floor: Option<f64>,
+    /// The cores in force after the decision (what the updater would have applied).
+    pub applied_cpu: Option<f64>,
+    /// The bytes in force after the decision.
+    pub applied_memory: Option<f64>,
+    /// Taken at a would-be OOM kill rather than on the decision interval.
+    pub after_oom: bool,
 }
 
 /// The score of one policy on one trace.
@@ -117,25 +128,59 @@ pub struct Score {
     pub cpu_over: f64,
     /// Applied changes per day.
     pub changes_per_day: f64,
+    /// Applied memory decreases per day (each a restart or an approval with tailor).
+    pub memory_cuts_per_day: f64,
     /// Seconds of usage scored (with something applied).
     pub scored_seconds: f64,
+}
+
+/// One resource of a recommendation: the target, and the bounds and floor that tell the
+/// updater when to act.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Target {
+    value: f64,
+    /// Act when the applied value is outside `[lower, upper]` (tailor's updater rule).
+    bounds: Option<(f64, f64)>,
+    /// Act when the applied value is below this, and never go below it (memory).
+    floor: Option<f64>,
+}
+
+impl Target {
+    fn bare(value: f64) -> Self {
+        Self {
+            value,
+            ..Self::default()
+        }
+    }
+}
+
+/// What a policy recommends: cores and bytes, `None` for a resource it cannot recommend yet.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Rec {
+    cpu: Option<Target>,
+    memory: Option<Target>,
+}
+
+impl Rec {
+    fn bare(cpu: Option<f64>, memory: Option<f64>) -> Self {
+        Self {
+            cpu: cpu.map(Target::bare),
+            memory: memory.map(Target::bare),
+        }
+    }
 }
 
 /// A policy's state.
 trait Recommender {
     fn observe(&mut self, t: f64, cpu: f64, memory: f64, weight: f64);
     fn oom(&mut self, t: f64, memory_in_force: f64);
-    /// Cores and bytes, or `None` for a resource it cannot recommend yet.
-    fn recommend(
-        &mut self,
-        now: f64,
-        applied: (Option<f64>, Option<f64>),
-    ) -> (Option<f64>, Option<f64>);
+    fn recommend(&mut self, now: f64, applied: (Option<f64>, Option<f64>)) -> Rec;
 }
 
 struct TailorPolicy {
     history: ContainerHistory,
     window: f64,
+    policy: Policy,
     settings: Settings,
 }
 
@@ -149,40 +194,47 @@ impl Recommender for TailorPolicy {
         self.history.add_oom(t, memory_in_force);
     }
 
-    fn recommend(
-        &mut self,
-        now: f64,
-        applied: (Option<f64>, Option<f64>),
-    ) -> (Option<f64>, Option<f64>) {
+    fn recommend(&mut self, now: f64, applied: (Option<f64>, Option<f64>)) -> Rec {
         self.history.expire(now - self.window);
         let current = Current {
             cpu: applied.0,
             memory: applied.1,
         };
-        match estimator::estimate(
-            &self.history,
-            &Policy::default(),
-            None,
-            &current,
-            &self.settings,
-        ) {
-            Verdict::Estimate(e) => (
-                Some(e.target.cpu as f64 / 1000.0),
-                Some(e.target.memory as f64),
-            ),
-            Verdict::NotEnoughHistory(_) => (None, None),
+        match estimator::estimate(&self.history, &self.policy, None, &current, &self.settings) {
+            // The same bounds and floor the updater acts on.
+            Verdict::Estimate(e) => Rec {
+                cpu: Some(Target {
+                    value: e.target.cpu as f64 / 1000.0,
+                    bounds: Some((e.lower.cpu as f64 / 1000.0, e.upper.cpu as f64 / 1000.0)),
+                    floor: None,
+                }),
+                memory: Some(Target {
+                    value: e.target.memory as f64,
+                    bounds: Some((e.lower.memory as f64, e.upper.memory as f64)),
+                    floor: Some(e.floor as f64),
+                }),
+            },
+            Verdict::NotEnoughHistory(_) => Rec::default(),
         }
     }
 }
 
 /// Upstream VPA: CPU samples weigh 0.1; memory goes in as one peak per 24 h interval; target =
 /// P90 x 1.15; minimums 25m and 250 MiB; an OOM records max(used + 100 MiB, used x 1.2) as a
-/// peak, used = max(memory at the kill, the interval's peak).
+/// peak, used = max(memory at the kill, the interval's peak). Bounds: P50 and P95 x 1.15,
+/// widened by confidence `c` (days of history, at most the days the samples cover): lower x
+/// (1 + 0.001/c)^-2, upper x (1 + 1/c). Its updater acts outside the bounds or at a change of
+/// at least `min_change`, as tailor's does.
 struct VpaPolicy {
     cpu: DecayingHistogram,
     memory: DecayingHistogram,
     interval_start: Option<f64>,
     interval_peak: f64,
+    /// The first sample's time, for the confidence.
+    first: Option<f64>,
+    last: f64,
+    /// Seconds of samples seen (VPA counts one sample a minute).
+    sampled: f64,
 }
 
 impl VpaPolicy {
@@ -192,6 +244,9 @@ impl VpaPolicy {
             memory: DecayingHistogram::new(10e6, 1.05, DAY),
             interval_start: None,
             interval_peak: 0.0,
+            first: None,
+            last: 0.0,
+            sampled: 0.0,
         }
     }
 
@@ -208,8 +263,11 @@ impl VpaPolicy {
 }
 
 impl Recommender for VpaPolicy {
-    fn observe(&mut self, t: f64, cpu: f64, memory: f64, _weight: f64) {
+    fn observe(&mut self, t: f64, cpu: f64, memory: f64, weight: f64) {
         self.roll(t);
+        self.first.get_or_insert(t);
+        self.last = t;
+        self.sampled += weight;
         self.cpu.add(cpu, 0.1, t);
         self.interval_peak = self.interval_peak.max(memory);
     }
@@ -220,19 +278,30 @@ impl Recommender for VpaPolicy {
         self.interval_peak = (used + 100.0 * MI).max(used * 1.2);
     }
 
-    fn recommend(
-        &mut self,
-        now: f64,
-        _applied: (Option<f64>, Option<f64>),
-    ) -> (Option<f64>, Option<f64>) {
+    fn recommend(&mut self, now: f64, _applied: (Option<f64>, Option<f64>)) -> Rec {
         let mut memory = self.memory.clone();
         if self.interval_peak > 0.0 {
             memory.add(self.interval_peak, 1.0, now);
         }
-        (
-            self.cpu.percentile(0.9).map(|c| (c * 1.15).max(0.025)),
-            memory.percentile(0.9).map(|m| (m * 1.15).max(250.0 * MI)),
-        )
+        // Confidence in days: the history's span, at most the days the samples cover.
+        let span = self.first.map_or(0.0, |f| self.last - f);
+        let c = (span.min(self.sampled) / DAY).max(1e-3);
+        let target =
+            |h: &DecayingHistogram, p: f64, min: f64| h.percentile(p).map(|v| (v * 1.15).max(min));
+        let resource = |h: &DecayingHistogram, min: f64| {
+            let value = target(h, 0.9, min)?;
+            let lower = target(h, 0.5, min)? * (1.0 + 0.001 / c).powi(-2);
+            let upper = target(h, 0.95, min)? * (1.0 + 1.0 / c);
+            Some(Target {
+                value,
+                bounds: Some((lower.min(value), upper.max(value))),
+                floor: None,
+            })
+        };
+        Rec {
+            cpu: resource(&self.cpu, 0.025),
+            memory: resource(&memory, 250.0 * MI),
+        }
     }
 }
 
@@ -252,11 +321,7 @@ impl Recommender for KrrPolicy {
         self.last_oom = Some((t, memory_in_force));
     }
 
-    fn recommend(
-        &mut self,
-        now: f64,
-        _applied: (Option<f64>, Option<f64>),
-    ) -> (Option<f64>, Option<f64>) {
+    fn recommend(&mut self, now: f64, _applied: (Option<f64>, Option<f64>)) -> Rec {
         let since = now - 14.0 * DAY;
         while self.window.front().is_some_and(|s| s.0 < since) {
             self.window.pop_front();
@@ -269,34 +334,53 @@ impl Recommender for KrrPolicy {
             _ => 0.0,
         };
         if self.window.len() < 100 || span < 3.0 * 3600.0 {
-            return (None, None);
+            return Rec::default();
         }
         let mut cpu: Vec<f64> = self.window.iter().map(|s| s.1).collect();
         let k = ((cpu.len() as f64 * 0.95).ceil() as usize).clamp(1, cpu.len()) - 1;
         let (_, p95, _) = cpu.select_nth_unstable_by(k, f64::total_cmp);
         let peak = self.window.iter().map(|s| s.2).fold(0.0, f64::max);
         let oom = self.last_oom.map_or(0.0, |(_, m)| m * 1.25);
-        (Some(*p95), Some((peak * 1.15).max(oom)))
+        Rec::bare(Some(*p95), Some((peak * 1.15).max(oom)))
     }
 }
 
 /// The trace's own limits, as of the latest sample.
 struct Provisioned {
-    last: (Option<f64>, Option<f64>),
+    last: Rec,
 }
 
 impl Provisioned {
     fn see(&mut self, cpu_limit: Option<f64>, memory_limit: Option<f64>) {
-        self.last = (cpu_limit, memory_limit);
+        self.last = Rec::bare(cpu_limit, memory_limit);
     }
 }
 
-fn relative_change(from: f64, to: f64) -> f64 {
-    if from <= 0.0 {
-        f64::INFINITY
+/// The value the updater would apply, following its rule (`updater/src/plan/mod.rs`,
+/// `decide`): a memory decrease stops at the floor; the updater acts when there is nothing
+/// applied yet, when the applied value is below the floor or outside the bounds, or when the
+/// target is at least `min_change` away.
+fn next_value(applied: Option<f64>, target: Option<Target>, min_change: f64) -> Option<f64> {
+    let t = target.filter(|t| t.value.is_finite() && t.value > 0.0)?;
+    let Some(cur) = applied else {
+        return Some(t.value);
+    };
+    let floor = t.floor.unwrap_or(0.0);
+    let value = if t.value < cur {
+        t.value.max(floor)
     } else {
-        ((to - from) / from).abs()
+        t.value
+    };
+    if value == cur {
+        return None;
     }
+    let outside = t.bounds.is_some_and(|(lo, up)| cur < lo || cur > up);
+    let relative = if cur > 0.0 {
+        (value - cur).abs() / cur
+    } else {
+        f64::INFINITY
+    };
+    (cur < floor || outside || relative >= min_change).then_some(value)
 }
 
 /// What one policy has applied, and its running score.
@@ -305,6 +389,7 @@ struct Tally {
     cpu: Option<f64>,
     memory: Option<f64>,
     changes: u32,
+    memory_cuts: u32,
     in_oom: bool,
     oom_events: u32,
     memory_slack: f64,
@@ -316,26 +401,20 @@ struct Tally {
 }
 
 impl Tally {
-    /// Applies a recommendation under the min-change rule.
-    fn apply(&mut self, rec: (Option<f64>, Option<f64>), min_change: f64) {
-        let mut changed = false;
-        if let Some(c) = rec.0.filter(|c| c.is_finite() && *c > 0.0)
-            && self.cpu.is_none_or(|a| relative_change(a, c) > min_change)
-        {
-            self.cpu = Some(c);
-            changed = true;
-        }
-        if let Some(m) = rec.1.filter(|m| m.is_finite() && *m > 0.0)
-            && self
-                .memory
-                .is_none_or(|a| relative_change(a, m) > min_change)
-        {
-            self.memory = Some(m);
-            changed = true;
-        }
-        if changed {
+    /// Applies a recommendation as the updater would.
+    fn apply(&mut self, rec: &Rec, min_change: f64) {
+        let cpu = next_value(self.cpu, rec.cpu, min_change);
+        let memory = next_value(self.memory, rec.memory, min_change);
+        if cpu.is_some() || memory.is_some() {
             self.changes += 1;
         }
+        if let (Some(new), Some(old)) = (memory, self.memory)
+            && new < old
+        {
+            self.memory_cuts += 1;
+        }
+        self.cpu = cpu.or(self.cpu);
+        self.memory = memory.or(self.memory);
     }
 }
 
@@ -350,12 +429,15 @@ pub fn run(
     settings.sample_interval = trace.interval;
     // `None` for `provisioned`, which reads the trace's limits.
     let mut models: Vec<Option<Box<dyn Recommender>>> = Vec::new();
-    let mut provisioned = Provisioned { last: (None, None) };
+    let mut provisioned = Provisioned {
+        last: Rec::default(),
+    };
     for p in policies {
         models.push(match p {
             PolicyKind::Tailor => Some(Box::new(TailorPolicy {
                 history: ContainerHistory::default(),
                 window: options.tailor_window,
+                policy: options.tailor_policy.clone(),
                 settings: settings.clone(),
             })),
             PolicyKind::Vpa => Some(Box::new(VpaPolicy::new())),
@@ -374,6 +456,7 @@ pub fn run(
     let mut next_decision = first.time + options.warmup;
     let decide = |i: usize,
                   now: f64,
+                  after_oom: bool,
                   models: &mut Vec<Option<Box<dyn Recommender>>>,
                   tallies: &mut Vec<Tally>,
                   provisioned: &Provisioned,
@@ -384,13 +467,17 @@ pub fn run(
             Some(m) => m.recommend(now, applied),
             None => provisioned.last,
         };
+        tallies[i].apply(&rec, options.min_change);
         decisions.push(Decision {
             time: now,
             policy,
-            cpu: rec.0,
-            memory: rec.1,
+            cpu: rec.cpu.map(|t| t.value),
+            memory: rec.memory.map(|t| t.value),
+            memory_floor: rec.memory.and_then(|t| t.floor),
+            applied_cpu: tallies[i].cpu,
+            applied_memory: tallies[i].memory,
+            after_oom,
         });
-        tallies[i].apply(rec, options.min_change);
     };
     for (idx, s) in trace.samples.iter().enumerate() {
         provisioned.see(s.cpu_limit, s.memory_limit);
@@ -400,6 +487,7 @@ pub fn run(
                 decide(
                     i,
                     next_decision,
+                    false,
                     &mut models,
                     &mut tallies,
                     &provisioned,
@@ -428,6 +516,7 @@ pub fn run(
                             decide(
                                 i,
                                 s.time,
+                                true,
                                 &mut models,
                                 &mut tallies,
                                 &provisioned,
@@ -478,6 +567,11 @@ pub fn run(
             },
             changes_per_day: if scored_days(t) > 0.0 {
                 f64::from(t.changes) / scored_days(t)
+            } else {
+                f64::NAN
+            },
+            memory_cuts_per_day: if scored_days(t) > 0.0 {
+                f64::from(t.memory_cuts) / scored_days(t)
             } else {
                 f64::NAN
             },
@@ -555,19 +649,21 @@ mod tests {
             assert_eq!(s.oom_events, 1, "{s:?}");
         }
         // Each policy decided again at the kill.
-        let at_kill = decisions
-            .iter()
-            .filter(|d| d.time > 2.0 * DAY && d.time % 3600.0 != 0.0)
-            .count();
+        let at_kill = decisions.iter().filter(|d| d.after_oom).count();
         assert_eq!(at_kill, 2);
+        assert!(
+            decisions
+                .iter()
+                .all(|d| d.after_oom == (d.time > 2.0 * DAY && d.time % 3600.0 != 0.0))
+        );
         // tailor raised memory above 3 GiB right after the kill (the OOM bump).
         let after = decisions
             .iter()
-            .find(|d| {
-                d.policy == PolicyKind::Tailor && d.time > 2.0 * DAY && d.time % 3600.0 != 0.0
-            })
+            .find(|d| d.policy == PolicyKind::Tailor && d.after_oom)
             .unwrap();
         assert!(after.memory.unwrap() >= 1.2 * GIB, "{after:?}");
+        assert_eq!(after.applied_memory, after.memory, "{after:?}");
+        assert!(after.memory_floor.unwrap() >= 1.2 * GIB, "{after:?}");
     }
 
     #[test]
@@ -592,11 +688,70 @@ mod tests {
     #[test]
     fn min_change_keeps_small_moves_from_being_applied() {
         let mut t = Tally::default();
-        t.apply((Some(1.0), Some(GIB)), 0.1);
-        t.apply((Some(1.05), Some(1.05 * GIB)), 0.1);
+        t.apply(&Rec::bare(Some(1.0), Some(GIB)), 0.1);
+        t.apply(&Rec::bare(Some(1.05), Some(1.05 * GIB)), 0.1);
         assert_eq!((t.cpu, t.memory, t.changes), (Some(1.0), Some(GIB), 1));
-        t.apply((Some(1.2), Some(1.05 * GIB)), 0.1);
+        t.apply(&Rec::bare(Some(1.2), Some(1.05 * GIB)), 0.1);
         assert_eq!((t.cpu, t.memory, t.changes), (Some(1.2), Some(GIB), 2));
+    }
+
+    #[test]
+    fn tailor_is_applied_as_its_updater_acts() {
+        let rec = |value: f64, bounds: (f64, f64), floor: Option<f64>| Rec {
+            cpu: None,
+            memory: Some(Target {
+                value,
+                bounds: Some(bounds),
+                floor,
+            }),
+        };
+        let mut t = Tally {
+            memory: Some(GIB),
+            ..Tally::default()
+        };
+        // 5% up, within the bounds: left alone.
+        t.apply(&rec(1.05 * GIB, (0.9 * GIB, 1.2 * GIB), None), 0.1);
+        assert_eq!(t.memory, Some(GIB));
+        // 5% up, but the applied value is below the floor: applied.
+        t.apply(
+            &rec(1.05 * GIB, (0.9 * GIB, 1.2 * GIB), Some(1.02 * GIB)),
+            0.1,
+        );
+        assert_eq!(t.memory, Some(1.05 * GIB));
+        // 5% down, but the applied value is above the upper bound: applied.
+        t.apply(&rec(GIB, (0.9 * GIB, 1.01 * GIB), None), 0.1);
+        assert_eq!(t.memory, Some(GIB));
+        // A large cut stops at the floor.
+        t.apply(
+            &rec(0.5 * GIB, (0.4 * GIB, 0.6 * GIB), Some(0.8 * GIB)),
+            0.1,
+        );
+        assert_eq!(t.memory, Some(0.8 * GIB));
+        assert_eq!(t.changes, 3);
+        assert_eq!(t.memory_cuts, 2);
+    }
+
+    #[test]
+    fn vpa_bounds_widen_with_little_history() {
+        let mut vpa = VpaPolicy::new();
+        let flat = |vpa: &mut VpaPolicy, from: f64, days: f64| {
+            let mut t = from;
+            while t < from + days * DAY {
+                vpa.observe(t, 0.5, GIB, 300.0);
+                t += 300.0;
+            }
+        };
+        flat(&mut vpa, 0.0, 1.0);
+        let one_day = vpa.recommend(DAY, (None, None)).memory.unwrap();
+        let (lower, upper) = one_day.bounds.unwrap();
+        // One day of evidence: upper = P95 x 1.15 x 2.
+        assert!(upper / one_day.value > 1.9, "{one_day:?}");
+        assert!(lower <= one_day.value);
+        flat(&mut vpa, DAY, 7.0);
+        let week = vpa.recommend(8.0 * DAY, (None, None)).memory.unwrap();
+        let (_, upper) = week.bounds.unwrap();
+        // Eight days: x (1 + 1/8).
+        assert!(upper / week.value < 1.2, "{week:?}");
     }
 
     #[test]
