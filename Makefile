@@ -20,7 +20,7 @@ demo-ci: ## the demo without a person: checks the expected outcome and every das
 bench-sim: ## simulator benchmark: 100 nodes, 5,000 pods, 1,000 resizes (prints rates and peak RSS)
 	hack/bench-sim.sh
 
-bench-recommender: ## recommender benchmark: 2,000 workloads, 7 days (first, steady-state, after-restart passes)
+bench-recommender: ## recommender benchmark: 2,000 workloads, 14 days (first, steady-state, after-restart passes)
 	hack/bench-recommender.sh
 
 bench-updater: ## updater benchmark: 1,000 VerticalAutoscalers over 5,000 pods, every recommendation changed at once

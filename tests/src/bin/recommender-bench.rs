@@ -28,8 +28,8 @@ struct Args {
     /// Pods per workload over the window (successive rollouts).
     #[arg(long, default_value_t = 2)]
     rollouts: usize,
-    /// Days of history.
-    #[arg(long, default_value_t = 7)]
+    /// Days of history (the default window, `historyWindow: 14d`).
+    #[arg(long, default_value_t = 14)]
     days: i64,
     /// Resolution of the backfilled history and of the recommender's queries, seconds.
     #[arg(long, default_value_t = 600)]
