@@ -2,9 +2,11 @@
 //! parsed, the results go out as values.
 //!
 //! At each decision point (every `decision_interval` after `warmup`) each policy sees only the
-//! samples before it and recommends CPU and memory. What an updater would apply follows the
-//! `min_change` rule: a resource changes only when the recommendation moved by more than that
-//! fraction. The usage until the next decision is scored against what is applied:
+//! samples before it and recommends CPU and memory. What an updater would apply follows
+//! tailor's updater rule ([`next_value`]): a resource changes when the target moved by at least
+//! `min_change`, when the applied value is outside the recommendation's bounds or below its
+//! floor; a cut stops at the floor. The usage until the next decision is scored against what is
+//! applied:
 //!
 //! - memory: a would-be OOM kill for each run of consecutive samples above the applied memory
 //!   (counted once per run); the policy is told of the kill at once, with the memory in force,
@@ -12,11 +14,11 @@
 //! - slack: `1 - used / applied`, averaged over time (samples weighted by the time they stand
 //!   for; gaps in the trace count for nothing);
 //! - CPU: slack likewise, and the share of samples above the applied CPU;
-//! - churn: applied changes per day.
+//! - churn: applied changes per day, and memory cuts per day.
 //!
-//! Policies: `tailor` (the real estimator with the default policy), `vpa` (upstream VPA's
-//! recommender as in the reference: decaying histograms, P90 x 1.15, daily memory peaks, OOM
-//! bump), `krr` (Robusta KRR `simple`: CPU p95, memory peak x 1.15, 14 days) and `provisioned`
+//! Policies: `tailor` (the real estimator with [`Options::tailor_policy`]), `vpa` (upstream
+//! VPA's recommender as in the reference: decaying histograms, P90 x 1.15, daily memory peaks,
+//! OOM bump, confidence bounds), `krr` (Robusta KRR `simple`: CPU p95, memory peak x 1.15, 14 days) and `provisioned`
 //! (the trace's own limits).
 
 use std::collections::VecDeque;
@@ -73,7 +75,7 @@ pub struct Options {
     pub min_change: f64,
     /// tailor's history window, seconds.
     pub tailor_window: f64,
-    /// tailor's policy (the VerticalAutoscaler's `resourcePolicy`, as the estimator reads it).
+    /// tailor's policy (a VerticalAutoscaler's `recommenderPolicy`, as the estimator reads it).
     pub tailor_policy: Policy,
     /// tailor's estimator settings.
     pub settings: Settings,
@@ -85,7 +87,7 @@ impl Default for Options {
             decision_interval: 3600.0,
             warmup: DAY,
             min_change: 0.1,
-            tailor_window: 8.0 * DAY,
+            tailor_window: 14.0 * DAY,
             tailor_policy: Policy::default(),
             settings: Settings::default(),
         }
@@ -286,12 +288,14 @@ impl Recommender for VpaPolicy {
         // Confidence in days: the history's span, at most the days the samples cover.
         let span = self.first.map_or(0.0, |f| self.last - f);
         let c = (span.min(self.sampled) / DAY).max(1e-3);
-        let target =
-            |h: &DecayingHistogram, p: f64, min: f64| h.percentile(p).map(|v| (v * 1.15).max(min));
+        // As upstream: the confidence multiplier first, the minimum around it.
+        let estimate = |h: &DecayingHistogram, p: f64, multiplier: f64, min: f64| {
+            h.percentile(p).map(|v| (v * 1.15 * multiplier).max(min))
+        };
         let resource = |h: &DecayingHistogram, min: f64| {
-            let value = target(h, 0.9, min)?;
-            let lower = target(h, 0.5, min)? * (1.0 + 0.001 / c).powi(-2);
-            let upper = target(h, 0.95, min)? * (1.0 + 1.0 / c);
+            let value = estimate(h, 0.9, 1.0, min)?;
+            let lower = estimate(h, 0.5, (1.0 + 0.001 / c).powi(-2), min)?;
+            let upper = estimate(h, 0.95, 1.0 + 1.0 / c, min)?;
             Some(Target {
                 value,
                 bounds: Some((lower.min(value), upper.max(value))),

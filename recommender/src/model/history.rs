@@ -136,8 +136,9 @@ impl ContainerHistory {
     }
 
     /// The largest jump to a new high in the window: the highest ratio of an hour's memory peak
-    /// to the highest peak of every earlier hour in the window, counting only hours with at
-    /// least `settle` seconds of earlier peaks before them. `None` when no hour set a new high.
+    /// to the highest peak of every earlier hour in the window, counting only hours that start
+    /// at least `settle` seconds after the start of the window's first hour. `None` when no
+    /// hour set a new high.
     pub fn memory_peak_jump(&self, settle: f64) -> Option<f64> {
         let first = *self.memory_peaks.keys().next()?;
         let settle_hours = (settle / HOUR).ceil() as i64;
