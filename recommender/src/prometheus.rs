@@ -595,27 +595,15 @@ impl Prometheus {
             return Ok(());
         }
         let step = self.config.step.as_secs_f64().max(1.0);
-        let step_s = step.ceil() as i64;
-        let rate_s = self.config.rate_window.as_secs().max(1);
-        let n = &self.config.names;
         for batch in pods.chunks(self.config.pod_batch.max(1)) {
-            let base = vec![
-                format!("namespace={}", quote(namespace)),
-                format!("pod=~{}", exact_alternation(batch)),
-                "container!=\"\"".to_owned(),
-                "container!=\"POD\"".to_owned(),
-            ];
-            let cpu = self.selector(&n.cpu, &base);
-            let memory = self.selector(&n.memory, &base);
-            let cpu_q = format!("sum by (pod, container) (rate({cpu}[{rate_s}s]))");
+            let base = container_matchers(namespace, batch);
+            let (cpu_q, mem_q) = self.usage_queries(&base);
             for s in self.query_range(&cpu_q, start, end, step).await? {
                 let h = out.entry(container_of(&s)).or_default();
                 for (t, v) in &s.samples {
                     h.add_cpu(*t, *v);
                 }
             }
-            // The highest working set within each step, so short peaks are not stepped over.
-            let mem_q = format!("max by (pod, container) (max_over_time({memory}[{step_s}s]))");
             for s in self.query_range(&mem_q, start, end, step).await? {
                 let h = out.entry(container_of(&s)).or_default();
                 for (t, v) in &s.samples {
@@ -625,6 +613,21 @@ impl Prometheus {
             self.ooms(&base, start, end, step, out).await?;
         }
         Ok(())
+    }
+
+    /// The per-pod and container usage expressions over `base`: CPU as the `rate()` of the
+    /// counter, memory as the highest working set within each step (so short peaks are not
+    /// stepped over).
+    fn usage_queries(&self, base: &[String]) -> (String, String) {
+        let n = &self.config.names;
+        let step_s = self.config.step.as_secs_f64().max(1.0).ceil() as i64;
+        let rate_s = self.config.rate_window.as_secs().max(1);
+        let cpu = self.selector(&n.cpu, base);
+        let memory = self.selector(&n.memory, base);
+        (
+            format!("sum by (pod, container) (rate({cpu}[{rate_s}s]))"),
+            format!("max by (pod, container) (max_over_time({memory}[{step_s}s]))"),
+        )
     }
 
     /// One usage trace per container name of `pods` in `[start, end]`, for the backtest: at
@@ -646,8 +649,6 @@ impl Prometheus {
             return Ok(Vec::new());
         }
         let step = self.config.step.as_secs_f64().max(1.0);
-        let step_s = step.ceil() as i64;
-        let rate_s = self.config.rate_window.as_secs().max(1);
         let n = &self.config.names;
         // Per container and time (milliseconds, exact for the query's timestamps).
         let mut points: BTreeMap<String, BTreeMap<i64, Point>> = BTreeMap::new();
@@ -663,20 +664,14 @@ impl Prometheus {
             }
         };
         for batch in pods.chunks(self.config.pod_batch.max(1)) {
-            let base = vec![
-                format!("namespace={}", quote(namespace)),
-                format!("pod=~{}", exact_alternation(batch)),
-                "container!=\"\"".to_owned(),
-                "container!=\"POD\"".to_owned(),
-            ];
-            let cpu = self.selector(&n.cpu, &base);
-            let cpu_q =
-                format!("max by (container) (sum by (pod, container) (rate({cpu}[{rate_s}s])))");
+            let base = container_matchers(namespace, batch);
+            // Per pod as the recommender reads them, then the highest over the pods.
+            let (cpu_q, mem_q) = self.usage_queries(&base);
+            let cpu_q = format!("max by (container) ({cpu_q})");
             for s in self.query_range(&cpu_q, start, end, step).await? {
                 raise(&s, |p| &mut p.cpu);
             }
-            let memory = self.selector(&n.memory, &base);
-            let mem_q = format!("max by (container) (max_over_time({memory}[{step_s}s]))");
+            let mem_q = format!("max by (container) ({mem_q})");
             for s in self.query_range(&mem_q, start, end, step).await? {
                 raise(&s, |p| &mut p.memory);
             }
@@ -870,6 +865,16 @@ impl Prometheus {
         }
         Ok(())
     }
+}
+
+/// Matchers for the containers of `pods` in `namespace` (not the pause container).
+fn container_matchers(namespace: &str, pods: &[String]) -> Vec<String> {
+    vec![
+        format!("namespace={}", quote(namespace)),
+        format!("pod=~{}", exact_alternation(pods)),
+        "container!=\"\"".to_owned(),
+        "container!=\"POD\"".to_owned(),
+    ]
 }
 
 /// What one step of a container's usage trace has seen so far.
