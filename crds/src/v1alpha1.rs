@@ -50,6 +50,13 @@ pub mod condition {
     pub const RESIZE_INFEASIBLE: &str = "ResizeInfeasible";
     /// A memory decrease waits in `status.pendingApprovals` for a person.
     pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
+    /// The recommendation was computed for an earlier spec or another target; the updater
+    /// does not act on it until the recommender writes a current one. Written only while true.
+    pub const RECOMMENDATION_STALE: &str = "RecommendationStale";
+    /// Another autoscaler (an older VerticalAutoscaler, or an upstream VerticalPodAutoscaler
+    /// in an updating mode) already sizes this workload's pods; this one does not act.
+    /// Written only while true.
+    pub const AUTOSCALER_CONFLICT: &str = "AutoscalerConflict";
 
     /// Every condition type, in the order they are documented.
     pub const ALL: &[&str] = &[
@@ -61,6 +68,8 @@ pub mod condition {
         RESIZE_DEFERRED,
         RESIZE_INFEASIBLE,
         AWAITING_APPROVAL,
+        RECOMMENDATION_STALE,
+        AUTOSCALER_CONFLICT,
     ];
 }
 
@@ -620,6 +629,15 @@ pub struct VerticalAutoscalerStatus {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Recommendation {
+    /// The `metadata.generation` of the VerticalAutoscaler whose spec this recommendation was
+    /// computed from. The updater acts only on a recommendation computed for the current
+    /// generation (condition `RecommendationStale` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The workload this recommendation was computed for. The updater acts only when it is
+    /// the object's current `spec.targetRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ref: Option<TargetRef>,
     /// One entry per container.
     #[serde(default)]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["containerName".into()]))]
@@ -705,6 +723,23 @@ pub struct PendingApproval {
     /// When the decrease was first held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Time>,
+    /// The pods whose cut this approval covers: exactly the pods holding it when the id was
+    /// made (the id is derived from them). Pods created later need an approval of their own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<PodRef>,
+    /// Set once a person has approved this id; the cut then goes ahead on `pods` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<bool>,
+}
+
+/// A pod by name and uid (a pod recreated under the same name is another pod).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRef {
+    /// The pod's name.
+    pub name: String,
+    /// The pod's uid.
+    pub uid: String,
 }
 
 /// The outcome of one resize.
@@ -722,6 +757,10 @@ pub enum ResizeOutcome {
     Infeasible,
     /// The kubelet reported an error applying it.
     Failed,
+    /// A memory decrease the kubelet refused (usage was above the new limit) was taken back:
+    /// the updater restored the limit in force, so the kubelet does not apply the cut later at
+    /// a moment nobody chose.
+    Reverted,
     /// The pod was deleted before the resize finished.
     PodDeleted,
 }
@@ -732,6 +771,9 @@ pub enum ResizeOutcome {
 pub struct ResizeRecord {
     /// The pod.
     pub pod: String,
+    /// The pod's uid (a pod recreated under the same name does not inherit the record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
     /// When the resize was sent.
     pub time: Time,
     /// What happened.
@@ -755,4 +797,9 @@ pub struct ContainerResize {
     /// once: the updater does not report it as stale later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<String>,
+    /// The container's memory usage the kubelet reported when it refused a memory decrease
+    /// (outcome `Reverted`); the recommender keeps its floor above it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::quantity")]
+    pub refused_usage: Option<Quantity>,
 }

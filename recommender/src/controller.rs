@@ -844,7 +844,11 @@ pub async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
         },
     ));
     Outcome {
+        // Bound to the spec and the target it was computed from: the updater acts on nothing
+        // else. A recommendation kept from an earlier pass keeps its own binding.
         recommendation: provided.then_some(Recommendation {
+            observed_generation: va.metadata.generation,
+            target_ref: Some(target.clone()),
             container_recommendations: recs,
         }),
         conditions,

@@ -182,6 +182,8 @@ async fn valid_objects_round_trip_with_defaults_applied() -> anyhow::Result<()> 
     full.status = Some(VerticalAutoscalerStatus {
         observed_generation: Some(1),
         recommendation: Some(Recommendation {
+            observed_generation: Some(1),
+            target_ref: Some(full.spec.target_ref.clone()),
             container_recommendations: vec![ContainerRecommendation {
                 container_name: "db".into(),
                 target: Resources {
@@ -219,6 +221,11 @@ async fn valid_objects_round_trip_with_defaults_applied() -> anyhow::Result<()> 
             to: q("3Gi"),
             id: "db-4Gi-3Gi-0123abcd".into(),
             since: None,
+            pods: vec![tailor_crds::v1alpha1::PodRef {
+                name: "db-0".into(),
+                uid: "9d1f0c7e-0000-4000-8000-000000000001".into(),
+            }],
+            approved: None,
         }],
         pending_approval_count: Some(1),
         conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {

@@ -193,7 +193,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         async move {
             let patch = json!({
                 "apiVersion": "tailor.dev/v1alpha1", "kind": "VerticalAutoscaler",
-                "status": {"recommendation": {"containerRecommendations": [
+                // As the recommender writes it: bound to the spec (a new object is at
+                // generation 1) and to the target it was computed for.
+                "status": {"recommendation": {
+                    "observedGeneration": 1,
+                    "targetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": format!("w-{w}")},
+                    "containerRecommendations": [
                     {"containerName": "app", "target": {"cpu": cpu, "memory": memory}}]}},
             });
             vas.patch_status(

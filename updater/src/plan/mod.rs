@@ -8,10 +8,15 @@
 //! - [`memory`]: what happens to a memory decrease.
 //! - [`approval`]: approval ids and the workload's pending approvals.
 //! - [`workload`]: which of a workload's planned resizes go now (restart pacing, Infeasible).
+//! - [`refused`]: a memory decrease the kubelet refused, and taking it back.
+//! - [`guard`]: when the updater may act at all (a current recommendation, one owner per
+//!   workload) and the re-check before each patch.
 
 pub mod approval;
+pub mod guard;
 pub mod hpa;
 pub mod memory;
+pub mod refused;
 pub mod resources;
 pub mod workload;
 

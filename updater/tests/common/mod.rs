@@ -51,6 +51,18 @@ impl Env {
     /// A StatefulSet `name` with `replicas` pods `name-0..`, each with `containers`; waits until
     /// the simulator runs them all.
     pub async fn workload(&self, name: &str, replicas: usize, containers: Value) -> Vec<String> {
+        self.workload_annotated(name, replicas, containers, json!({}))
+            .await
+    }
+
+    /// As [`Env::workload`], the pods carrying `annotations` (e.g. the simulator's usage model).
+    pub async fn workload_annotated(
+        &self,
+        name: &str,
+        replicas: usize,
+        containers: Value,
+        annotations: Value,
+    ) -> Vec<String> {
         let sts: StatefulSet = serde_json::from_value(json!({
             "metadata": {"name": name},
             "spec": {"selector": {"matchLabels": {"app": name}}, "serviceName": name,
@@ -65,7 +77,7 @@ impl Env {
         for i in 0..replicas {
             let pod_name = format!("{name}-{i}");
             let pod: Pod = serde_json::from_value(json!({
-                "metadata": {"name": pod_name, "labels": {"app": name},
+                "metadata": {"name": pod_name, "labels": {"app": name}, "annotations": annotations,
                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name,
                                          "uid": sts.metadata.uid, "controller": true}]},
                 "spec": {"containers": containers},
@@ -99,11 +111,32 @@ impl Env {
             .unwrap()
     }
 
-    /// Writes `status.recommendation` as the recommender does (its own field manager).
+    /// Writes `status.recommendation` as the recommender does (its own field manager), bound
+    /// to the object's current generation and target.
     pub async fn recommend(&self, va: &str, containers: Value) {
+        let current = self.vas().get(va).await.unwrap();
+        self.recommend_for(
+            va,
+            current.metadata.generation.unwrap(),
+            serde_json::to_value(&current.spec.target_ref).unwrap(),
+            containers,
+        )
+        .await;
+    }
+
+    /// Writes `status.recommendation` bound to `generation` and `target_ref` (which may be
+    /// stale, as a recommender that could not recompute leaves them).
+    pub async fn recommend_for(
+        &self,
+        va: &str,
+        generation: i64,
+        target_ref: Value,
+        containers: Value,
+    ) {
         let patch = json!({
             "apiVersion": "tailor.dev/v1alpha1", "kind": "VerticalAutoscaler",
-            "status": {"recommendation": {"containerRecommendations": containers}},
+            "status": {"recommendation": {"observedGeneration": generation, "targetRef": target_ref,
+                                          "containerRecommendations": containers}},
         });
         self.vas()
             .patch_status(

@@ -1,0 +1,322 @@
+//! The actuator: watches VerticalAutoscalers, pods, ReplicaSets, Jobs, HPAs (and upstream
+//! VerticalPodAutoscalers where their CRD is installed), and reconciles each `InPlace` object
+//! in five named steps:
+//!
+//! 1. [`observe`]: read the object, its pods and what bears on them from the watch caches;
+//!    decide whether the updater may act at all (mode, a current recommendation, one owner per
+//!    workload, supported target) and which approvals are granted, for which pods.
+//! 2. [`follow`]: follow the resizes under way (the kubelet's conditions), update the records,
+//!    count outcomes once each, and find memory decreases the kubelet refused.
+//! 3. plan ([`plan_workload`], pure, in [`crate::plan`]): one plan per pod and the selection of
+//!    what goes now (restart pacing, Infeasible).
+//! 4. [`act`]: patch the `resize` subresource, re-checking before each patch that the object
+//!    still asks for it; take back refused memory decreases.
+//! 5. [`record`]: write the updater's part of the status (pending approvals, conditions, last
+//!    resizes) with server-side apply, and Events.
+//!
+//! Nothing here decides what to resize: that is the planner's. Everything the updater needs
+//! after a restart is in the cluster (pod specs hold what was asked, pod status what was done,
+//! the object's status the pending approvals and the last resizes), so a restarted updater
+//! plans from the pods' specs and never patches the same resize twice.
+
+mod act;
+mod events;
+mod follow;
+mod observe;
+mod pods;
+mod record;
+mod watch;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::core::DynamicObject;
+use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
+use tailor_crds::v1alpha1::{
+    PendingApproval, ResizeRecord, ResourceName, VerticalAutoscaler, condition,
+};
+use tailor_runtime::workload::Owners;
+
+use crate::metrics::Metrics;
+use crate::plan::workload::{self, PodView, Selection};
+use crate::plan::{self, PodInput, PodPlan};
+
+pub use watch::run;
+
+/// The field manager of the updater's status writes and resize patches.
+pub const FIELD_MANAGER: &str = "tailor-updater";
+
+/// How many resize records `status.lastResizes` keeps.
+const LAST_RESIZES: usize = 10;
+
+/// Updater settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Log and record what would be done; change nothing.
+    pub dry_run: bool,
+    /// Resize patches per second, over all objects.
+    pub resizes_per_second: f64,
+    /// Resize patches that may go at once before the rate applies.
+    pub burst: u32,
+    /// Objects reconciled at the same time.
+    pub concurrency: usize,
+    /// Every object is reconciled at least this often.
+    pub resync: Duration,
+    /// The first back-off after a failed resize (doubles up to 30 minutes).
+    pub backoff: Duration,
+    /// This replica's name in Events.
+    pub identity: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            dry_run: false,
+            resizes_per_second: 100.0,
+            burst: 100,
+            concurrency: 16,
+            resync: Duration::from_secs(30),
+            backoff: Duration::from_secs(30),
+            identity: FIELD_MANAGER.to_owned(),
+        }
+    }
+}
+
+/// A VerticalAutoscaler's namespace and name.
+pub type Key = (String, String);
+
+/// A resize this process issued and is following.
+#[derive(Debug, Clone)]
+struct InFlight {
+    /// The VerticalAutoscaler that issued it.
+    va: Key,
+    generation: i64,
+    restarts: bool,
+    resources: Vec<&'static str>,
+    recommended_at: Instant,
+}
+
+/// What the updater remembers between reconciles. All of it can be lost: it only avoids
+/// repeating Events and counts, and measures time.
+#[derive(Default)]
+struct Memory {
+    in_flight: HashMap<String, InFlight>,
+    backoff: HashMap<String, (Instant, Duration)>,
+    /// Keys of things reported (Events, counted outcomes) once per process.
+    reported: HashSet<String>,
+    applied_approvals: HashSet<String>,
+    recommendations: HashMap<Key, (String, Instant)>,
+    dry_run: HashMap<String, String>,
+    /// When an unfinished resize state was first seen, for pods whose condition has no time.
+    first_seen: HashMap<(Key, String, &'static str), i64>,
+    /// The updater's part of each object's status as last written. It is the truth for those
+    /// fields (only the updater writes them), and the watch cache may not show it yet.
+    written: HashMap<Key, Written>,
+}
+
+/// The updater-owned status fields of one object, as written.
+#[derive(Clone, Debug)]
+struct Written {
+    uid: String,
+    pending: Vec<PendingApproval>,
+    conditions: Vec<Condition>,
+    records: Vec<ResizeRecord>,
+}
+
+/// Whether the updater owns this condition.
+fn updater_condition(c: &Condition) -> bool {
+    [
+        condition::RESIZE_DEFERRED,
+        condition::RESIZE_INFEASIBLE,
+        condition::AWAITING_APPROVAL,
+        condition::RECOMMENDATION_STALE,
+        condition::AUTOSCALER_CONFLICT,
+    ]
+    .contains(&c.type_.as_str())
+        || (c.type_ == condition::CONFIG_UNSUPPORTED && c.reason == "HpaConflict")
+}
+
+/// Everything a reconcile needs.
+#[allow(missing_debug_implementations)] // kube's Store is not Debug
+pub struct Context {
+    client: kube::Client,
+    options: Options,
+    metrics: Arc<Metrics>,
+    vas: Store<VerticalAutoscaler>,
+    pods: Store<Pod>,
+    owners: Owners,
+    hpas: Store<HorizontalPodAutoscaler>,
+    /// Upstream VerticalPodAutoscalers, where their CRD is installed.
+    vpas: Option<Store<DynamicObject>>,
+    limiter: act::RateLimiter,
+    events: events::Events,
+    memory: Mutex<Memory>,
+    /// When this process started, in Unix seconds: OOM kills before it are not counted again.
+    started: i64,
+}
+
+impl Context {
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Backs off a pod: the first time by `--backoff-seconds`, then twice as long each time,
+    /// up to 30 minutes.
+    fn back_off(&self, uid: &str) {
+        let mut memory = self.memory();
+        let next = memory
+            .backoff
+            .get(uid)
+            .map_or(self.options.backoff, |(_, d)| {
+                (*d * 2).min(Duration::from_secs(1800))
+            });
+        memory
+            .backoff
+            .insert(uid.to_owned(), (Instant::now() + next, next));
+    }
+
+    /// Whether a pod is being backed off.
+    fn backing_off(&self, uid: &str) -> bool {
+        self.memory()
+            .backoff
+            .get(uid)
+            .is_some_and(|(until, _)| *until > Instant::now())
+    }
+
+    /// Whether `key` is new for this process (then it is remembered).
+    fn first_time(&self, key: String) -> bool {
+        self.memory().reported.insert(key)
+    }
+
+    /// Publishes an Event (best effort, off the reconcile's path).
+    fn event(&self, regarding: ObjectReference, kind: events::Kind, reason: &str, note: String) {
+        self.events.send(regarding, kind, reason, note);
+    }
+
+    /// An Event once per `key` for this process.
+    fn event_once(
+        &self,
+        key: String,
+        regarding: ObjectReference,
+        kind: events::Kind,
+        reason: &str,
+        note: String,
+    ) {
+        if self.first_time(key) {
+            self.event(regarding, kind, reason, note);
+        }
+    }
+}
+
+fn object_ref<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
+    obj.object_ref(&())
+}
+
+fn va_key(va: &VerticalAutoscaler) -> Key {
+    (va.namespace().unwrap_or_default(), va.name_any())
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+fn uid_of<K: Resource>(obj: &K) -> String {
+    obj.meta().uid.clone().unwrap_or_default()
+}
+
+/// What the plan step decided for a workload.
+struct Planned {
+    plans: Vec<PodPlan>,
+    selection: Selection,
+}
+
+/// Step 3: one plan per pod (pure) and the selection of what goes now.
+fn plan_workload(ctx: &Context, w: &observe::Workload) -> Planned {
+    let plans: Vec<PodPlan> = w.pods.iter().map(|p| plan_pod(w, p)).collect();
+    let in_flight_restarts = {
+        let memory = ctx.memory();
+        w.pods
+            .iter()
+            .filter(|p| {
+                memory.in_flight.get(&uid_of(p.as_ref())).is_some_and(|f| {
+                    f.restarts
+                        && !(plan::resources::ResizeStatus::of(p).complete()
+                            && plan::resources::ready(p))
+                })
+            })
+            .count()
+    };
+    let views: Vec<PodView<'_>> = w
+        .pods
+        .iter()
+        .zip(&plans)
+        .map(|(p, plan)| {
+            let rs = plan::resources::ResizeStatus::of(p);
+            PodView {
+                plan,
+                ready: plan::resources::ready(p),
+                resizing: !rs.complete(),
+                infeasible: rs.infeasible(),
+                backing_off: ctx.backing_off(&uid_of(p.as_ref())),
+            }
+        })
+        .collect();
+    let selection = workload::select(
+        &views,
+        w.va.spec.update_policy.max_concurrent_restarts,
+        in_flight_restarts,
+    );
+    if selection.waiting_for_restart > 0 {
+        tracing::debug!(va = %format!("{}/{}", w.key.0, w.key.1), waiting = selection.waiting_for_restart, "restart-causing resizes wait for the budget");
+    }
+    Planned { plans, selection }
+}
+
+/// The planner's input for one pod of the workload: only the approvals that cover that pod.
+fn plan_pod(w: &observe::Workload, pod: &Pod) -> PodPlan {
+    let approved = plan::approval::for_pod(&w.grants, &uid_of(pod));
+    plan::plan_pod(&PodInput {
+        pod,
+        spec: &w.va.spec,
+        recommendation: &w.recommendation,
+        blocked: &w.blocked,
+        approved: &approved,
+    })
+}
+
+/// Reconciles one VerticalAutoscaler: observe, follow, plan, act, record.
+pub async fn reconcile(ctx: &Context, key: &Key) {
+    ctx.metrics.reconciled();
+    let w = match observe::observe(ctx, key) {
+        observe::Observed::Gone => return observe::forget(ctx, key),
+        observe::Observed::Idle(idle) => return record::idle(ctx, &idle).await,
+        observe::Observed::Active(w) => w,
+    };
+    let mut followed = follow::follow(ctx, &w);
+    act::revert_refused(ctx, &w, &mut followed).await;
+    let planned = plan_workload(ctx, &w);
+    let acted = act::act(ctx, &w, &planned).await;
+    if ctx.options.dry_run {
+        return;
+    }
+    record::record(ctx, &w, followed, &planned, acted).await;
+}
+
+/// The resources a plan changes, for metrics.
+fn changed_resources(plan: &PodPlan) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if plan.changes.iter().any(|c| c.changes(ResourceName::Cpu)) {
+        out.push("cpu");
+    }
+    if plan.changes.iter().any(|c| c.changes(ResourceName::Memory)) {
+        out.push("memory");
+    }
+    out
+}

@@ -1,0 +1,288 @@
+//! Step 5, record: the updater's part of the status (pending approvals, its conditions, the
+//! last resizes), written with server-side apply only when it changed, and the metrics of
+//! held decreases.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tailor_crds::quantity::format_memory_bytes;
+use tailor_crds::v1alpha1::{
+    APPROVE_MEMORY_DECREASE_ANNOTATION, PendingApproval, ResizeRecord, ResourceName,
+    VerticalAutoscaler, VerticalAutoscalerStatus, condition,
+};
+
+use super::act::Acted;
+use super::events::truncate;
+use super::follow::Followed;
+use super::observe::{Idle, Workload};
+use super::{Context, LAST_RESIZES, Planned, Written, now, uid_of, updater_condition, va_key};
+use crate::metrics::HeldDecrease;
+use crate::plan::approval::{self, Pending};
+
+/// A condition the updater writes: type, status, reason, message.
+type Cond = (&'static str, &'static str, &'static str, String);
+
+fn cond(type_: &'static str, on: bool, reason: &'static str, message: String) -> Cond {
+    (type_, if on { "True" } else { "False" }, reason, message)
+}
+
+/// An object the updater leaves alone: its pending approvals go, and only the conditions that
+/// say why it is left alone stay (each written only while true).
+pub(super) async fn idle(ctx: &Context, idle: &Idle) {
+    if ctx.options.dry_run {
+        return;
+    }
+    let conditions: Vec<Cond> = idle
+        .conditions
+        .iter()
+        .map(|(t, reason, message)| cond(t, true, reason, message.clone()))
+        .collect();
+    let records = idle.status.last_resizes.clone();
+    if idle.status.pending_approvals.is_empty() && same_conditions(&idle.status, &conditions) {
+        return;
+    }
+    write(ctx, &idle.va, &idle.status, Vec::new(), conditions, records).await;
+}
+
+/// Step 5.
+pub(super) async fn record(
+    ctx: &Context,
+    w: &Workload,
+    followed: Followed,
+    planned: &Planned,
+    acted: Acted,
+) {
+    let (ns, name) = (&w.key.0, &w.key.1);
+    let mut records = acted.records;
+    let older: Vec<ResizeRecord> = followed
+        .records
+        .into_iter()
+        .filter(|r| !records_new_pod(&records, r))
+        .collect();
+    records.extend(older);
+    records.truncate(LAST_RESIZES);
+    let pending = approval::pending(&uid_of(w.va.as_ref()), &acted.cuts, &w.grants);
+    let stamp = now();
+    let pending_status: Vec<PendingApproval> = pending
+        .iter()
+        .map(|p| p.to_status(&w.status.pending_approvals, &stamp))
+        .collect();
+    held_metrics(ctx, w, &pending, &pending_status);
+    let mut conditions = vec![
+        resize_condition(
+            condition::RESIZE_DEFERRED,
+            &followed.deferred,
+            ("Deferred", "NoneDeferred"),
+            "no resize is deferred",
+            "",
+        ),
+        resize_condition(
+            condition::RESIZE_INFEASIBLE,
+            &followed.infeasible,
+            ("Infeasible", "NoneInfeasible"),
+            "no resize is infeasible",
+            "; resizes stop until the recommendation changes",
+        ),
+        awaiting(ns, name, &pending),
+    ];
+    if planned.selection.stopped_infeasible && followed.infeasible.is_empty() {
+        conditions[1].1 = "True";
+    }
+    conditions.extend(hpa_condition(w));
+    let unchanged = w.status.pending_approvals == pending_status
+        && w.status.last_resizes == records
+        && same_conditions(&w.status, &conditions);
+    if unchanged {
+        return;
+    }
+    write(ctx, &w.va, &w.status, pending_status, conditions, records).await;
+}
+
+/// Whether `r` is an older record of a pod that has a new one.
+fn records_new_pod(new: &[ResizeRecord], r: &ResizeRecord) -> bool {
+    new.iter().any(|n| match (&n.pod_uid, &r.pod_uid) {
+        (Some(a), Some(b)) => a == b,
+        _ => n.pod == r.pod,
+    })
+}
+
+fn resize_condition(
+    type_: &'static str,
+    lines: &[String],
+    (on, off): (&'static str, &'static str),
+    none: &str,
+    suffix: &str,
+) -> Cond {
+    if lines.is_empty() {
+        cond(type_, false, off, none.into())
+    } else {
+        cond(type_, true, on, format!("{}{suffix}", lines.join("; ")))
+    }
+}
+
+/// `AwaitingApproval`, with the command that approves each held decrease.
+fn awaiting(ns: &str, name: &str, pending: &[Pending]) -> Cond {
+    let lines: Vec<String> = pending
+        .iter()
+        .filter(|p| !p.approved)
+        .map(|p| {
+            format!(
+                "container {} memory limit {} -> {} in {} pod(s): kubectl annotate va {name} -n {ns} {APPROVE_MEMORY_DECREASE_ANNOTATION}={} --overwrite",
+                p.container,
+                format_memory_bytes(p.from).0,
+                format_memory_bytes(p.to).0,
+                p.pods.len(),
+                p.id
+            )
+        })
+        .collect();
+    if lines.is_empty() {
+        cond(
+            condition::AWAITING_APPROVAL,
+            false,
+            "NothingToApprove",
+            "no memory decrease waits for approval".into(),
+        )
+    } else {
+        cond(
+            condition::AWAITING_APPROVAL,
+            true,
+            "MemoryDecreaseHeld",
+            lines.join("; "),
+        )
+    }
+}
+
+/// `ConfigUnsupported` (reason `HpaConflict`) while an HPA scales the workload on a resource.
+fn hpa_condition(w: &Workload) -> Option<Cond> {
+    if w.hpa_names.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = w
+        .blocked
+        .iter()
+        .map(|r| {
+            if *r == ResourceName::Cpu {
+                "cpu"
+            } else {
+                "memory"
+            }
+        })
+        .collect();
+    let target = &w.va.spec.target_ref;
+    Some(cond(
+        condition::CONFIG_UNSUPPORTED,
+        true,
+        "HpaConflict",
+        format!(
+            "HorizontalPodAutoscaler {} scales {}/{} on {}: tailor leaves {} alone (set updatePolicy.hpaConflict: Resize to resize it anyway)",
+            w.hpa_names.join(", "),
+            target.kind,
+            target.name,
+            names.join(" and "),
+            names.join(" and ")
+        ),
+    ))
+}
+
+fn held_metrics(ctx: &Context, w: &Workload, pending: &[Pending], status: &[PendingApproval]) {
+    let (ns, name) = (&w.key.0, &w.key.1);
+    ctx.metrics
+        .pending(ns, name, pending.iter().filter(|p| !p.approved).count());
+    let now_s = now().0.as_second();
+    let held: Vec<HeldDecrease> = pending
+        .iter()
+        .zip(status)
+        .filter(|(p, _)| !p.approved)
+        .map(|(p, s)| HeldDecrease {
+            container: p.container.clone(),
+            id: p.id.clone(),
+            from: format_memory_bytes(p.from).0,
+            to: format_memory_bytes(p.to).0,
+            since: s.since.as_ref().map_or(now_s, |t| t.0.as_second()),
+        })
+        .collect();
+    ctx.metrics.held(ns, name, &held);
+}
+
+/// Whether the updater's conditions in `status` are exactly `conditions`.
+fn same_conditions(status: &VerticalAutoscalerStatus, conditions: &[Cond]) -> bool {
+    let mine: Vec<&Condition> = status
+        .conditions
+        .iter()
+        .filter(|c| updater_condition(c))
+        .collect();
+    mine.len() == conditions.len()
+        && conditions.iter().all(|c| {
+            mine.iter()
+                .any(|o| o.type_ == c.0 && o.status == c.1 && o.reason == c.2 && o.message == c.3)
+        })
+}
+
+/// Applies the updater's part of the status. Fields it leaves out are dropped from what it
+/// owns; the recommender's fields are untouched.
+async fn write(
+    ctx: &Context,
+    va: &VerticalAutoscaler,
+    previous: &VerticalAutoscalerStatus,
+    pending: Vec<PendingApproval>,
+    conditions: Vec<Cond>,
+    records: Vec<ResizeRecord>,
+) {
+    let stamp = now();
+    let conditions: Vec<Condition> = conditions
+        .into_iter()
+        .map(|(type_, status_, reason, message)| Condition {
+            last_transition_time: previous
+                .conditions
+                .iter()
+                .find(|c| c.type_ == type_ && c.status == status_)
+                .map_or_else(|| stamp.clone(), |c| c.last_transition_time.clone()),
+            type_: type_.to_owned(),
+            status: status_.to_owned(),
+            reason: reason.to_owned(),
+            message: truncate(&message, 32_000),
+            observed_generation: va.metadata.generation,
+        })
+        .collect();
+    let count = i32::try_from(pending.len()).unwrap_or(i32::MAX);
+    let status = VerticalAutoscalerStatus {
+        pending_approval_count: Some(count),
+        pending_approvals: pending,
+        conditions,
+        last_resizes: records,
+        ..Default::default()
+    };
+    let patch = json!({
+        "apiVersion": VerticalAutoscaler::api_version(&()),
+        "kind": VerticalAutoscaler::kind(&()),
+        "status": status,
+    });
+    let api: Api<VerticalAutoscaler> =
+        Api::namespaced(ctx.client.clone(), &va.namespace().unwrap_or_default());
+    ctx.metrics.request("status");
+    match api
+        .patch_status(
+            &va.name_any(),
+            &PatchParams::apply(super::FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await
+    {
+        Ok(_) => {
+            ctx.memory().written.insert(
+                va_key(va),
+                Written {
+                    uid: uid_of(va),
+                    pending: status.pending_approvals,
+                    conditions: status.conditions,
+                    records: status.last_resizes,
+                },
+            );
+        }
+        Err(e) => {
+            tracing::warn!(va = %format!("{}/{}", va.namespace().unwrap_or_default(), va.name_any()), error = %e, "status not written")
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The watches behind the caches, and what each change puts on the work queue.
+
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use tailor_crds::v1alpha1::VerticalAutoscaler;
+use tailor_runtime::workload::Owners;
+use tokio::sync::mpsc;
+
+use super::{Context, FIELD_MANAGER, Key, Options, act, events, pods, reconcile, va_key};
+use crate::metrics::Metrics;
+
+/// Upstream VPA's API, watched when installed so that tailor never acts beside it.
+fn vpa_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("autoscaling.k8s.io", "v1", "VerticalPodAutoscaler"),
+        "verticalpodautoscalers",
+    )
+}
+
+/// A cache of upstream VerticalPodAutoscalers, when their CRD is installed (checked at start).
+async fn vpa_cache(
+    client: &kube::Client,
+) -> Option<(
+    Store<DynamicObject>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+)> {
+    let installed = client
+        .list_api_group_resources("autoscaling.k8s.io/v1")
+        .await
+        .is_ok_and(|list| {
+            list.resources
+                .iter()
+                .any(|r| r.name == "verticalpodautoscalers")
+        });
+    if !installed {
+        tracing::info!("no autoscaling.k8s.io/v1 VerticalPodAutoscaler API: not watching VPAs");
+        return None;
+    }
+    let resource = vpa_resource();
+    let writer = reflector::store::Writer::new(resource.clone());
+    let store = writer.as_reader();
+    let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+    let run = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .for_each(|_| std::future::ready(()));
+    Some((store, run))
+}
+
+/// Runs the updater until the future is dropped.
+pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) {
+    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let (replicasets, rs_stream) =
+        tailor_runtime::cache(Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()));
+    let (jobs, job_stream) =
+        tailor_runtime::cache(Api::<PartialObjectMeta<Job>>::all(client.clone()));
+    let (hpas, hpa_stream) =
+        tailor_runtime::cache(Api::<HorizontalPodAutoscaler>::all(client.clone()));
+    let vpas = vpa_cache(&client).await;
+    let (va_store, va_writer) = reflector::store::<VerticalAutoscaler>();
+    let (events, event_sender) = events::Events::new(
+        client.clone(),
+        (FIELD_MANAGER.to_owned(), options.identity.clone()),
+        metrics.clone(),
+    );
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        limiter: act::RateLimiter::new(options.resizes_per_second, options.burst),
+        options,
+        metrics,
+        vas: va_store,
+        pods: pod_store,
+        owners: Owners { replicasets, jobs },
+        hpas,
+        vpas: vpas.as_ref().map(|(s, _)| s.clone()),
+        events,
+        memory: Mutex::default(),
+        started: super::now().0.as_second(),
+    });
+    let (queue, work) = mpsc::unbounded_channel::<Key>();
+
+    tracing::info!("starting watches of VerticalAutoscalers, pods, ReplicaSets, Jobs and HPAs");
+    // A VerticalAutoscaler changes: its spec, its recommendation, its approval annotation.
+    let va_queue = queue.clone();
+    let va_stream = reflector::reflector(
+        va_writer,
+        watcher(
+            Api::<VerticalAutoscaler>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .modify(|va| va.managed_fields_mut().clear()),
+    )
+    .default_backoff()
+    .applied_objects()
+    .for_each(move |va| {
+        if let Ok(va) = va {
+            let _ = va_queue.send(va_key(&va));
+        }
+        std::future::ready(())
+    });
+    // A pod changes: the objects whose workload it belongs to.
+    let pod_queue = queue.clone();
+    let pod_ctx = ctx.clone();
+    let pod_stream = reflector::reflector(
+        pod_writer,
+        watcher(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().page_size(100),
+        )
+        .modify(pods::slim),
+    )
+    .default_backoff()
+    .applied_objects()
+    .for_each(move |pod| {
+        if let Ok(pod) = pod {
+            for key in objects_of(&pod_ctx, &pod) {
+                let _ = pod_queue.send(key);
+            }
+        }
+        std::future::ready(())
+    });
+    let timer_ctx = ctx.clone();
+    let timer_queue = queue.clone();
+    let timer = async move {
+        let mut interval = tokio::time::interval(timer_ctx.options.resync);
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            for va in timer_ctx.vas.state() {
+                let _ = timer_queue.send(va_key(&va));
+            }
+        }
+    };
+    let worker = work_loop(ctx.clone(), work);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(event_sender);
+    tasks.spawn(pod_stream);
+    tasks.spawn(rs_stream);
+    tasks.spawn(job_stream);
+    tasks.spawn(hpa_stream);
+    if let Some((_, vpa_stream)) = vpas {
+        tasks.spawn(vpa_stream);
+    }
+    tasks.spawn(va_stream);
+    tasks.spawn(timer);
+    tasks.spawn(worker);
+    while tasks.join_next().await.is_some() {}
+}
+
+/// The VerticalAutoscalers whose workload a pod belongs to.
+fn objects_of(ctx: &Context, pod: &Pod) -> Vec<Key> {
+    let Some((kind, name)) = ctx.owners.workload_of(pod) else {
+        return Vec::new();
+    };
+    let ns = pod.namespace().unwrap_or_default();
+    ctx.vas
+        .state()
+        .iter()
+        .filter(|va| {
+            va.namespace().as_deref() == Some(ns.as_str())
+                && va.spec.target_ref.kind == kind
+                && va.spec.target_ref.name == name
+        })
+        .map(|va| va_key(va))
+        .collect()
+}
+
+/// Waits for the caches, reconciles every object once, then works the queue.
+async fn work_loop(ctx: Arc<Context>, work: mpsc::UnboundedReceiver<Key>) {
+    let _ = tokio::join!(
+        ctx.pods.wait_until_ready(),
+        ctx.owners.replicasets.wait_until_ready(),
+        ctx.owners.jobs.wait_until_ready(),
+        ctx.hpas.wait_until_ready(),
+        ctx.vas.wait_until_ready()
+    );
+    if let Some(vpas) = &ctx.vpas {
+        let _ = vpas.wait_until_ready().await;
+    }
+    tracing::info!(
+        verticalautoscalers = ctx.vas.len(),
+        pods = ctx.pods.len(),
+        "caches synced; first pass starts"
+    );
+    // The first pass: every object once.
+    let first: Vec<Key> = ctx.vas.state().iter().map(|va| va_key(va)).collect();
+    futures::stream::iter(first)
+        .for_each_concurrent(ctx.options.concurrency.max(1), |key| {
+            let ctx = ctx.clone();
+            async move { reconcile(&ctx, &key).await }
+        })
+        .await;
+    ctx.metrics.set_ready();
+    tracing::info!("first pass done");
+    // Then: each object by one task at a time; triggers merge.
+    let concurrency = ctx.options.concurrency;
+    tailor_runtime::queue::run(
+        work,
+        concurrency,
+        |key: Key| {
+            let ctx = ctx.clone();
+            async move { reconcile(&ctx, &key).await }
+        },
+        |_| {},
+    )
+    .await;
+}
