@@ -1053,6 +1053,7 @@ pub async fn reconcile(ctx: &Context, key: &(String, String)) {
             PodView {
                 plan,
                 ready: resources::ready(p),
+                terminal: resources::terminal(p),
                 resizing: !rs.complete(),
                 infeasible: rs.infeasible(),
                 backing_off: ctx.backing_off(&p.uid().unwrap_or_default()),
