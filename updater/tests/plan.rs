@@ -1,88 +1,18 @@
 //! The planner on pods and recommendations built in memory (it is pure).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
+mod plan_support;
+
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Pod;
+use plan_support::*;
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use tailor_crds::v1alpha1::{ContainerRecommendation, ResourceName, VerticalAutoscalerSpec};
+use tailor_crds::v1alpha1::{ContainerRecommendation, ResourceName};
 use tailor_updater::plan::memory::Approved;
-use tailor_updater::plan::resources::{Amounts, ContainerResources, Qos, qos};
-use tailor_updater::plan::{PodInput, PodPlan, Skip, plan_pod, resize_patch};
-
-const MI: i64 = 1 << 20;
-
-fn pod(containers: Value) -> Pod {
-    let statuses: Vec<Value> = containers
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            json!({"name": c["name"], "image": "x", "imageID": "", "ready": true,
-                        "restartCount": 0, "resources": c["resources"]})
-        })
-        .collect();
-    serde_json::from_value(json!({
-        "metadata": {"name": "p", "namespace": "ns", "generation": 1, "uid": "u1"},
-        "spec": {"containers": containers},
-        "status": {"phase": "Running", "observedGeneration": 1, "containerStatuses": statuses,
-                   "conditions": [{"type": "Ready", "status": "True"}]},
-    }))
-    .unwrap()
-}
-
-fn container(name: &str, requests: Value, limits: Value) -> Value {
-    json!({"name": name, "image": "x", "resources": {"requests": requests, "limits": limits}})
-}
-
-fn spec(extra: Value) -> VerticalAutoscalerSpec {
-    let mut s = json!({"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "w"},
-                       "updatePolicy": {"updateMode": "InPlace"}});
-    merge(&mut s, extra);
-    serde_json::from_value(s).unwrap()
-}
-
-fn merge(a: &mut Value, b: Value) {
-    match (a, b) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in b {
-                merge(a.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (a, b) => *a = b,
-    }
-}
-
-fn rec(name: &str, target: Value, extra: Value) -> ContainerRecommendation {
-    let mut r = json!({"containerName": name, "target": target});
-    merge(&mut r, extra);
-    serde_json::from_value(r).unwrap()
-}
-
-fn plan(pod: &Pod, spec: &VerticalAutoscalerSpec, recs: &[ContainerRecommendation]) -> PodPlan {
-    plan_with(pod, spec, recs, &BTreeSet::new(), &[])
-}
-
-fn plan_with(
-    pod: &Pod,
-    spec: &VerticalAutoscalerSpec,
-    recs: &[ContainerRecommendation],
-    blocked: &BTreeSet<ResourceName>,
-    approved: &[Approved],
-) -> PodPlan {
-    plan_pod(&PodInput {
-        pod,
-        spec,
-        recommendation: recs,
-        blocked,
-        approved,
-    })
-}
-
-fn amounts(cpu: Option<i64>, memory: Option<i64>) -> Amounts {
-    Amounts { cpu, memory }
-}
+use tailor_updater::plan::resources::{ContainerResources, Qos, qos};
+use tailor_updater::plan::{DeclineReason, PodPlan, Skip, resize_patch};
 
 #[test]
 fn cpu_moves_both_ways_beyond_min_change() {
@@ -190,7 +120,11 @@ fn limits_keep_their_ratio_or_stay() {
     assert_eq!(to.limits, amounts(Some(200), Some(300 * MI)));
     // The CPU request is capped at the limit, and the cap is noted.
     assert_eq!(to.requests, amounts(Some(200), Some(200 * MI)));
-    assert!(only.notes.iter().any(|n| n.reason.contains("capped")));
+    assert!(
+        only.declined
+            .iter()
+            .any(|d| d.reason == DeclineReason::RequestCappedAtLimit)
+    );
     // A memory limit in proportion is rounded up to whole MiB.
     let p = pod(json!([container(
         "app",
@@ -333,12 +267,9 @@ fn restart_container_decreases_need_the_restart_policy() {
     )];
     let without = plan(&pod(json!([c.clone()])), &s, &r);
     assert!(!without.resizes());
-    assert!(
-        without
-            .notes
-            .iter()
-            .any(|n| n.reason.contains("resizePolicy"))
-    );
+    assert!(without.declined.iter().any(|d| {
+        d.reason == DeclineReason::ResizePolicyNotRequired && d.message.contains("resizePolicy")
+    }));
     c["resizePolicy"] = json!([{"resourceName": "memory", "restartPolicy": "RestartContainer"}]);
     let with = plan(&pod(json!([c])), &s, &r);
     assert!(with.restarts());
@@ -410,7 +341,12 @@ fn policy_mode_controlled_resources_and_hpa_are_respected() {
             .iter()
             .all(|c| c.to.requests.memory == Some(1024 * MI))
     );
-    assert!(plan2.notes.iter().any(|n| n.reason.contains("HPA")));
+    assert!(
+        plan2
+            .declined
+            .iter()
+            .any(|d| d.reason == DeclineReason::HpaConflict && d.message.contains("HPA"))
+    );
 }
 
 #[test]
@@ -436,44 +372,70 @@ fn quantity_cpu(m: i64) -> String {
     format!("{m}m")
 }
 
+/// Amounts from small to the top of the range (`i64::MAX`).
+fn any_amount() -> impl Strategy<Value = i64> {
+    prop_oneof![1i64..10_000, 1i64..(1 << 40), 1i64..=i64::MAX]
+}
+
+/// 0: no limit; 1: limit == request; r: limit = request x r (saturating).
+fn with_limit(req: i64, ratio: u32) -> Option<i64> {
+    (ratio > 0).then(|| req.saturating_mul(i64::from(ratio)))
+}
+
 proptest! {
-    /// Whatever the pod and the recommendation: the QoS class stays, limits never fall below
-    /// requests, memory never falls below the floor, and limits are never removed.
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+    /// Whatever the pod and the recommendation: nothing overflows, the QoS class stays, limits
+    /// never fall below requests, a derived limit stays under its cap, memory never falls below
+    /// the floor, and limits are never removed.
     #[test]
     fn invariants_hold(
-        cpu_req in 10i64..4000, cpu_ratio in 0u8..4, mem_req in 16i64..8192, mem_ratio in 0u8..4,
-        cpu_t in 1i64..8000, mem_t in 1i64..16384, floor in 0i64..8192,
+        cpu_req in any_amount(), cpu_ratio in 0u32..=1000, mem_req in any_amount(),
+        mem_ratio in 0u32..=1000, cpu_t in any_amount(), mem_t in any_amount(),
+        floor in prop::option::of(any_amount()),
+        max_allowed in prop::option::of((any_amount(), any_amount())),
         decrease in 0u8..3, only in any::<bool>(),
     ) {
-        let limit = |req: i64, ratio: u8| match ratio { 0 => None, 1 => Some(req), r => Some(req * i64::from(r)) };
-        let (cl, ml) = (limit(cpu_req, cpu_ratio), limit(mem_req, mem_ratio));
+        let (cl, ml) = (with_limit(cpu_req, cpu_ratio), with_limit(mem_req, mem_ratio));
         let mut limits = serde_json::Map::new();
         if let Some(c) = cl { limits.insert("cpu".into(), json!(quantity_cpu(c))); }
-        if let Some(m) = ml { limits.insert("memory".into(), json!(format!("{m}Mi"))); }
-        let p = pod(json!([container("app", json!({"cpu": quantity_cpu(cpu_req), "memory": format!("{mem_req}Mi")}), Value::Object(limits))]));
+        if let Some(m) = ml { limits.insert("memory".into(), json!(m.to_string())); }
+        let p = pod(json!([container("app", json!({"cpu": quantity_cpu(cpu_req), "memory": mem_req.to_string()}), Value::Object(limits))]));
         let policy = ["Never", "ManualApproval", "RestartContainer"][decrease as usize];
         let values = if only { "RequestsOnly" } else { "RequestsAndLimits" };
+        let mut cp = json!({"containerName": "*", "controlledValues": values});
+        if let Some((c, m)) = max_allowed {
+            cp["maxAllowed"] = json!({"cpu": quantity_cpu(c), "memory": m.to_string()});
+        }
         let s = spec(json!({"updatePolicy": {"memoryDecrease": policy},
-                            "resourcePolicy": {"containerPolicies": [{"containerName": "*",
-                              "controlledValues": values}]}}));
-        let r = [rec("app", json!({"cpu": quantity_cpu(cpu_t), "memory": format!("{mem_t}Mi")}),
-                     json!({"memoryFloor": {"value": format!("{floor}Mi"), "reason": "Peak"}}))];
+                            "resourcePolicy": {"containerPolicies": [cp]}}));
+        let extra = floor.map_or(json!({}), |f| json!({"memoryFloor": {"value": f.to_string(), "reason": "Peak"}}));
+        let r = [rec("app", json!({"cpu": quantity_cpu(cpu_t), "memory": mem_t.to_string()}), extra)];
         let plan = plan(&p, &s, &r);
         let before = ContainerResources {
-            requests: amounts(Some(cpu_req), Some(mem_req * MI)),
-            limits: amounts(cl, ml.map(|m| m * MI)),
+            requests: amounts(Some(cpu_req), Some(mem_req)),
+            limits: amounts(cl, ml),
         };
+        if plan.skip == Some(Skip::QosChange) {
+            prop_assert!(plan.changes.is_empty());
+        }
         for c in &plan.changes {
             prop_assert_eq!(qos([&c.to]), qos([&before]));
             for res in [ResourceName::Cpu, ResourceName::Memory] {
                 prop_assert_eq!(c.to.limits.get(res).is_some(), before.limits.get(res).is_some());
-                if let (Some(l), Some(q)) = (c.to.limits.get(res), c.to.requests.get(res)) {
-                    prop_assert!(l >= q, "limit {} < request {}", l, q);
+                let (Some(l), Some(q)) = (c.to.limits.get(res), c.to.requests.get(res)) else { continue };
+                prop_assert!(l >= q, "limit {} < request {}", l, q);
+                // The cap: within max(current limit, request x 10) and, with maxAllowed,
+                // within max(current limit, maxAllowed, request).
+                let old = before.limits.get(res).unwrap_or(0);
+                prop_assert!(l <= old.max(q.saturating_mul(10)), "{:?} limit {} over 10 x {} (was {})", res, l, q, old);
+                if let Some((mc, mm)) = max_allowed {
+                    let m = match res { ResourceName::Cpu => mc, ResourceName::Memory => mm };
+                    prop_assert!(l <= old.max(m).max(q), "{:?} limit {} over maxAllowed {} (was {})", res, l, m, old);
                 }
             }
             let (old, new) = (before.requests.memory.unwrap(), c.to.requests.memory.unwrap());
             if new < old {
-                prop_assert!(new >= floor * MI, "memory {} below the floor", new);
+                prop_assert!(new >= floor.unwrap_or(0), "memory {} below the floor", new);
                 prop_assert!(decrease != 0, "Never lowered memory");
             }
             if let (Some(old), Some(new)) = (before.limits.memory, c.to.limits.memory) {
@@ -482,6 +444,51 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_wide_ratio_does_not_run_away() {
+    // request 1Mi / limit 1Gi to a 512Mi request: in proportion that is a 512Gi limit.
+    let p = pod(json!([container(
+        "app",
+        json!({"cpu": "1m", "memory": "1Mi"}),
+        json!({"cpu": "2", "memory": "1Gi"})
+    )]));
+    let r = [rec(
+        "app",
+        json!({"cpu": "500m", "memory": "512Mi"}),
+        json!({}),
+    )];
+    let to = plan(&p, &spec(json!({})), &r).changes[0].to;
+    assert_eq!(to.requests, amounts(Some(500), Some(512 * MI)));
+    // Capped at 10 x the request; 1m / 2 cores (x2000) to 500m would be 1000 cores.
+    assert_eq!(to.limits, amounts(Some(5000), Some(5 * 1024 * MI)));
+    assert_eq!(qos([&to]), Qos::Burstable);
+    // maxAllowed caps it lower, never under the new request.
+    let s = spec(json!({"resourcePolicy": {"containerPolicies": [
+        {"containerName": "*", "maxAllowed": {"cpu": "800m", "memory": "2Gi"}}]}}));
+    let to = plan(&p, &s, &r).changes[0].to;
+    assert_eq!(to.limits, amounts(Some(2000), Some(2048 * MI)));
+    // A current limit above maxAllowed is kept, not cut.
+    let s = spec(json!({"resourcePolicy": {"containerPolicies": [
+        {"containerName": "*", "maxAllowed": {"cpu": "600m", "memory": "600Mi"}}]}}));
+    let to = plan(&p, &s, &r).changes[0].to;
+    assert_eq!(to.limits, amounts(Some(2000), Some(1024 * MI)));
+}
+
+#[test]
+fn limits_at_the_top_of_the_range_do_not_overflow() {
+    // A limit near i64::MAX that is not a whole MiB: rounding the proportion up would overflow.
+    let top = i64::MAX;
+    let p = pod(json!([container(
+        "app",
+        json!({"cpu": "1m", "memory": "1"}),
+        json!({"cpu": quantity_cpu(top), "memory": (top - 1).to_string()})
+    )]));
+    let r = [rec("app", json!({"cpu": "2m", "memory": "2"}), json!({}))];
+    let to = plan(&p, &spec(json!({})), &r).changes[0].to;
+    assert_eq!(to.requests, amounts(Some(2), Some(2)));
+    assert_eq!(to.limits, amounts(Some(top), Some(top - 1)));
 }
 
 #[test]

@@ -240,10 +240,12 @@ struct Planned {
 /// Step 3: one plan per pod (pure) and the selection of what goes now.
 fn plan_workload(ctx: &Context, w: &observe::Workload) -> Planned {
     let plans: Vec<PodPlan> = w.pods.iter().map(|p| plan_pod(w, p)).collect();
+    surface_declines(ctx, w, &plans);
     let in_flight_restarts = {
         let memory = ctx.memory();
         w.pods
             .iter()
+            .filter(|p| !plan::resources::terminal(p))
             .filter(|p| {
                 memory.in_flight.get(&uid_of(p.as_ref())).is_some_and(|f| {
                     f.restarts
@@ -265,6 +267,7 @@ fn plan_workload(ctx: &Context, w: &observe::Workload) -> Planned {
                 resizing: !rs.complete(),
                 infeasible: rs.infeasible(),
                 backing_off: ctx.backing_off(&uid_of(p.as_ref())),
+                terminal: plan::resources::terminal(p),
             }
         })
         .collect();
@@ -277,6 +280,31 @@ fn plan_workload(ctx: &Context, w: &observe::Workload) -> Planned {
         tracing::debug!(va = %format!("{}/{}", w.key.0, w.key.1), waiting = selection.waiting_for_restart, "restart-causing resizes wait for the budget");
     }
     Planned { plans, selection }
+}
+
+/// Every change the planner declined, as an Event on the object, once per distinct decline
+/// for this process (the same decline comes back for every pod on every pass).
+fn surface_declines(ctx: &Context, w: &observe::Workload, plans: &[PodPlan]) {
+    use plan::declined::DeclineReason;
+    for d in plans.iter().flat_map(|p| &p.declined) {
+        let kind = match d.reason {
+            DeclineReason::HpaConflict | DeclineReason::MemoryDecreaseNever => events::Kind::Normal,
+            _ => events::Kind::Warning,
+        };
+        ctx.event_once(
+            format!(
+                "declined/{}/{}/{}/{}",
+                uid_of(w.va.as_ref()),
+                d.container,
+                d.reason.as_str(),
+                d.message
+            ),
+            object_ref(w.va.as_ref()),
+            kind,
+            d.reason.as_str(),
+            format!("container {}: {}", d.container, d.message),
+        );
+    }
 }
 
 /// The planner's input for one pod of the workload: only the approvals that cover that pod.

@@ -10,15 +10,17 @@
 //!     then only to pods whose cut lies within the approved one (from no higher, to no lower).
 //!   - `RestartContainer`: applied only where the container's memory `resizePolicy` is
 //!     `RestartContainer` (immutable after creation), so the process restarts into the new
-//!     limit instead of being squeezed under it; elsewhere it is skipped with a reason.
-//!   - `Never`: skipped.
+//!     limit instead of being squeezed under it; elsewhere it is declined
+//!     (`ResizePolicyNotRequired`).
+//!   - `Never`: declined (`MemoryDecreaseNever`).
 //! - A **request decrease with an unchanged limit** (no limit set, or `controlledValues:
 //!   RequestsOnly`) cannot OOM-kill anything: the request only reserves node capacity. It goes
-//!   live, except under `Never`, which never lowers memory at all.
+//!   live, except under `Never`, which never lowers memory at all (`MemoryDecreaseNever`).
 //! - Nothing is ever lowered below the recommendation's memory floor (done by the caller).
 
 use tailor_crds::v1alpha1::MemoryDecrease;
 
+use super::declined::DeclineReason;
 use super::resources::ContainerResources;
 
 /// A memory decrease approved by a person: the envelope of cuts it allows.
@@ -57,8 +59,15 @@ pub enum Route {
         /// Planned limit.
         to: i64,
     },
-    /// Leave memory as it is, for this reason.
-    Skip(&'static str),
+    /// Leave memory as it is: declined, for this reason.
+    Decline(DeclineReason, &'static str),
+}
+
+fn never() -> Route {
+    Route::Decline(
+        DeclineReason::MemoryDecreaseNever,
+        "memoryDecrease is Never: memory is not lowered",
+    )
 }
 
 /// Routes a container's memory change from `current` to `planned`.
@@ -83,7 +92,7 @@ pub fn route(
         return Route::Apply;
     }
     if decrease == MemoryDecrease::Never {
-        return Route::Skip("memoryDecrease is Never");
+        return never();
     }
     let (Some(from), Some(to)) = (cur_lim, new_lim) else {
         // A request decrease without a limit to lower: it cannot OOM-kill anything.
@@ -93,9 +102,10 @@ pub fn route(
         return Route::Apply;
     }
     match decrease {
-        MemoryDecrease::Never => Route::Skip("memoryDecrease is Never"),
+        MemoryDecrease::Never => never(),
         MemoryDecrease::RestartContainer if restart_policy => Route::Apply,
-        MemoryDecrease::RestartContainer => Route::Skip(
+        MemoryDecrease::RestartContainer => Route::Decline(
+            DeclineReason::ResizePolicyNotRequired,
             "memoryDecrease is RestartContainer but the container's memory resizePolicy is NotRequired (it is immutable; set it in the pod template)",
         ),
         MemoryDecrease::ManualApproval => approved
@@ -160,12 +170,12 @@ mod tests {
         );
         assert!(matches!(
             r(MemoryDecrease::Never, true, &[]),
-            Route::Skip(_)
+            Route::Decline(DeclineReason::MemoryDecreaseNever, _)
         ));
         assert_eq!(r(MemoryDecrease::RestartContainer, true, &[]), Route::Apply);
         assert!(matches!(
             r(MemoryDecrease::RestartContainer, false, &[]),
-            Route::Skip(m) if m.contains("NotRequired")
+            Route::Decline(DeclineReason::ResizePolicyNotRequired, m) if m.contains("NotRequired")
         ));
     }
 
@@ -240,6 +250,9 @@ mod tests {
             false,
             &[],
         );
-        assert!(matches!(r, Route::Skip(_)));
+        assert!(matches!(
+            r,
+            Route::Decline(DeclineReason::MemoryDecreaseNever, _)
+        ));
     }
 }

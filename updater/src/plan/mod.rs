@@ -1,36 +1,45 @@
 //! The planner: a pod, its VerticalAutoscaler's recommendation and policy in; a resize plan, or
-//! the reasons for leaving the pod alone, out. Pure: no kube client, no HTTP, no clock.
+//! the reasons for leaving (part of) the pod alone, out. Pure: no kube client, no HTTP, no
+//! clock; integer arithmetic only, checked or saturating, so no input can overflow or panic.
 //!
-//! - [`plan_pod`]: one pod. All its containers in one resize; acts on a resource only when the
-//!   current request lies outside the recommendation's bounds, differs from the target by at
-//!   least `minChange`, or (memory) is below the floor; keeps the QoS class; moves limits in
-//!   proportion (`RequestsAndLimits`) or leaves them (`RequestsOnly`), never below requests.
+//! Where each rule lives:
+//! - [`plan_pod`] (this file): which pods are planned at all (Running, not being deleted, last
+//!   resize observed and finished, resources readable, not BestEffort); all of a pod's
+//!   containers in one resize; a resize that would change the pod's QoS class is declined for
+//!   the whole pod.
+//! - `container.rs`: when a container's resource moves (bounds, `minChange`, the memory
+//!   floor), its new request (`minAllowed`/`maxAllowed`), Guaranteed and `RequestsOnly`.
+//! - [`limits`]: how a limit follows its request (`RequestsAndLimits`), and its cap.
 //! - [`memory`]: what happens to a memory decrease.
+//! - [`declined`]: every reason a change is declined ([`PodPlan::declined`]), and what is not
+//!   a decline.
 //! - [`approval`]: approval ids and the workload's pending approvals.
 //! - [`workload`]: which of a workload's planned resizes go now (restart pacing, Infeasible).
 //! - [`refused`]: a memory decrease the kubelet refused, and taking it back.
 //! - [`guard`]: when the updater may act at all (a current recommendation, one owner per
 //!   workload) and the re-check before each patch.
+//! - [`hpa`]: which resources an HPA scales the workload on.
+//! - [`resources`]: reading a pod's resources, QoS class and resize state.
 
 pub mod approval;
+mod container;
+pub mod declined;
 pub mod guard;
 pub mod hpa;
+pub mod limits;
 pub mod memory;
 pub mod refused;
 pub mod resources;
 pub mod workload;
 
-/// Bytes in a MiB.
-const MIB: i64 = 1024 * 1024;
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::Pod;
-use tailor_crds::quantity::{cpu_millis, memory_bytes};
-use tailor_crds::v1alpha1::{
-    ContainerRecommendation, ControlledValues, ResourceName, Resources, VerticalAutoscalerSpec,
-};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use tailor_crds::v1alpha1::{ContainerRecommendation, ResourceName, VerticalAutoscalerSpec};
 
-use memory::{Approved, Route};
+use container::plan_container;
+pub use declined::{DeclineReason, Declined};
+use memory::Approved;
 use resources::{Amounts, ContainerResources, Qos, ResizeStatus};
 
 /// What the planner is given for one pod.
@@ -48,7 +57,9 @@ pub struct PodInput<'a> {
     pub approved: &'a [Approved],
 }
 
-/// Why a whole pod is left alone.
+/// Why a whole pod is left alone. `Terminating`, `NotRunning`, `NotSynced` and `InProgress`
+/// are waits; `BestEffort`, `QosChange` and `Invalid` are declines and also listed, per
+/// container, in [`PodPlan::declined`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Skip {
     /// The pod is being deleted.
@@ -81,7 +92,8 @@ impl std::fmt::Display for Skip {
     }
 }
 
-/// Why one resource of one container is left as it is.
+/// Why one resource of one container is left as it is (or its limit held under the cap) when
+/// nothing is refused: it is at the target, or close enough to it. Refusals are [`Declined`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Note {
     /// Container name.
@@ -91,7 +103,6 @@ pub struct Note {
     /// Why.
     pub reason: String,
 }
-
 /// A container's part of a resize.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerChange {
@@ -125,8 +136,11 @@ pub struct PodPlan {
     pub changes: Vec<ContainerChange>,
     /// Memory decreases held for approval (not in `changes`).
     pub held: Vec<approval::Cut>,
-    /// Resources left as they are, with reasons.
+    /// Resources left as they are because nothing needs doing, with reasons.
     pub notes: Vec<Note>,
+    /// Every change the recommendation asks for that is not made, or not in full, with the
+    /// reason (see [`declined`]).
+    pub declined: Vec<Declined>,
 }
 
 impl PodPlan {
@@ -135,6 +149,17 @@ impl PodPlan {
             skip: Some(skip),
             ..Self::default()
         }
+    }
+
+    fn decline(
+        &mut self,
+        container: &str,
+        resource: Option<ResourceName>,
+        reason: DeclineReason,
+        message: impl Into<String>,
+    ) {
+        self.declined
+            .push(Declined::new(container, resource, reason, message));
     }
 
     /// Whether the plan resizes the pod.
@@ -160,80 +185,18 @@ impl PodPlan {
     }
 }
 
-fn amount(r: Option<&Resources>, resource: ResourceName) -> Result<Option<i64>, String> {
-    let Some(q) = r.and_then(|r| match resource {
-        ResourceName::Cpu => r.cpu.as_ref(),
-        ResourceName::Memory => r.memory.as_ref(),
-    }) else {
-        return Ok(None);
-    };
-    match resource {
-        ResourceName::Cpu => cpu_millis(q),
-        ResourceName::Memory => memory_bytes(q),
-    }
-    .map(Some)
-    .map_err(|e| e.to_string())
+/// A pod the planner may resize, read.
+struct Readable<'a> {
+    spec: &'a PodSpec,
+    current: Vec<ContainerResources>,
+    init: Vec<ContainerResources>,
+    qos: Qos,
 }
 
-/// `value * num / den`, rounded up, without overflow.
-fn scale(value: i64, num: i64, den: i64) -> i64 {
-    if den <= 0 {
-        return value;
-    }
-    let v = (i128::from(value) * i128::from(num) + i128::from(den) - 1) / i128::from(den);
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// The new request for one resource, or the reason to leave it.
-fn decide(
-    resource: ResourceName,
-    current: Option<i64>,
-    target: i64,
-    rec: &ContainerRecommendation,
-    min_change: f64,
-    floor: Option<i64>,
-) -> Result<Result<i64, String>, String> {
-    let Some(cur) = current else {
-        return Ok(Ok(target));
-    };
-    let lower = amount(rec.lower_bound.as_ref(), resource)?;
-    let upper = amount(rec.upper_bound.as_ref(), resource)?;
-    let mut target = target;
-    if resource == ResourceName::Memory && target < cur {
-        // Never below the floor, even when maxAllowed is lower.
-        target = target.max(floor.unwrap_or(0));
-    }
-    if target == cur {
-        return Ok(Err("at the target".into()));
-    }
-    let below_floor = resource == ResourceName::Memory && floor.is_some_and(|f| cur < f);
-    let outside = lower.is_some_and(|l| cur < l) || upper.is_some_and(|u| cur > u);
-    let relative = if cur > 0 {
-        (target - cur).unsigned_abs() as f64 / cur as f64
-    } else {
-        f64::INFINITY
-    };
-    if below_floor || outside || relative >= min_change {
-        Ok(Ok(target))
-    } else {
-        Ok(Err(format!(
-            "within the bounds and {:.1}% from the target (minChange {:.0}%)",
-            relative * 100.0,
-            min_change * 100.0
-        )))
-    }
-}
-
-fn clamp(value: i64, min: Option<i64>, max: Option<i64>) -> i64 {
-    let v = min.map_or(value, |m| value.max(m));
-    max.map_or(v, |m| v.min(m))
-}
-
-/// Plans one pod. Never fails: every reason to do nothing is in the plan.
-pub fn plan_pod(input: &PodInput<'_>) -> PodPlan {
-    let pod = input.pod;
+/// The pod read for planning, or the plan that leaves it alone (a wait, or a decline).
+fn readable(pod: &Pod) -> Result<Readable<'_>, Box<PodPlan>> {
     if pod.metadata.deletion_timestamp.is_some() {
-        return PodPlan::skipped(Skip::Terminating);
+        return Err(Box::new(PodPlan::skipped(Skip::Terminating)));
     }
     let phase = pod
         .status
@@ -241,201 +204,128 @@ pub fn plan_pod(input: &PodInput<'_>) -> PodPlan {
         .and_then(|s| s.phase.clone())
         .unwrap_or_else(|| "Pending".into());
     if phase != "Running" {
-        return PodPlan::skipped(Skip::NotRunning(phase));
+        return Err(Box::new(PodPlan::skipped(Skip::NotRunning(phase))));
     }
     let Some(spec) = pod.spec.as_ref() else {
-        return PodPlan::skipped(Skip::Invalid("no spec".into()));
+        // Never from the API server (a pod always has a spec); nothing to name a container by.
+        return Err(Box::new(PodPlan::skipped(Skip::Invalid("no spec".into()))));
     };
     let resize = ResizeStatus::of(pod);
     if !resize.synced {
-        return PodPlan::skipped(Skip::NotSynced);
+        return Err(Box::new(PodPlan::skipped(Skip::NotSynced)));
     }
     if resize.in_progress.is_some() {
-        return PodPlan::skipped(Skip::InProgress);
+        return Err(Box::new(PodPlan::skipped(Skip::InProgress)));
     }
-    let read = |c: &k8s_openapi::api::core::v1::Container| {
-        ContainerResources::of(c.resources.as_ref())
-            .map_err(|e| format!("container {}: {e}", c.name))
+    let mut unreadable = Vec::new();
+    let mut read = |c: &Container| {
+        ContainerResources::read(c.resources.as_ref()).unwrap_or_else(|e| {
+            unreadable.push(Declined::new(
+                &c.name,
+                Some(e.resource),
+                DeclineReason::InvalidPodResources,
+                format!(
+                    "container {}: {}; the pod is not resized",
+                    c.name, e.message
+                ),
+            ));
+            ContainerResources::default()
+        })
     };
-    let current: Vec<ContainerResources> = match spec.containers.iter().map(read).collect() {
-        Ok(c) => c,
-        Err(e) => return PodPlan::skipped(Skip::Invalid(e)),
-    };
-    let init: Vec<ContainerResources> =
-        match spec.init_containers.iter().flatten().map(read).collect() {
-            Ok(c) => c,
-            Err(e) => return PodPlan::skipped(Skip::Invalid(e)),
-        };
-    let qos = resources::qos(current.iter().chain(&init));
-    if qos == Qos::BestEffort {
-        return PodPlan::skipped(Skip::BestEffort);
-    }
-
-    let policy = &input.spec.update_policy;
-    let mut plan = PodPlan::default();
-    let mut planned = current.clone();
-    for ((container, cur), new) in spec.containers.iter().zip(&current).zip(planned.iter_mut()) {
-        let name = container.name.as_str();
-        let cp = input.spec.resource_policy.for_container(name);
-        let Some(rec) = input
-            .recommendation
-            .iter()
-            .find(|r| r.container_name == name)
-        else {
-            continue;
-        };
-        let mut note = |resource, reason: String| {
-            plan.notes.push(Note {
-                container: name.to_owned(),
-                resource,
-                reason,
-            });
-        };
-        for resource in [ResourceName::Cpu, ResourceName::Memory] {
-            if !cp.controls(resource) {
-                continue;
-            }
-            if input.blocked.contains(&resource) {
-                note(resource, "an HPA scales this workload on it".into());
-                continue;
-            }
-            let parsed = (|| -> Result<_, String> {
-                Ok((
-                    amount(Some(&rec.target), resource)?,
-                    amount(cp.min_allowed.as_ref(), resource)?,
-                    amount(cp.max_allowed.as_ref(), resource)?,
-                    match resource {
-                        ResourceName::Memory => rec
-                            .memory_floor
-                            .as_ref()
-                            .map(|f| memory_bytes(&f.value).map_err(|e| e.to_string()))
-                            .transpose()?,
-                        ResourceName::Cpu => None,
-                    },
-                ))
-            })();
-            let (target, min, max, floor) = match parsed {
-                Ok(v) => v,
-                Err(e) => {
-                    note(resource, format!("unreadable recommendation: {e}"));
-                    continue;
-                }
-            };
-            let Some(target) = target else {
-                note(resource, "no target in the recommendation".into());
-                continue;
-            };
-            let target = clamp(target, min, max);
-            let min_change = match resource {
-                ResourceName::Cpu => policy.min_change.cpu,
-                ResourceName::Memory => policy.min_change.memory,
-            };
-            let cur_req = cur.requests.get(resource);
-            let want = match decide(resource, cur_req, target, rec, min_change, floor) {
-                Ok(Ok(v)) => v,
-                Ok(Err(reason)) => {
-                    note(resource, reason);
-                    continue;
-                }
-                Err(e) => {
-                    note(resource, format!("unreadable bounds: {e}"));
-                    continue;
-                }
-            };
-            let cur_lim = cur.limits.get(resource);
-            if qos == Qos::Guaranteed {
-                if cp.controlled_values == ControlledValues::RequestsOnly {
-                    note(
-                        resource,
-                        "Guaranteed pod with controlledValues RequestsOnly: requests cannot move without limits".into(),
-                    );
-                    continue;
-                }
-                new.requests.set(resource, Some(want));
-                new.limits.set(resource, Some(want));
-                continue;
-            }
-            match (cp.controlled_values, cur_lim) {
-                (_, None) => new.requests.set(resource, Some(want)),
-                (ControlledValues::RequestsOnly, Some(lim)) => {
-                    if want > lim {
-                        note(resource, format!("capped at the limit ({lim})"));
-                    }
-                    let capped = want.min(lim);
-                    if Some(capped) != cur_req {
-                        new.requests.set(resource, Some(capped));
-                    }
-                }
-                (ControlledValues::RequestsAndLimits, Some(lim)) => {
-                    let mut new_lim = match cur_req {
-                        Some(req) if req > 0 => scale(lim, want, req).max(want),
-                        _ => lim.max(want),
-                    };
-                    // A limit in proportion is rounded up to whole MiB: `701Mi`, not
-                    // `735401302`. Up, so it never comes closer to the request.
-                    if resource == ResourceName::Memory && new_lim % MIB != 0 && new_lim != lim {
-                        new_lim = (new_lim / MIB + 1) * MIB;
-                    }
-                    new.requests.set(resource, Some(want));
-                    new.limits.set(resource, Some(new_lim));
-                }
-            }
-        }
-        // Memory: routed by the decrease policy.
-        let route = memory::route(
-            name,
-            cur,
-            new,
-            policy.memory_decrease,
-            resources::restarts_on(container, ResourceName::Memory),
-            input.approved,
-        );
-        let mut approval = None;
-        match route {
-            Route::Unchanged | Route::Apply => {}
-            Route::ApplyApproved(id) => approval = Some(id),
-            Route::Hold { from, to } => {
-                plan.held.push(approval::Cut {
-                    container: name.to_owned(),
-                    from,
-                    to,
-                    approved: None,
-                });
-                new.requests.memory = cur.requests.memory;
-                new.limits.memory = cur.limits.memory;
-            }
-            Route::Skip(reason) => {
-                plan.notes.push(Note {
-                    container: name.to_owned(),
-                    resource: ResourceName::Memory,
-                    reason: reason.to_owned(),
-                });
-                new.requests.memory = cur.requests.memory;
-                new.limits.memory = cur.limits.memory;
-            }
-        }
-        if new != cur {
-            let mut change = ContainerChange {
-                container: name.to_owned(),
-                from: *cur,
-                to: *new,
-                restarts: false,
-                approval,
-            };
-            change.restarts = [ResourceName::Cpu, ResourceName::Memory]
-                .into_iter()
-                .any(|r| change.changes(r) && resources::restarts_on(container, r));
-            plan.changes.push(change);
-        }
-    }
-    if !plan.changes.is_empty() && resources::qos(planned.iter().chain(&init)) != qos {
-        return PodPlan {
-            skip: Some(Skip::QosChange),
-            notes: plan.notes,
+    let current: Vec<ContainerResources> = spec.containers.iter().map(&mut read).collect();
+    let init: Vec<ContainerResources> = spec.init_containers.iter().flatten().map(read).collect();
+    if !unreadable.is_empty() {
+        let what: Vec<&str> = unreadable.iter().map(|d| d.message.as_str()).collect();
+        return Err(Box::new(PodPlan {
+            skip: Some(Skip::Invalid(what.join("; "))),
+            declined: unreadable,
             ..PodPlan::default()
-        };
+        }));
+    }
+    let qos = resources::qos(current.iter().chain(&init));
+    Ok(Readable {
+        spec,
+        current,
+        init,
+        qos,
+    })
+}
+
+/// Plans one pod. Never fails: every reason to do nothing, or less, is in the plan.
+pub fn plan_pod(input: &PodInput<'_>) -> PodPlan {
+    let pod = match readable(input.pod) {
+        Ok(pod) => pod,
+        Err(plan) => return *plan,
+    };
+    if pod.qos == Qos::BestEffort {
+        return best_effort(input, pod.spec);
+    }
+    let mut plan = PodPlan::default();
+    let mut planned = pod.current.clone();
+    let containers = pod.spec.containers.iter().zip(&pod.current);
+    for ((container, cur), new) in containers.zip(planned.iter_mut()) {
+        plan_container(input, pod.qos, container, cur, new, &mut plan);
+    }
+    plan.declined
+        .extend(declined::missing_containers(input, pod.spec));
+    if !plan.changes.is_empty() && resources::qos(planned.iter().chain(&pod.init)) != pod.qos {
+        return qos_change(plan, &pod, &planned);
     }
     plan
+}
+
+/// A BestEffort pod: declined for each container that has a recommendation.
+fn best_effort(input: &PodInput<'_>, spec: &PodSpec) -> PodPlan {
+    let mut plan = PodPlan::skipped(Skip::BestEffort);
+    for c in &spec.containers {
+        if input
+            .recommendation
+            .iter()
+            .any(|r| r.container_name == c.name)
+        {
+            plan.decline(
+                &c.name,
+                None,
+                DeclineReason::BestEffort,
+                "the pod is BestEffort (no requests or limits) and may not gain any; set requests in the pod template to have it sized",
+            );
+        }
+    }
+    plan
+}
+
+/// The resize would change the pod's QoS class: nothing is resized, and the containers that
+/// would flip are named.
+fn qos_change(plan: PodPlan, pod: &Readable<'_>, planned: &[ContainerResources]) -> PodPlan {
+    let to = resources::qos(planned.iter().chain(&pod.init));
+    let mut out = PodPlan {
+        skip: Some(Skip::QosChange),
+        notes: plan.notes,
+        declined: plan.declined,
+        ..PodPlan::default()
+    };
+    let containers = pod.spec.containers.iter().zip(&pod.current).zip(planned);
+    let flipped: Vec<&str> = containers
+        .filter(|((_, cur), new)| cur.guaranteed() != new.guaranteed())
+        .map(|((c, _), _)| c.name.as_str())
+        .collect();
+    let named: Vec<&str> = if flipped.is_empty() {
+        plan.changes.iter().map(|c| c.container.as_str()).collect()
+    } else {
+        flipped
+    };
+    for name in named {
+        out.decline(
+            name,
+            None,
+            DeclineReason::QosChange,
+            format!(
+                "the resize would make the {:?} pod {to:?} (requests equal to limits in every container or not), which the API server forbids; the pod is not resized",
+                pod.qos
+            ),
+        );
+    }
+    out
 }
 
 /// The resize patch body for the `resize` subresource: every changed container's requests and

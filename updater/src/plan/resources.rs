@@ -36,20 +36,42 @@ impl Amounts {
 
     /// Reads `cpu` and `memory` from a requests or limits map.
     pub fn from_map(map: Option<&BTreeMap<String, Quantity>>) -> Result<Self, String> {
+        Self::read(map).map_err(|e| e.message)
+    }
+
+    /// Reads `cpu` and `memory` from a requests or limits map, naming the unreadable resource.
+    pub fn read(map: Option<&BTreeMap<String, Quantity>>) -> Result<Self, Unreadable> {
         let Some(map) = map else {
             return Ok(Self::default());
         };
+        let one = |resource: ResourceName| {
+            let (key, parse): (&str, fn(&Quantity) -> _) = match resource {
+                ResourceName::Cpu => ("cpu", cpu_millis),
+                ResourceName::Memory => ("memory", memory_bytes),
+            };
+            map.get(key)
+                .map(|q| {
+                    parse(q).map_err(|e| Unreadable {
+                        resource,
+                        message: format!("{key} {:?}: {e}", q.0),
+                    })
+                })
+                .transpose()
+        };
         Ok(Self {
-            cpu: map
-                .get("cpu")
-                .map(|q| cpu_millis(q).map_err(|e| format!("cpu {:?}: {e}", q.0)))
-                .transpose()?,
-            memory: map
-                .get("memory")
-                .map(|q| memory_bytes(q).map_err(|e| format!("memory {:?}: {e}", q.0)))
-                .transpose()?,
+            cpu: one(ResourceName::Cpu)?,
+            memory: one(ResourceName::Memory)?,
         })
     }
+}
+
+/// A request or limit that is not a readable quantity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreadable {
+    /// The resource.
+    pub resource: ResourceName,
+    /// What is wrong with it.
+    pub message: String,
 }
 
 /// A container's requests and limits.
@@ -64,9 +86,14 @@ pub struct ContainerResources {
 impl ContainerResources {
     /// Reads a `ResourceRequirements` (spec or status).
     pub fn of(r: Option<&ResourceRequirements>) -> Result<Self, String> {
+        Self::read(r).map_err(|e| e.message)
+    }
+
+    /// Reads a `ResourceRequirements` (spec or status), naming the unreadable resource.
+    pub fn read(r: Option<&ResourceRequirements>) -> Result<Self, Unreadable> {
         Ok(Self {
-            requests: Amounts::from_map(r.and_then(|r| r.requests.as_ref()))?,
-            limits: Amounts::from_map(r.and_then(|r| r.limits.as_ref()))?,
+            requests: Amounts::read(r.and_then(|r| r.requests.as_ref()))?,
+            limits: Amounts::read(r.and_then(|r| r.limits.as_ref()))?,
         })
     }
 
@@ -239,11 +266,23 @@ pub fn ready(pod: &Pod) -> bool {
         .is_some_and(|c| c.status == "True")
 }
 
+/// Whether the pod has ended for good: phase `Failed` (evicted pods among them) or
+/// `Succeeded`. Such a pod is never Ready again and never resized.
+pub fn terminal(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|p| p == "Failed" || p == "Succeeded")
+}
+
 /// The sum of the containers' restart counts.
 pub fn restarts(pod: &Pod) -> i64 {
     pod.status
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref())
-        .map(|ss| ss.iter().map(|s| i64::from(s.restart_count)).sum())
+        .map(|ss| {
+            ss.iter()
+                .fold(0i64, |n, s| n.saturating_add(i64::from(s.restart_count)))
+        })
         .unwrap_or(0)
 }

@@ -4,7 +4,9 @@
 //! - Restart-causing resizes go at most `maxConcurrentRestarts` at a time: a pod that is not
 //!   Ready, or whose resize the kubelet has not finished, counts against the budget, so the
 //!   next restart waits until the last restarted pod is Ready again. Only Ready pods are
-//!   restarted.
+//!   restarted. A pod that has ended for good (phase `Failed`, evicted pods among them, or
+//!   `Succeeded`) will never be Ready again: it does not count, so it cannot hold the budget
+//!   for the rest of the workload.
 //! - When a pod's resize to the current recommendation was declared Infeasible, nothing more is
 //!   issued for the workload until the recommendation changes (the kubelet will not fit the
 //!   same values on a node of the same size either).
@@ -18,6 +20,9 @@ pub struct PodView<'a> {
     pub plan: &'a PodPlan,
     /// The pod's `Ready` condition is True.
     pub ready: bool,
+    /// The pod has ended for good: phase `Failed` (evicted pods among them) or `Succeeded`
+    /// ([`super::resources::terminal`]).
+    pub terminal: bool,
     /// A resize of the pod is not complete (pending, in progress, or not yet observed).
     pub resizing: bool,
     /// The pod's resize is `PodResizePending` with reason `Infeasible`.
@@ -49,7 +54,10 @@ pub fn select(pods: &[PodView<'_>], max_restarts: i32, in_flight_restarts: usize
         selection.stopped_infeasible = true;
         return selection;
     }
-    let disrupted = pods.iter().filter(|p| !p.ready || p.resizing).count();
+    let disrupted = pods
+        .iter()
+        .filter(|p| !p.terminal && (!p.ready || p.resizing))
+        .count();
     let mut budget = usize::try_from(max_restarts.max(0))
         .unwrap_or(0)
         .saturating_sub(disrupted.max(in_flight_restarts));
@@ -59,7 +67,7 @@ pub fn select(pods: &[PodView<'_>], max_restarts: i32, in_flight_restarts: usize
         }
         if !p.plan.restarts() {
             selection.now.push(i);
-        } else if budget > 0 && p.ready && !p.resizing {
+        } else if budget > 0 && p.ready && !p.resizing && !p.terminal {
             budget -= 1;
             selection.now.push(i);
         } else {
@@ -92,6 +100,7 @@ mod tests {
         PodView {
             plan,
             ready: true,
+            terminal: false,
             resizing: false,
             infeasible: false,
             backing_off: false,
@@ -121,6 +130,27 @@ mod tests {
         // The actuator's own record counts when the cache lags.
         pods[0].ready = true;
         assert!(select(&pods, 1, 1).now.is_empty());
+    }
+
+    #[test]
+    fn a_failed_or_evicted_pod_does_not_hold_the_restart_budget() {
+        let p = plan(true);
+        let gone = PodPlan::default();
+        // An evicted pod: phase Failed, never Ready again, nothing to resize.
+        let mut evicted = view(&gone);
+        evicted.ready = false;
+        evicted.terminal = true;
+        let mut pods = vec![evicted, view(&p), view(&p)];
+        let s = select(&pods, 1, 0);
+        assert_eq!((s.now.as_slice(), s.waiting_for_restart), (&[1][..], 1));
+        // The restarted pod is coming back: the next one waits for it.
+        pods[1].ready = false;
+        let s = select(&pods, 1, 0);
+        assert!(s.now.is_empty());
+        assert_eq!(s.waiting_for_restart, 2);
+        // Ready again (its plan now done): the next one goes.
+        pods[1] = view(&gone);
+        assert_eq!(select(&pods, 1, 0).now, [2]);
     }
 
     #[test]
