@@ -28,14 +28,16 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tailor_crds::quantity::{cpu_millis, format_cpu_millis, format_memory_bytes, memory_bytes};
 use tailor_crds::v1alpha1::{
-    ContainerRecommendation, FloorReason, HeapSource, MemoryFloor, Recommendation, ResourceName,
-    Resources, SUPPORTED_TARGETS, VerticalAutoscaler, VerticalAutoscalerStatus, condition,
+    ContainerRecommendation, FloorReason, HeapSource, MemoryFloor, Recommendation, ResizeOutcome,
+    ResourceName, Resources, SUPPORTED_TARGETS, VerticalAutoscaler, VerticalAutoscalerStatus,
+    condition,
 };
 use tailor_runtime::queue::Progress;
 use tokio::sync::mpsc;
 
 use crate::model::estimator::{self, Current, Estimate, MemoryReason, Settings, Verdict};
 use crate::model::heap::{self, HeapHint, HeapSize, MeasuredHeaps, MeasuredKey, Process, Runtime};
+use crate::model::history::ContainerHistory;
 use crate::prometheus::{HistoryError, Prometheus};
 use crate::spec;
 
@@ -124,7 +126,8 @@ pub async fn run(
     tracing::info!("starting watches of pods, ReplicaSets, Jobs and VerticalAutoscalers");
 
     let (queue, work) = mpsc::unbounded_channel::<ObjectRef<VerticalAutoscaler>>();
-    // Spec changes (new generation) trigger at once; status writes do not.
+    // Spec changes (new generation) trigger at once, and so does a memory decrease the
+    // updater took back (its usage raises the floor); other status writes do not.
     let trigger_queue = queue.clone();
     let va_stream = reflector::reflector(
         va_writer,
@@ -135,7 +138,7 @@ pub async fn run(
     )
     .default_backoff()
     .applied_objects()
-    .predicate_filter(kube::runtime::predicates::generation, Default::default())
+    .predicate_filter(trigger, Default::default())
     .for_each(move |va| {
         if let Ok(va) = va {
             let _ = trigger_queue.send(ObjectRef::from_obj(&va));
@@ -622,6 +625,56 @@ async fn read_history(
     })
 }
 
+/// What triggers a recompute of an object: its generation and its `Reverted` resizes.
+fn trigger(va: &VerticalAutoscaler) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    va.metadata.generation.hash(&mut h);
+    for r in va.status.iter().flat_map(|s| &s.last_resizes) {
+        if r.outcome == ResizeOutcome::Reverted {
+            (&r.pod, &r.pod_uid, r.time.0.as_second()).hash(&mut h);
+        }
+    }
+    Some(h.finish())
+}
+
+/// The history with the memory usage the kubelet reported when it refused one of the
+/// updater's memory decreases (`status.lastResizes`, outcome `Reverted`) in the window: an
+/// observation like any sample, so the floor stays above it.
+fn with_refused_usage<'a>(
+    h: &'a ContainerHistory,
+    va: &VerticalAutoscaler,
+    container: &str,
+    since: f64,
+) -> std::borrow::Cow<'a, ContainerHistory> {
+    let refused: Vec<(f64, f64)> = va
+        .status
+        .as_ref()
+        .map(|s| s.last_resizes.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.outcome == ResizeOutcome::Reverted)
+        .flat_map(|r| {
+            let t = r.time.0.as_millisecond() as f64 / 1000.0;
+            r.containers
+                .iter()
+                .filter(|c| c.container_name == container)
+                .filter_map(move |c| {
+                    Some((t, memory_bytes(c.refused_usage.as_ref()?).ok()? as f64))
+                })
+        })
+        .filter(|(t, _)| *t >= since)
+        .collect();
+    if refused.is_empty() {
+        return std::borrow::Cow::Borrowed(h);
+    }
+    let mut h = h.clone();
+    for (t, bytes) in refused {
+        h.add_memory(t, bytes);
+    }
+    std::borrow::Cow::Owned(h)
+}
+
 /// Computes one VerticalAutoscaler's recommendation and conditions without writing them.
 pub async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
     let mut conditions = Vec::new();
@@ -779,8 +832,9 @@ pub async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
             missing.push(format!("{name}: no samples"));
             continue;
         };
+        let h = with_refused_usage(h, va, name, start);
         match estimator::estimate(
-            h,
+            &h,
             &model_policy,
             heap,
             &current(template, name),

@@ -432,6 +432,39 @@ async fn recommendations_and_conditions_are_written_for_every_object() {
         .container_recommendations[0];
     assert!(memory_bytes(rec.target.memory.as_ref().unwrap()).unwrap() as f64 >= 2.0 * 1524.0 * MI);
 
+    // The recommendation says which spec and which target it was computed for.
+    let bound = web
+        .status
+        .as_ref()
+        .unwrap()
+        .recommendation
+        .as_ref()
+        .unwrap();
+    assert_eq!(bound.observed_generation, Some(2));
+    assert_eq!(bound.target_ref.as_ref(), Some(&web.spec.target_ref));
+
+    // The updater took back a memory decrease the kubelet refused at 4Gi of usage: the
+    // recommender keeps its floor above that usage, as above any peak.
+    let refused = json!({
+        "apiVersion": "tailor.dev/v1alpha1", "kind": "VerticalAutoscaler",
+        "status": {"lastResizes": [{"pod": "web-x", "podUid": "u-1",
+            "time": k8s_openapi::jiff::Timestamp::now().to_string(), "outcome": "Reverted",
+            "containers": [{"containerName": "app", "from": {"memory": "6Gi"}, "to": {"memory": "3Gi"},
+                            "refusedUsage": "4Gi"}]}]},
+    });
+    vas.patch_status(
+        "web",
+        &kube::api::PatchParams::apply("tailor-updater").force(),
+        &kube::api::Patch::Apply(refused),
+    )
+    .await
+    .unwrap();
+    let web = wait_va(&vas, "web", "a floor above the refused usage", |v| {
+        memory_rec(v, "app").0 >= 2.0 * 4.0 * GI
+    })
+    .await;
+    assert_eq!(memory_rec(&web, "app").1, FloorReason::Peak);
+
     // Prometheus goes away: HistoryUnavailable, and the recommendation is kept.
     let before = web.status.as_ref().unwrap().recommendation.clone();
     drop(server);
@@ -454,6 +487,19 @@ async fn recommendations_and_conditions_are_written_for_every_object() {
     );
     assert_eq!(web.status.as_ref().unwrap().recommendation, before);
     assert_eq!(cond(&web, "RecommendationProvided").unwrap().0, "True");
+    // Kept, it still says it was computed for the earlier spec: the updater does not apply it
+    // to the new one.
+    assert_eq!(web.status.as_ref().unwrap().observed_generation, Some(3));
+    assert_eq!(
+        web.status
+            .as_ref()
+            .unwrap()
+            .recommendation
+            .as_ref()
+            .unwrap()
+            .observed_generation,
+        Some(2)
+    );
     task.abort();
 }
 

@@ -403,3 +403,107 @@ async fn a_memory_decrease_the_kubelet_refuses_is_taken_back_once() {
         updater.metrics().await
     );
 }
+
+/// Installs the stand-in for upstream VPA's CRD and waits until it is served.
+async fn install_vpa_crd(env: &Env) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/vpa-crd.yaml");
+    let crd: CustomResourceDefinition =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let api = kube::Api::<CustomResourceDefinition>::all(env.cp.client());
+    api.create(&PostParams::default(), &crd).await.unwrap();
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let served = api
+            .get("verticalpodautoscalers.autoscaling.k8s.io")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.conditions)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+        if served {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "VPA CRD not established"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn one_autoscaler_acts_on_a_workload() {
+    let env = Env::start(1, "16", "64Gi", 0.2).await;
+    install_vpa_crd(&env).await;
+    let c = container(
+        "app",
+        json!({"cpu": "500m", "memory": "256Mi"}),
+        json!({"cpu": "1", "memory": "256Mi"}),
+    );
+    let w = env.workload("w", 2, json!([c])).await;
+    let v = env.workload("v", 1, json!([c])).await;
+    // Two objects on w: the older acts. (Creation times have a resolution of a second.)
+    env.va("first", "w", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    env.va("second", "w", json!({})).await;
+    // An upstream VPA in an updating mode on v, older than the VerticalAutoscaler on v.
+    let vpa: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "autoscaling.k8s.io/v1", "kind": "VerticalPodAutoscaler",
+        "metadata": {"name": "upstream", "namespace": env.ns},
+        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "v"},
+                 "updatePolicy": {"updateMode": "Recreate"}},
+    }))
+    .unwrap();
+    let resource = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("autoscaling.k8s.io", "v1", "VerticalPodAutoscaler"),
+        "verticalpodautoscalers",
+    );
+    kube::Api::<kube::api::DynamicObject>::namespaced_with(env.cp.client(), &env.ns, &resource)
+        .create(&PostParams::default(), &vpa)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    env.va("beside-vpa", "v", json!({})).await;
+    let updater = env.updater("u1", &[]);
+    updater.wait_ready().await;
+    let rec =
+        |cpu: &str| json!([{"containerName": "app", "target": {"cpu": cpu, "memory": "256Mi"}}]);
+    env.recommend("second", rec("900m")).await;
+    env.recommend("first", rec("700m")).await;
+    env.recommend("beside-vpa", rec("900m")).await;
+    for p in &w {
+        env.wait_pod(p, "at the older object's 700m", |p| {
+            applied(p, "app", "requests", "cpu", "700m")
+        })
+        .await;
+    }
+    let second = env
+        .wait_va("second", "AutoscalerConflict", |v| {
+            condition(v, "AutoscalerConflict").is_some()
+        })
+        .await;
+    let (status, reason, message) = condition(&second, "AutoscalerConflict").unwrap();
+    assert_eq!((status, reason), ("True", "AnotherAutoscaler"));
+    assert!(message.contains("VerticalAutoscaler/first"), "{message}");
+    let beside = env
+        .wait_va("beside-vpa", "AutoscalerConflict", |v| {
+            condition(v, "AutoscalerConflict").is_some()
+        })
+        .await;
+    let message = condition(&beside, "AutoscalerConflict").unwrap().2;
+    assert!(
+        message.contains("VerticalPodAutoscaler/upstream"),
+        "{message}"
+    );
+    assert!(condition(&env.vas().get("first").await.unwrap(), "AutoscalerConflict").is_none());
+    stays(&env, &w, 3, "never at the younger object's 900m", |p| {
+        spec_value(p, "app", "requests", "cpu").as_deref() == Some("700m")
+    })
+    .await;
+    stays(&env, &v, 1, "left to the VPA", |p| generation(p) == 1).await;
+}
