@@ -23,6 +23,8 @@ use serde::Deserialize;
 use crate::model::history::ContainerHistory;
 use crate::model::trace::{Sample, Trace};
 
+pub mod oom;
+
 /// Why history could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HistoryError {
@@ -130,6 +132,10 @@ pub struct Config {
     pub max_points: usize,
     /// Most pods in one query.
     pub pod_batch: usize,
+    /// How far back each point of the OOM-kill query looks for the restart counter and the
+    /// memory limit; at least four steps are used (see [`oom`]). Several scrape intervals of
+    /// kube-state-metrics, so a kill is found however seldom it is scraped.
+    pub oom_window: Duration,
     /// Metric names.
     pub names: MetricNames,
 }
@@ -148,6 +154,7 @@ impl Default for Config {
             rate_window: Duration::from_secs(300),
             max_points: 10_000,
             pod_batch: 50,
+            oom_window: Duration::from_secs(600),
             names: MetricNames::default(),
         }
     }
@@ -783,87 +790,6 @@ impl Prometheus {
             })
             .collect::<Vec<_>>()
             .join(" or ")
-    }
-
-    /// OOM kills: restarts that grew while the last terminated reason was `OOMKilled`, with
-    /// the memory limit (or request) at that time.
-    async fn ooms(
-        &self,
-        base: &[String],
-        start: f64,
-        end: f64,
-        step: f64,
-        out: &mut BTreeMap<String, ContainerHistory>,
-    ) -> Result<(), HistoryError> {
-        let n = &self.config.names;
-        let step_s = step.ceil() as i64;
-        let reason = self.selector(
-            &n.terminated_reason,
-            &[
-                base[0].clone(),
-                base[1].clone(),
-                "reason=\"OOMKilled\"".into(),
-            ],
-        );
-        let restarts = self.selector(&n.restarts, &base[..2]);
-        // Over two steps: with samples as far apart as the step (history stored at the query
-        // resolution) a one-step window can hold a single sample and miss the increase. A kill
-        // is then seen at two consecutive points; the second is dropped below.
-        let q = format!(
-            "max by (pod, container) (increase({restarts}[{}s]) > 0) and on (pod, container) max by (pod, container) ({reason} == 1)",
-            2 * step_s
-        );
-        let kills = self.query_range(&q, start, end, step).await?;
-        if kills.is_empty() {
-            return Ok(());
-        }
-        let mut limits: BTreeMap<(String, String), Vec<(f64, f64)>> = BTreeMap::new();
-        for metric in [&n.requests, &n.limits] {
-            let sel = self.selector(
-                metric,
-                &[
-                    base[0].clone(),
-                    base[1].clone(),
-                    "resource=\"memory\"".into(),
-                ],
-            );
-            for s in self
-                .query_range(
-                    &format!("max by (pod, container) ({sel})"),
-                    start,
-                    end,
-                    step,
-                )
-                .await?
-            {
-                let key = (
-                    s.labels.get("pod").cloned().unwrap_or_default(),
-                    s.labels.get("container").cloned().unwrap_or_default(),
-                );
-                // Limits come second and replace requests where both exist.
-                limits.insert(key, s.samples);
-            }
-        }
-        for s in kills {
-            let key = (
-                s.labels.get("pod").cloned().unwrap_or_default(),
-                s.labels.get("container").cloned().unwrap_or_default(),
-            );
-            let h = out.entry(key.1.clone()).or_default();
-            for (t, _) in &s.samples {
-                if h.has_oom_at(*t - step) {
-                    continue;
-                }
-                let limit = limits
-                    .get(&key)
-                    .and_then(|v| v.iter().rev().find(|(lt, _)| lt <= t).map(|(_, l)| *l))
-                    .or_else(|| h.memory_peak());
-                if let Some(limit) = limit {
-                    h.add_oom(*t, limit);
-                }
-            }
-        }
-        Ok(())
     }
 }
 
