@@ -135,6 +135,9 @@ struct PrometheusConnection {
     /// Resolution of the history, seconds.
     #[arg(long, env = "TAILOR_HISTORY_STEP_SECONDS", default_value_t = 60)]
     history_step_seconds: u64,
+    /// How far back the OOM-kill query looks at each step, seconds (at least four steps).
+    #[arg(long, env = "TAILOR_OOM_WINDOW_SECONDS", default_value_t = 600)]
+    oom_window_seconds: u64,
     /// Label matchers added to every query, e.g. `cluster="prod"`.
     #[arg(long, env = "TAILOR_PROMETHEUS_EXTRA_MATCHERS", default_value = "")]
     prometheus_extra_matchers: String,
@@ -219,6 +222,7 @@ fn prometheus(url: &str, args: &PrometheusConnection) -> Result<Prometheus, Stri
         ca_file: args.prometheus_ca_file.clone(),
         insecure_skip_verify: args.prometheus_insecure_skip_verify,
         step: Duration::from_secs(args.history_step_seconds.max(1)),
+        oom_window: Duration::from_secs(args.oom_window_seconds),
         names: MetricNames {
             cpu: args.metric_cpu.clone(),
             memory: args.metric_memory.clone(),

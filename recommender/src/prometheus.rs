@@ -12,16 +12,22 @@
 //!   shares a prefix does not.
 //! - JVM heap ceilings come from the applications' own metrics when they expose them
 //!   ([`Prometheus::jvm_heaps`]); none is the usual case.
+//! - OOM kills come from the restart counter and the last terminated reason, found the same way
+//!   whatever the step and the scrape interval ([`oom`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::model::history::ContainerHistory;
-use crate::model::trace::{Sample, Trace};
+
+mod http;
+mod jvm;
+pub mod oom;
+mod traces;
+
+pub use jvm::{JVM_HEAP_RESOLUTION, JvmHeap};
 
 /// Why history could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -130,6 +136,10 @@ pub struct Config {
     pub max_points: usize,
     /// Most pods in one query.
     pub pod_batch: usize,
+    /// How far back each point of the OOM-kill query looks for the restart counter and the
+    /// memory limit; at least four steps are used (see [`oom`]). Several scrape intervals of
+    /// kube-state-metrics, so a kill is found however seldom it is scraped.
+    pub oom_window: Duration,
     /// Metric names.
     pub names: MetricNames,
 }
@@ -148,6 +158,7 @@ impl Default for Config {
             rate_window: Duration::from_secs(300),
             max_points: 10_000,
             pod_batch: 50,
+            oom_window: Duration::from_secs(600),
             names: MetricNames::default(),
         }
     }
@@ -178,51 +189,6 @@ pub struct Series {
     /// Samples; values Prometheus sends as `NaN`/`+Inf` arrive as such.
     pub samples: Vec<(f64, f64)>,
 }
-
-#[derive(Deserialize)]
-struct ApiResponse {
-    status: String,
-    data: Option<ApiData>,
-    #[serde(rename = "errorType")]
-    error_type: Option<String>,
-    error: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ApiData {
-    #[serde(rename = "resultType")]
-    result_type: String,
-    result: Vec<RawSeries>,
-}
-
-#[derive(Deserialize)]
-struct RawSeries {
-    metric: BTreeMap<String, String>,
-    #[serde(default)]
-    values: Vec<(f64, String)>,
-    #[serde(default)]
-    value: Option<(f64, String)>,
-}
-
-/// The heap ceiling a JVM reported over a period.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JvmHeap {
-    /// Pod.
-    pub pod: String,
-    /// The series' `container` label; empty when it has none (the usual case: applications
-    /// expose metrics per pod).
-    pub container: String,
-    /// The metric it was read from.
-    pub metric: String,
-    /// `(t, bytes)`: the largest ceiling (summed over the heap's pools) in the stretch of at
-    /// most [`JVM_HEAP_RESOLUTION`] seconds that ends at `t`. Not validated: values may be
-    /// `NaN` or infinite.
-    pub samples: Vec<(f64, f64)>,
-}
-
-/// The longest stretch of time one JVM heap value covers, seconds: a ceiling is forgotten at
-/// most this long after it was last reported before the window.
-pub const JVM_HEAP_RESOLUTION: f64 = 3600.0;
 
 /// Whether `name` is a valid Prometheus metric name.
 pub fn valid_metric_name(name: &str) -> bool {
@@ -315,114 +281,6 @@ impl Prometheus {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
-    }
-
-    async fn post(&self, endpoint: &str, form: &[(&str, String)]) -> Result<ApiData, HistoryError> {
-        let url = format!(
-            "{}/api/v1/{endpoint}",
-            self.config.url.trim_end_matches('/')
-        );
-        let mut delay = self.config.backoff;
-        let mut attempt = 0;
-        loop {
-            self.stats.queries.fetch_add(1, Ordering::Relaxed);
-            let mut req = self.http.post(&url).form(form);
-            req = match &self.config.auth {
-                Auth::None => req,
-                Auth::Bearer(t) => req.bearer_auth(t),
-                Auth::Basic { user, password } => req.basic_auth(user, Some(password)),
-            };
-            let retryable = match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let body = resp.bytes().await.map_err(|e| {
-                        HistoryError::Unavailable(format!("{url}: reading the answer: {e}"))
-                    });
-                    match body {
-                        Ok(body) if status.is_server_error() => {
-                            format!(
-                                "{url}: HTTP {status}: {}",
-                                String::from_utf8_lossy(&body[..body.len().min(200)])
-                            )
-                        }
-                        Ok(body) => return self.decode(&url, status, &body),
-                        Err(HistoryError::Unavailable(m)) => m,
-                        Err(e) => return Err(e),
-                    }
-                }
-                Err(e) => format!("{url}: {e}"),
-            };
-            if attempt >= self.config.retries {
-                return Err(HistoryError::Unavailable(format!(
-                    "{retryable} (after {} attempts)",
-                    attempt + 1
-                )));
-            }
-            attempt += 1;
-            tracing::debug!(%url, attempt, error = %retryable, "Prometheus query failed; retrying");
-            tokio::time::sleep(delay).await;
-            delay *= 2;
-        }
-    }
-
-    fn decode(
-        &self,
-        url: &str,
-        status: reqwest::StatusCode,
-        body: &[u8],
-    ) -> Result<ApiData, HistoryError> {
-        let parsed: ApiResponse = serde_json::from_slice(body).map_err(|e| {
-            HistoryError::Malformed(format!(
-                "{url}: HTTP {status}: {e}: {:?}",
-                String::from_utf8_lossy(&body[..body.len().min(120)])
-            ))
-        })?;
-        if parsed.status != "success" {
-            return Err(HistoryError::Rejected(format!(
-                "{url}: {}: {}",
-                parsed.error_type.unwrap_or_default(),
-                parsed.error.unwrap_or_else(|| parsed.status.clone())
-            )));
-        }
-        if !status.is_success() {
-            return Err(HistoryError::Rejected(format!("{url}: HTTP {status}")));
-        }
-        parsed
-            .data
-            .ok_or_else(|| HistoryError::Malformed(format!("{url}: success without data")))
-    }
-
-    fn series(&self, data: ApiData, want: &str) -> Result<Vec<Series>, HistoryError> {
-        if data.result_type != want {
-            return Err(HistoryError::Malformed(format!(
-                "expected a {want} result, got {:?}",
-                data.result_type
-            )));
-        }
-        let mut out = Vec::with_capacity(data.result.len());
-        for raw in data.result {
-            let pairs = if want == "matrix" {
-                raw.values
-            } else {
-                raw.value.into_iter().collect()
-            };
-            let mut samples = Vec::with_capacity(pairs.len());
-            for (t, v) in pairs {
-                // Prometheus writes NaN and infinities as strings; the model rejects them.
-                let v: f64 = v.parse().map_err(|_| {
-                    HistoryError::Malformed(format!("sample value {v:?} is not a number"))
-                })?;
-                samples.push((t, v));
-            }
-            self.stats
-                .samples
-                .fetch_add(samples.len() as u64, Ordering::Relaxed);
-            out.push(Series {
-                labels: raw.metric,
-                samples,
-            });
-        }
-        Ok(out)
     }
 
     /// An instant query at `time`.
@@ -629,242 +487,6 @@ impl Prometheus {
             format!("max by (pod, container) (max_over_time({memory}[{step_s}s]))"),
         )
     }
-
-    /// One usage trace per container name of `pods` in `[start, end]`, for the backtest: at
-    /// each step the highest use over the pods (CPU: the per-pod `rate()` of the counter;
-    /// memory: the highest working set within the step) and, as the provisioned sizes, the
-    /// highest limit over the pods, or the request where a pod's container has no limit.
-    /// Steps without both CPU and memory use are left out (gaps); `NaN`, infinite and
-    /// negative values are dropped. The traces are named after the container (the caller
-    /// renames them), sorted by time, with the query step as their interval; containers
-    /// without any usage give none.
-    pub async fn usage_traces(
-        &self,
-        namespace: &str,
-        pods: &[String],
-        start: f64,
-        end: f64,
-    ) -> Result<Vec<(String, Trace)>, HistoryError> {
-        if pods.is_empty() || end < start {
-            return Ok(Vec::new());
-        }
-        let step = self.config.step.as_secs_f64().max(1.0);
-        let n = &self.config.names;
-        // Per container and time (milliseconds, exact for the query's timestamps).
-        let mut points: BTreeMap<String, BTreeMap<i64, Point>> = BTreeMap::new();
-        let mut raise = |s: &Series, field: fn(&mut Point) -> &mut Option<f64>| {
-            let steps = points.entry(container_of(s)).or_default();
-            for (t, v) in &s.samples {
-                if !v.is_finite() || *v < 0.0 || !t.is_finite() {
-                    continue;
-                }
-                let slot = field(steps.entry((t * 1000.0).round() as i64).or_default());
-                // Batches of pods are combined by taking the highest.
-                *slot = Some(slot.map_or(*v, |old| old.max(*v)));
-            }
-        };
-        for batch in pods.chunks(self.config.pod_batch.max(1)) {
-            let base = container_matchers(namespace, batch);
-            // Per pod as the recommender reads them, then the highest over the pods.
-            let (cpu_q, mem_q) = self.usage_queries(&base);
-            let cpu_q = format!("max by (container) ({cpu_q})");
-            for s in self.query_range(&cpu_q, start, end, step).await? {
-                raise(&s, |p| &mut p.cpu);
-            }
-            let mem_q = format!("max by (container) ({mem_q})");
-            for s in self.query_range(&mem_q, start, end, step).await? {
-                raise(&s, |p| &mut p.memory);
-            }
-            // A pod's limit, or its request where it has no limit; the highest over the pods.
-            let mut sized = base.clone();
-            sized.push("resource=~\"cpu|memory\"".to_owned());
-            let limits = self.selector(&n.limits, &sized);
-            let requests = self.selector(&n.requests, &sized);
-            let size_q = format!(
-                "max by (container, resource) (max by (pod, container, resource) ({limits}) or max by (pod, container, resource) ({requests}))"
-            );
-            for s in self.query_range(&size_q, start, end, step).await? {
-                match s.labels.get("resource").map(String::as_str) {
-                    Some("cpu") => raise(&s, |p| &mut p.cpu_limit),
-                    Some("memory") => raise(&s, |p| &mut p.memory_limit),
-                    _ => {}
-                }
-            }
-        }
-        Ok(points
-            .into_iter()
-            .filter_map(|(container, steps)| {
-                let samples: Vec<Sample> = steps
-                    .into_iter()
-                    .filter_map(|(ms, p)| {
-                        Some(Sample {
-                            time: ms as f64 / 1000.0,
-                            cpu: p.cpu?,
-                            memory: p.memory?,
-                            cpu_limit: p.cpu_limit,
-                            memory_limit: p.memory_limit,
-                        })
-                    })
-                    .collect();
-                (!samples.is_empty()).then(|| {
-                    let trace = Trace {
-                        name: container.clone(),
-                        samples,
-                        interval: step,
-                    };
-                    (container, trace)
-                })
-            })
-            .collect())
-    }
-
-    /// The heap ceiling the JVMs of `pods` reported in `(since, end]`: per pod and `container`
-    /// label, the largest value in each stretch of at most [`JVM_HEAP_RESOLUTION`] seconds,
-    /// summed over the heap's memory pools; pools whose ceiling is undefined (`-1`) are left
-    /// out. One query per batch of pods for all the configured metrics; pods that expose none
-    /// give nothing.
-    pub async fn jvm_heaps(
-        &self,
-        namespace: &str,
-        pods: &[String],
-        since: f64,
-        end: f64,
-    ) -> Result<Vec<JvmHeap>, HistoryError> {
-        let names = &self.config.names.jvm_heap_max;
-        let total = end - since;
-        if pods.is_empty() || names.is_empty() || !total.is_finite() || total <= 0.0 {
-            return Ok(Vec::new());
-        }
-        // Stretches that tile the period: each evaluation of the range query covers the
-        // stretch before it, so no sample is read twice.
-        let stretches = (total / JVM_HEAP_RESOLUTION).ceil().max(1.0);
-        let range_s = (total / stretches).ceil().max(1.0);
-        let first = end - (stretches - 1.0) * range_s;
-        let mut out = Vec::new();
-        for batch in pods.chunks(self.config.pod_batch.max(1)) {
-            let q = self.jvm_heap_query(namespace, batch, range_s as i64);
-            for s in self.query_range(&q, first, end, range_s).await? {
-                let (Some(pod), Some(metric)) = (s.labels.get("pod"), s.labels.get(METRIC_LABEL))
-                else {
-                    continue;
-                };
-                out.push(JvmHeap {
-                    pod: pod.clone(),
-                    container: container_of(&s),
-                    metric: metric.clone(),
-                    samples: s.samples,
-                });
-            }
-        }
-        Ok(out)
-    }
-
-    /// The query of [`Self::jvm_heaps`]: per metric, each pool's largest value in the stretch
-    /// (once per pool however many targets scrape it), undefined (`-1`) pools dropped, the
-    /// pools summed and the result labelled with the metric; the metrics' results joined.
-    fn jvm_heap_query(&self, namespace: &str, pods: &[String], range_s: i64) -> String {
-        self.config
-            .names
-            .jvm_heap_max
-            .iter()
-            .map(|metric| {
-                let sel = self.selector(
-                    metric,
-                    &[
-                        format!("namespace={}", quote(namespace)),
-                        format!("pod=~{}", exact_alternation(pods)),
-                        "area=\"heap\"".to_owned(),
-                    ],
-                );
-                format!(
-                    "label_replace(sum by (namespace, pod, container) (max by (namespace, pod, container, id) (max_over_time({sel}[{range_s}s])) > 0), \"{METRIC_LABEL}\", {}, \"\", \"\")",
-                    quote(metric)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" or ")
-    }
-
-    /// OOM kills: restarts that grew while the last terminated reason was `OOMKilled`, with
-    /// the memory limit (or request) at that time.
-    async fn ooms(
-        &self,
-        base: &[String],
-        start: f64,
-        end: f64,
-        step: f64,
-        out: &mut BTreeMap<String, ContainerHistory>,
-    ) -> Result<(), HistoryError> {
-        let n = &self.config.names;
-        let step_s = step.ceil() as i64;
-        let reason = self.selector(
-            &n.terminated_reason,
-            &[
-                base[0].clone(),
-                base[1].clone(),
-                "reason=\"OOMKilled\"".into(),
-            ],
-        );
-        let restarts = self.selector(&n.restarts, &base[..2]);
-        // Over two steps: with samples as far apart as the step (history stored at the query
-        // resolution) a one-step window can hold a single sample and miss the increase. A kill
-        // is then seen at two consecutive points; the second is dropped below.
-        let q = format!(
-            "max by (pod, container) (increase({restarts}[{}s]) > 0) and on (pod, container) max by (pod, container) ({reason} == 1)",
-            2 * step_s
-        );
-        let kills = self.query_range(&q, start, end, step).await?;
-        if kills.is_empty() {
-            return Ok(());
-        }
-        let mut limits: BTreeMap<(String, String), Vec<(f64, f64)>> = BTreeMap::new();
-        for metric in [&n.requests, &n.limits] {
-            let sel = self.selector(
-                metric,
-                &[
-                    base[0].clone(),
-                    base[1].clone(),
-                    "resource=\"memory\"".into(),
-                ],
-            );
-            for s in self
-                .query_range(
-                    &format!("max by (pod, container) ({sel})"),
-                    start,
-                    end,
-                    step,
-                )
-                .await?
-            {
-                let key = (
-                    s.labels.get("pod").cloned().unwrap_or_default(),
-                    s.labels.get("container").cloned().unwrap_or_default(),
-                );
-                // Limits come second and replace requests where both exist.
-                limits.insert(key, s.samples);
-            }
-        }
-        for s in kills {
-            let key = (
-                s.labels.get("pod").cloned().unwrap_or_default(),
-                s.labels.get("container").cloned().unwrap_or_default(),
-            );
-            let h = out.entry(key.1.clone()).or_default();
-            for (t, _) in &s.samples {
-                if h.has_oom_at(*t - step) {
-                    continue;
-                }
-                let limit = limits
-                    .get(&key)
-                    .and_then(|v| v.iter().rev().find(|(lt, _)| lt <= t).map(|(_, l)| *l))
-                    .or_else(|| h.memory_peak());
-                if let Some(limit) = limit {
-                    h.add_oom(*t, limit);
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Matchers for the containers of `pods` in `namespace` (not the pause container).
@@ -877,18 +499,6 @@ fn container_matchers(namespace: &str, pods: &[String]) -> Vec<String> {
     ]
 }
 
-/// What one step of a container's usage trace has seen so far.
-#[derive(Debug, Default)]
-struct Point {
-    cpu: Option<f64>,
-    memory: Option<f64>,
-    cpu_limit: Option<f64>,
-    memory_limit: Option<f64>,
-}
-
-/// The label naming the metric a JVM heap came from in the union of the metrics' queries.
-const METRIC_LABEL: &str = "metric";
-
 fn container_of(s: &Series) -> String {
     s.labels.get("container").cloned().unwrap_or_default()
 }
@@ -896,23 +506,6 @@ fn container_of(s: &Series) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn jvm_heap_query_unites_the_metrics_and_drops_undefined_pools() {
-        let prom = Prometheus::new(Config {
-            names: MetricNames {
-                extra_matchers: "cluster=\"prod\"".into(),
-                ..MetricNames::default()
-            },
-            ..Config::default()
-        })
-        .unwrap();
-        let q = prom.jvm_heap_query("shop", &["api-1".into(), "api-2".into()], 3600);
-        assert_eq!(
-            q,
-            "label_replace(sum by (namespace, pod, container) (max by (namespace, pod, container, id) (max_over_time(jvm_memory_max_bytes{namespace=\"shop\",pod=~\"api-1|api-2\",area=\"heap\",cluster=\"prod\"}[3600s])) > 0), \"metric\", \"jvm_memory_max_bytes\", \"\", \"\") or label_replace(sum by (namespace, pod, container) (max by (namespace, pod, container, id) (max_over_time(jvm_memory_bytes_max{namespace=\"shop\",pod=~\"api-1|api-2\",area=\"heap\",cluster=\"prod\"}[3600s])) > 0), \"metric\", \"jvm_memory_bytes_max\", \"\", \"\")"
-        );
-    }
 
     #[test]
     fn jvm_heap_metric_names_are_checked() {

@@ -1,0 +1,148 @@
+//! The HTTP transport: `POST` forms, retries with back-off, auth, and decoding of the API's
+//! answers.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use serde::Deserialize;
+
+use super::{Auth, HistoryError, Prometheus, Series};
+
+#[derive(Deserialize)]
+pub(super) struct ApiResponse {
+    status: String,
+    data: Option<ApiData>,
+    #[serde(rename = "errorType")]
+    error_type: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct ApiData {
+    #[serde(rename = "resultType")]
+    result_type: String,
+    result: Vec<RawSeries>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawSeries {
+    metric: BTreeMap<String, String>,
+    #[serde(default)]
+    values: Vec<(f64, String)>,
+    #[serde(default)]
+    value: Option<(f64, String)>,
+}
+
+impl Prometheus {
+    pub(super) async fn post(
+        &self,
+        endpoint: &str,
+        form: &[(&str, String)],
+    ) -> Result<ApiData, HistoryError> {
+        let url = format!(
+            "{}/api/v1/{endpoint}",
+            self.config.url.trim_end_matches('/')
+        );
+        let mut delay = self.config.backoff;
+        let mut attempt = 0;
+        loop {
+            self.stats.queries.fetch_add(1, Ordering::Relaxed);
+            let mut req = self.http.post(&url).form(form);
+            req = match &self.config.auth {
+                Auth::None => req,
+                Auth::Bearer(t) => req.bearer_auth(t),
+                Auth::Basic { user, password } => req.basic_auth(user, Some(password)),
+            };
+            let retryable = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let body = resp.bytes().await.map_err(|e| {
+                        HistoryError::Unavailable(format!("{url}: reading the answer: {e}"))
+                    });
+                    match body {
+                        Ok(body) if status.is_server_error() => {
+                            format!(
+                                "{url}: HTTP {status}: {}",
+                                String::from_utf8_lossy(&body[..body.len().min(200)])
+                            )
+                        }
+                        Ok(body) => return self.decode(&url, status, &body),
+                        Err(HistoryError::Unavailable(m)) => m,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => format!("{url}: {e}"),
+            };
+            if attempt >= self.config.retries {
+                return Err(HistoryError::Unavailable(format!(
+                    "{retryable} (after {} attempts)",
+                    attempt + 1
+                )));
+            }
+            attempt += 1;
+            tracing::debug!(%url, attempt, error = %retryable, "Prometheus query failed; retrying");
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+    }
+
+    fn decode(
+        &self,
+        url: &str,
+        status: reqwest::StatusCode,
+        body: &[u8],
+    ) -> Result<ApiData, HistoryError> {
+        let parsed: ApiResponse = serde_json::from_slice(body).map_err(|e| {
+            HistoryError::Malformed(format!(
+                "{url}: HTTP {status}: {e}: {:?}",
+                String::from_utf8_lossy(&body[..body.len().min(120)])
+            ))
+        })?;
+        if parsed.status != "success" {
+            return Err(HistoryError::Rejected(format!(
+                "{url}: {}: {}",
+                parsed.error_type.unwrap_or_default(),
+                parsed.error.unwrap_or_else(|| parsed.status.clone())
+            )));
+        }
+        if !status.is_success() {
+            return Err(HistoryError::Rejected(format!("{url}: HTTP {status}")));
+        }
+        parsed
+            .data
+            .ok_or_else(|| HistoryError::Malformed(format!("{url}: success without data")))
+    }
+
+    pub(super) fn series(&self, data: ApiData, want: &str) -> Result<Vec<Series>, HistoryError> {
+        if data.result_type != want {
+            return Err(HistoryError::Malformed(format!(
+                "expected a {want} result, got {:?}",
+                data.result_type
+            )));
+        }
+        let mut out = Vec::with_capacity(data.result.len());
+        for raw in data.result {
+            let pairs = if want == "matrix" {
+                raw.values
+            } else {
+                raw.value.into_iter().collect()
+            };
+            let mut samples = Vec::with_capacity(pairs.len());
+            for (t, v) in pairs {
+                // Prometheus writes NaN and infinities as strings; the model rejects them.
+                let v: f64 = v.parse().map_err(|_| {
+                    HistoryError::Malformed(format!("sample value {v:?} is not a number"))
+                })?;
+                samples.push((t, v));
+            }
+            self.stats
+                .samples
+                .fetch_add(samples.len() as u64, Ordering::Relaxed);
+            out.push(Series {
+                labels: raw.metric,
+                samples,
+            });
+        }
+        Ok(out)
+    }
+}
