@@ -68,7 +68,13 @@ pub(super) fn follow(ctx: &Context, w: &Workload) -> Followed {
             pods::oom_kills_after(ctx, &w.va, pod, record);
         }
         conditions(ctx, w, pod, &rs, &mut out);
-        if let Some(refusal) = rs.error().and_then(|e| refused::refusal(&e.message)) {
+        // Only a condition about the pod's current generation: after a revert, the one about
+        // the refused cut is not acted on (or counted) again.
+        if let Some(refusal) = rs
+            .error()
+            .filter(|_| rs.synced)
+            .and_then(|e| refused::refusal(&e.message))
+        {
             out.refused.push((i, refusal));
         }
         count_outcome(ctx, pod, &rs);
@@ -116,7 +122,7 @@ fn conditions(ctx: &Context, w: &Workload, pod: &Pod, rs: &ResizeStatus, out: &m
             );
         }
     }
-    if let Some(e) = rs.error() {
+    if let Some(e) = rs.error().filter(|_| rs.synced) {
         ctx.event_once(
             format!("error/{uid}/{generation}"),
             object_ref(w.va.as_ref()),
@@ -150,6 +156,8 @@ fn count_outcome(ctx: &Context, pod: &Pod, rs: &ResizeStatus) {
     } else if rs.infeasible() {
         ctx.memory().in_flight.remove(&uid);
         ctx.metrics.resize("infeasible", &f.resources);
+    } else if !rs.synced {
+        // The kubelet has not looked at this generation yet: its conditions are older.
     } else if rs.deferred() && ctx.first_time(key("deferred")) {
         ctx.metrics.resize("deferred", &f.resources);
     } else if rs.error().is_some() && ctx.first_time(key("error")) {

@@ -307,16 +307,60 @@ fn surface_declines(ctx: &Context, w: &observe::Workload, plans: &[PodPlan]) {
     }
 }
 
-/// The planner's input for one pod of the workload: only the approvals that cover that pod.
+/// The planner's input for one pod of the workload: only the approvals that cover that pod,
+/// and a memory floor above the usage the kubelet reported when it refused a cut of the pod
+/// (the recommender's rule: usage x (1 + peakMargin)), so the same cut is not planned again.
 fn plan_pod(w: &observe::Workload, pod: &Pod) -> PodPlan {
     let approved = plan::approval::for_pod(&w.grants, &uid_of(pod));
+    let refused = refused_usage(w, pod);
+    let mut recommendation = std::borrow::Cow::Borrowed(w.recommendation.as_slice());
+    for (container, usage) in refused {
+        let margin = 1.0 + w.va.spec.recommender_policy.memory.peak_margin.max(0.0);
+        let floor = (usage as f64 * margin).ceil() as i64;
+        if let Some(r) = recommendation
+            .to_mut()
+            .iter_mut()
+            .find(|r| r.container_name == container)
+        {
+            let current = r
+                .memory_floor
+                .as_ref()
+                .and_then(|f| tailor_crds::quantity::memory_bytes(&f.value).ok());
+            if current.is_none_or(|c| c < floor) {
+                r.memory_floor = Some(tailor_crds::v1alpha1::MemoryFloor {
+                    value: tailor_crds::quantity::format_memory_bytes(floor),
+                    reason: tailor_crds::v1alpha1::FloorReason::Peak,
+                    peak_margin: None,
+                });
+            }
+        }
+    }
     plan::plan_pod(&PodInput {
         pod,
         spec: &w.va.spec,
-        recommendation: &w.recommendation,
+        recommendation: &recommendation,
         blocked: &w.blocked,
         approved: &approved,
     })
+}
+
+/// The memory usage the kubelet reported for the pod's containers when it refused a cut
+/// (records `Reverted`, matched by uid).
+fn refused_usage(w: &observe::Workload, pod: &Pod) -> Vec<(String, i64)> {
+    let uid = uid_of(pod);
+    w.status
+        .last_resizes
+        .iter()
+        .filter(|r| {
+            r.outcome == tailor_crds::v1alpha1::ResizeOutcome::Reverted
+                && r.pod_uid.as_deref() == Some(uid.as_str())
+        })
+        .flat_map(|r| &r.containers)
+        .filter_map(|c| {
+            let usage = tailor_crds::quantity::memory_bytes(c.refused_usage.as_ref()?).ok()?;
+            Some((c.container_name.clone(), usage))
+        })
+        .collect()
 }
 
 /// Reconciles one VerticalAutoscaler: observe, follow, plan, act, record.
