@@ -74,7 +74,7 @@ macro_rules! sim_test {
     ($name:ident, $f:path) => {
         #[tokio::test]
         async fn $name() {
-            on_sim(stringify!($name), |t| Box::pin($f(t))).await;
+            on_sim(&stringify!($name).replace('_', "-"), |t| Box::pin($f(t))).await;
         }
     };
 }

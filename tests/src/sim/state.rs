@@ -1283,18 +1283,19 @@ fn restart(c: &mut ContainerSim, now: f64, terminated: Option<Terminated>) {
 }
 
 /// The kubelet's `podResourceSummary` JSON: the desired resources of every container, the
-/// generation, and the error where there is one.
+/// generation, and the error where there is one, in the kubelet's field order (containers,
+/// generation, error: its struct's, not sorted).
 fn resize_summary(p: &PodSim, generation: i64, error: Option<&str>) -> String {
     let containers: Vec<Value> = p
         .containers
         .iter()
         .map(|c| json!({"name": c.name, "resources": c.desired.json()}))
         .collect();
-    let mut v = json!({"containers": containers, "generation": generation});
-    if let Some(e) = error {
-        v["error"] = json!(e);
-    }
-    v.to_string()
+    let error = error.map_or_else(String::new, |e| format!(",\"error\":{}", json!(e)));
+    format!(
+        "{{\"containers\":{},\"generation\":{generation}{error}}}",
+        Value::Array(containers)
+    )
 }
 
 #[cfg(test)]

@@ -84,6 +84,16 @@ impl Target<'_> {
         (milli(&a["cpu"].0), bytes(&a["memory"].0))
     }
 
+    /// The node's capacity (millicores, bytes).
+    pub async fn capacity(&self) -> (i64, i64) {
+        let node = Api::<Node>::all(self.client.clone())
+            .get(&self.node)
+            .await
+            .unwrap();
+        let a = node.status.unwrap().capacity.unwrap();
+        (milli(&a["cpu"].0), bytes(&a["memory"].0))
+    }
+
     /// Creates the pod on the node and waits until every container runs.
     pub async fn run_pod(&self, name: &str, containers: &[Ctr]) -> Pod {
         let mut specs = Vec::new();
