@@ -136,6 +136,9 @@ fn preflight() -> Result<Parts> {
         Some(p) => PathBuf::from(p),
         None => provision("kubelet")?.join("kubelet"),
     };
+    if !kubelet.is_file() {
+        return Err(unavailable(format!("no kubelet at {}", kubelet.display())));
+    }
     let image = provision("image")?;
     Ok(Parts {
         kubelet,
