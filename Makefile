@@ -32,8 +32,10 @@ help: ## list the targets
 test: test-deps lint ## install what the tests need, check formatting and lints, run every test
 	KUBEBUILDER_ASSETS="$$(hack/test-binaries.sh)" $(CARGO) test --workspace --all-targets
 
-test-deps: ## kube-apiserver + etcd, helm + kustomize (built once, cached) and Prometheus (Debian package)
+test-deps: ## kube-apiserver + etcd, helm + kustomize, a kubelet (built once, cached), Prometheus and containerd (Debian packages), the real-node image
 	hack/install-prometheus.sh
+	@if [ "$${TAILOR_REAL_NODE:-}" = skip ]; then echo "real node: skipped (TAILOR_REAL_NODE=skip)"; \
+	  else hack/real-node.sh all; fi
 	@tools="$$(hack/tools.sh)" && "$$tools/helm" version --short && "$$tools/kustomize" version
 	@assets="$$(hack/test-binaries.sh)" && echo "test binaries in $$assets:" && \
 	  "$$assets/kube-apiserver" --version && "$$assets/etcd" --version | head -n1 && \

@@ -4,6 +4,8 @@
 //!   fresh data directory and credentials, a [`kube::Client`] and the tailor CRDs installed.
 //! - [`Prometheus`]: the real Prometheus server, on a TSDB backfilled from OpenMetrics text with
 //!   `promtool tsdb create-blocks-from openmetrics`, optionally scraping targets.
+//! - [`real_node::RealNode`]: containerd + runc + a real kubelet registered with a
+//!   [`ControlPlane`], one per machine at a time.
 //!
 //! Every server belongs to the value that started it: dropping the value (also while a test
 //! panics) stops the processes and removes their directories. Processes are also tied to the
@@ -14,6 +16,7 @@ pub mod cargo;
 pub mod control_plane;
 pub mod process;
 pub mod prometheus;
+pub mod real_node;
 pub mod sim;
 
 pub use control_plane::ControlPlane;

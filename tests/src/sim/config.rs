@@ -7,6 +7,7 @@
 //! actuationDelaySeconds: 1     # PodResizeInProgress lasts this long
 //! deferredRetrySeconds: 30     # first timer retry of deferred resizes (also retried on pod changes)
 //! deferredRetryPeriodSeconds: 180  # later timer retries, after any retry
+//! podSyncBackoffSeconds: 10    # a pod whose resize failed is synced again this long after
 //! nodes:
 //!   - name: sim                # count > 1 names them sim-0, sim-1, ...
 //!     count: 3
@@ -51,6 +52,10 @@ pub struct SimConfig {
     /// Later timer retries, counted from the last retry (the kubelet: 3 min).
     #[serde(default = "default_deferred_retry_period")]
     pub deferred_retry_period_seconds: f64,
+    /// How long after a failed resize actuation (a memory limit below usage) the kubelet syncs
+    /// the pod again: its pod workers' back-off (10 s, plus up to 50% jitter on a kubelet).
+    #[serde(default = "default_pod_sync_backoff")]
+    pub pod_sync_backoff_seconds: f64,
     /// Node groups.
     pub nodes: Vec<NodeGroup>,
 }
@@ -104,6 +109,9 @@ fn default_deferred_retry() -> f64 {
 fn default_deferred_retry_period() -> f64 {
     180.0
 }
+fn default_pod_sync_backoff() -> f64 {
+    10.0
+}
 fn one() -> usize {
     1
 }
@@ -128,6 +136,7 @@ impl SimConfig {
             actuation_delay_seconds: default_actuation(),
             deferred_retry_seconds: default_deferred_retry(),
             deferred_retry_period_seconds: default_deferred_retry_period(),
+            pod_sync_backoff_seconds: default_pod_sync_backoff(),
             nodes: vec![NodeGroup {
                 name: "sim".into(),
                 count,
@@ -153,6 +162,7 @@ impl SimConfig {
             "deferredRetryPeriodSeconds",
             self.deferred_retry_period_seconds,
         )?;
+        positive("podSyncBackoffSeconds", self.pod_sync_backoff_seconds)?;
         if !(self.actuation_delay_seconds.is_finite() && self.actuation_delay_seconds >= 0.0) {
             return Err(ConfigError(format!(
                 "actuationDelaySeconds must be a number >= 0, got {}",

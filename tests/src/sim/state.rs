@@ -217,10 +217,13 @@ pub enum ResizeState {
     },
     /// `PodResizeInProgress`.
     InProgress {
-        /// When actuation completes.
+        /// When actuation completes (after a failure: the next pod sync).
         until: f64,
-        /// Set when actuation failed (reason `Error`).
+        /// The failure the status reports (reason `Error`): the kubelet writes it one pod
+        /// sync after the failing one.
         error: Option<String>,
+        /// The last failure seen, reported or not (its `ResizeError` Event is recorded at once).
+        failed: Option<String>,
     },
 }
 
@@ -251,6 +254,8 @@ pub struct PodSim {
     /// `(owner kind, owner name)` of the controlling owner.
     pub owner: Option<(String, String)>,
     resize_generation: i64,
+    /// The usage annotation the models were read from.
+    usage_annotation: Option<String>,
 }
 
 impl PodSim {
@@ -299,6 +304,7 @@ pub struct SimState {
     actuation_delay: f64,
     deferred_retry: f64,
     deferred_retry_period: f64,
+    pod_sync_backoff: f64,
     nodes: BTreeMap<String, NodeState>,
     pods: HashMap<String, PodSim>,
     unscheduled: BTreeMap<String, (Amounts, String)>,
@@ -364,6 +370,7 @@ impl SimState {
             actuation_delay: config.actuation_delay_seconds,
             deferred_retry: config.deferred_retry_seconds,
             deferred_retry_period: config.deferred_retry_period_seconds,
+            pod_sync_backoff: config.pod_sync_backoff_seconds,
             nodes: nodes
                 .iter()
                 .enumerate()
@@ -517,6 +524,7 @@ impl SimState {
         match self.pods.get(&key) {
             None => self.admit(pod, key, namespace, name, uid, node, generation, now),
             Some(p) if generation > p.generation => self.spec_changed(&key, pod, generation, now),
+            Some(p) if usage_annotation(pod) != p.usage_annotation => self.usage_changed(&key, pod),
             Some(_) => {}
         }
     }
@@ -591,12 +599,8 @@ impl SimState {
             .as_ref()
             .map(|s| s.containers.clone())
             .unwrap_or_default();
-        let usage = pod
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(USAGE_ANNOTATION))
-            .map(|json| PodUsage::parse(json));
+        let usage_json = usage_annotation(pod);
+        let usage = usage_json.as_deref().map(PodUsage::parse);
         let usage = match usage {
             None => PodUsage::default(),
             Some(Ok(u)) => u,
@@ -695,6 +699,7 @@ impl SimState {
             rejected: None,
             owner,
             resize_generation: generation,
+            usage_annotation: usage_json,
         };
         n.next_ip += 1;
         let requests = sim.requests(|c| c.desired);
@@ -727,6 +732,43 @@ impl SimState {
         }
         self.dirty.insert(key.clone());
         self.pods.insert(key, sim);
+    }
+
+    /// The usage annotation of a running pod changed: its containers use the new models from
+    /// now on (their runs go on).
+    fn usage_changed(&mut self, key: &str, pod: &Pod) {
+        let Some(p) = self.pods.get_mut(key) else {
+            return;
+        };
+        let json = usage_annotation(pod);
+        p.usage_annotation = json.clone();
+        let usage = match json.as_deref().map(PodUsage::parse) {
+            None => PodUsage::default(),
+            Some(Ok(u)) => u,
+            Some(Err(e)) => {
+                self.effects.push(Effect::Event {
+                    namespace: p.namespace.clone(),
+                    name: p.name.clone(),
+                    uid: p.uid.clone(),
+                    type_: "Warning",
+                    reason: "InvalidUsageModel",
+                    message: format!("{e}; the containers keep their models"),
+                });
+                return;
+            }
+        };
+        for c in &mut p.containers {
+            c.model = usage.model(&c.name).cloned().unwrap_or_else(|| {
+                Model::fallback(
+                    c.desired.cpu_request.map(|m| m as f64 / 1000.0),
+                    c.desired.memory_request.map(|b| b as f64),
+                )
+            });
+            c.trace = match &c.model {
+                Model::Trace { path, .. } => self.traces.get(path).cloned(),
+                _ => None,
+            };
+        }
     }
 
     fn spec_changed(&mut self, key: &str, pod: &Pod, generation: i64, now: f64) {
@@ -792,6 +834,7 @@ impl SimState {
                 p.resize = ResizeState::InProgress {
                     until: now + self.actuation_delay,
                     error: None,
+                    failed: None,
                 };
                 self.stats.resizes_admitted += 1;
                 let summary = resize_summary(p, p.resize_generation, None);
@@ -894,40 +937,16 @@ impl SimState {
             && now >= until
         {
             // Actuation: a memory limit below current usage is not applied (NotRequired
-            // policy); the kubelet reports reason Error and retries on later syncs.
-            let blocked = p.containers.iter().find(|c| {
-                !c.restart_memory
-                    && matches!((c.desired.memory_limit, c.actual.memory_limit), (Some(new), old) if old.is_none_or(|o| new < o) && (new as f64) < c.usage.memory)
-            });
-            if let Some(c) = blocked {
-                // The kubelet's validateMemoryResizeAction: the pod check, then the container
-                // check, both against the pod's usage.
-                let pod_usage: f64 = p.containers.iter().map(|c| c.usage.memory).sum();
-                let mut errors = Vec::new();
-                let pod_limit: Option<i64> =
-                    p.containers.iter().map(|c| c.desired.memory_limit).sum();
-                if let Some(limit) = pod_limit
-                    && (limit as f64) < pod_usage
-                {
-                    errors.push(format!(
-                        "attempting to set pod memory limit ({limit}) below current usage ({})",
-                        pod_usage as i64
-                    ));
-                }
-                errors.push(format!(
-                    "attempting to set container {:?} memory limit ({}) below current usage ({})",
-                    c.name,
-                    c.desired.memory_limit.unwrap_or(0),
-                    pod_usage as i64
-                ));
-                let message = if errors.len() == 1 {
-                    format!("cannot decrease memory limits: {}", errors[0])
-                } else {
-                    format!("cannot decrease memory limits: [{}]", errors.join(", "))
+            // policy). The kubelet records a ResizeError Event in the failing sync, writes
+            // reason Error at the next one (its pod workers' back-off later) and retries then.
+            if let Some(message) = memory_decrease_error(p) {
+                let (error, failed) = match &p.resize {
+                    ResizeState::InProgress { error, failed, .. } => {
+                        (error.clone(), failed.clone())
+                    }
+                    _ => (None, None),
                 };
-                let new_error = Some(message.clone());
-                if !matches!(&p.resize, ResizeState::InProgress { error, .. } if *error == new_error)
-                {
+                if failed.as_ref() != Some(&message) {
                     let summary = resize_summary(p, p.resize_generation, Some(&message));
                     self.effects.push(Effect::Event {
                         namespace: p.namespace.clone(),
@@ -937,12 +956,18 @@ impl SimState {
                         reason: "ResizeError",
                         message: format!("Pod resize error: {summary}"),
                     });
-                    p.resize = ResizeState::InProgress {
-                        until,
-                        error: new_error,
-                    };
-                    changed = true;
                 }
+                let error = if failed.is_some() {
+                    Some(message.clone())
+                } else {
+                    error
+                };
+                changed = error != p_error(&p.resize);
+                p.resize = ResizeState::InProgress {
+                    until: now + self.pod_sync_backoff,
+                    error,
+                    failed: Some(message),
+                };
             } else {
                 for c in &mut p.containers {
                     let memory_changed = c.desired.memory_limit != c.actual.memory_limit
@@ -1183,6 +1208,54 @@ impl SimState {
     }
 }
 
+/// The reported failure of a resize in progress.
+fn p_error(r: &ResizeState) -> Option<String> {
+    match r {
+        ResizeState::InProgress { error, .. } => error.clone(),
+        _ => None,
+    }
+}
+
+/// The kubelet's `validateMemoryResizeAction` for a pod whose memory limits go down in place:
+/// the pod check, then the container check, both printing the pod's usage.
+fn memory_decrease_error(p: &PodSim) -> Option<String> {
+    let c = p.containers.iter().find(|c| {
+        !c.restart_memory
+            && matches!((c.desired.memory_limit, c.actual.memory_limit), (Some(new), old) if old.is_none_or(|o| new < o) && (new as f64) < c.usage.memory)
+    })?;
+    let pod_usage: f64 = p.containers.iter().map(|c| c.usage.memory).sum();
+    let mut errors = Vec::new();
+    let pod_limit: Option<i64> = p.containers.iter().map(|c| c.desired.memory_limit).sum();
+    if let Some(limit) = pod_limit
+        && (limit as f64) < pod_usage
+    {
+        errors.push(format!(
+            "attempting to set pod memory limit ({limit}) below current usage ({})",
+            pod_usage as i64
+        ));
+    }
+    errors.push(format!(
+        "attempting to set container {:?} memory limit ({}) below current usage ({})",
+        c.name,
+        c.desired.memory_limit.unwrap_or(0),
+        pod_usage as i64
+    ));
+    Some(if errors.len() == 1 {
+        format!("cannot decrease memory limits: {}", errors[0])
+    } else {
+        format!("cannot decrease memory limits: [{}]", errors.join(", "))
+    })
+}
+
+/// The usage annotation of a pod.
+fn usage_annotation(pod: &Pod) -> Option<String> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(USAGE_ANNOTATION))
+        .cloned()
+}
+
 /// Formats seconds as Go's `time.Duration` does (`10s`, `1m20s`, `5m0s`).
 fn go_duration(seconds: f64) -> String {
     let s = seconds.round() as i64;
@@ -1210,18 +1283,19 @@ fn restart(c: &mut ContainerSim, now: f64, terminated: Option<Terminated>) {
 }
 
 /// The kubelet's `podResourceSummary` JSON: the desired resources of every container, the
-/// generation, and the error where there is one.
+/// generation, and the error where there is one, in the kubelet's field order (containers,
+/// generation, error: its struct's, not sorted).
 fn resize_summary(p: &PodSim, generation: i64, error: Option<&str>) -> String {
     let containers: Vec<Value> = p
         .containers
         .iter()
         .map(|c| json!({"name": c.name, "resources": c.desired.json()}))
         .collect();
-    let mut v = json!({"containers": containers, "generation": generation});
-    if let Some(e) = error {
-        v["error"] = json!(e);
-    }
-    v.to_string()
+    let error = error.map_or_else(String::new, |e| format!(",\"error\":{}", json!(e)));
+    format!(
+        "{{\"containers\":{},\"generation\":{generation}{error}}}",
+        Value::Array(containers)
+    )
 }
 
 #[cfg(test)]
@@ -1315,6 +1389,71 @@ mod tests {
             None,
             "first kill after a quiet spell restarts at once"
         );
+    }
+
+    fn holding_pod(memory: &str, generation: i64, limit: &str) -> Pod {
+        let usage = json!({"app": {"model": "constant", "cpu": 0.1, "memory": memory}});
+        serde_json::from_value(json!({
+            "metadata": {"name": "leaky", "namespace": "ns", "uid": "u-1", "generation": generation,
+                         "annotations": {USAGE_ANNOTATION: usage.to_string()}},
+            "spec": {"nodeName": "sim", "containers": [{"name": "app", "image": "i",
+                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": limit}}}]},
+            "status": {"qosClass": "Burstable"},
+        }))
+        .unwrap()
+    }
+
+    fn resize_error(s: &SimState) -> (bool, Option<String>) {
+        match &s.pod("ns/leaky").unwrap().resize {
+            ResizeState::InProgress { error, .. } => (true, error.clone()),
+            _ => (false, None),
+        }
+    }
+
+    #[test]
+    fn memory_limit_below_usage_reports_error_one_pod_sync_later_and_applies_when_usage_falls() {
+        let mut s = state();
+        s.observe_pod(&holding_pod("150Mi", 1, "256Mi"), 0.0);
+        s.tick(0.0);
+        s.tick(1.0);
+        s.observe_pod(&holding_pod("150Mi", 2, "100Mi"), 1.0);
+        s.take_effects();
+        s.tick(2.5); // actuation: the check fails
+        assert_eq!(resize_error(&s), (true, None), "no reason yet");
+        let events = s.take_effects();
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                Effect::Event {
+                    reason: "ResizeError",
+                    ..
+                }
+            )),
+            "{events:?}"
+        );
+        s.tick(10.0);
+        assert_eq!(
+            resize_error(&s),
+            (true, None),
+            "still before the next pod sync"
+        );
+        s.tick(12.5);
+        let (_, error) = resize_error(&s);
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("cannot decrease memory limits: ")),
+            "{error:?}"
+        );
+        assert_eq!(app(&s).actual.memory_limit, Some(256 << 20));
+        // Usage falls (the annotation changes on the running pod): the next sync applies it.
+        s.observe_pod(&holding_pod("20Mi", 2, "100Mi"), 13.0);
+        s.tick(14.0);
+        assert!(resize_error(&s).0, "not before the next pod sync");
+        s.tick(22.5);
+        assert_eq!(resize_error(&s), (false, None));
+        assert_eq!(app(&s).actual.memory_limit, Some(100 << 20));
+        assert_eq!(app(&s).restart_count, 0);
     }
 
     #[test]

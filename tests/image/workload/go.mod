@@ -1,0 +1,3 @@
+module tailor.dev/tests/image/workload
+
+go 1.25
