@@ -95,11 +95,16 @@ impl Env<'_> {
             .unwrap();
     }
 
-    /// Writes the recommendation as the recommender does.
+    /// Writes the recommendation as the recommender does: bound to the object's generation
+    /// and target.
     async fn recommend(&self, va: &str, cpu: &str, memory: &str) {
+        let current = self.vas().get(va).await.unwrap();
         let patch = json!({
             "apiVersion": "tailor.dev/v1alpha1", "kind": "VerticalAutoscaler",
-            "status": {"recommendation": {"containerRecommendations": [
+            "status": {"recommendation": {
+                "observedGeneration": current.metadata.generation,
+                "targetRef": current.spec.target_ref,
+                "containerRecommendations": [
                 {"containerName": "app", "target": {"cpu": cpu, "memory": memory}}]}},
         });
         self.vas()
@@ -313,6 +318,13 @@ async fn updater_resizes_pods_of_a_real_kubelet() {
             container(("100m", "128Mi"), ("200m", "256Mi"), true),
         )
         .await;
+    let tight = env
+        .workload(
+            "tight",
+            1,
+            container(("100m", "128Mi"), ("100m", "128Mi"), false),
+        )
+        .await;
     let big = env
         .workload(
             "big",
@@ -430,6 +442,72 @@ async fn updater_resizes_pods_of_a_real_kubelet() {
         restarted[1].0 >= restarted[0].1,
         "one at a time: {restarted:?}"
     );
+
+    // A cut below what the process uses: the kubelet refuses it (reason Error, one sync
+    // later) and would apply it whenever usage drops. The updater takes it back at once.
+    node.set_load(&env.ns, &tight[0], "app", 10, 100 << 20)
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.va("tight", json!({"updateMode": "InPlace"})).await;
+    env.recommend("tight", "100m", "48Mi").await;
+    let va = env
+        .wait_va("tight", "holding the cut", |v| {
+            v.status
+                .as_ref()
+                .is_some_and(|s| !s.pending_approvals.is_empty())
+        })
+        .await;
+    let id = va.status.unwrap().pending_approvals[0].id.clone();
+    env.vas()
+        .patch(
+            "tight",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"tailor.dev/approve-memory-decrease": id}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let va = env
+        .wait_va("tight", "the refused cut Reverted", |v| {
+            v.status.as_ref().is_some_and(|s| {
+                s.last_resizes
+                    .first()
+                    .is_some_and(|r| r.outcome == tailor_crds::v1alpha1::ResizeOutcome::Reverted)
+            })
+        })
+        .await;
+    let usage = va.status.unwrap().last_resizes[0].containers[0]
+        .refused_usage
+        .clone()
+        .expect("the usage the kubelet reported");
+    assert!(
+        number(&usage.0, false) > 48 << 20,
+        "above the refused limit: {usage:?}"
+    );
+    let tight0 = env
+        .wait_pod(&tight[0], "back at 128Mi", |p| {
+            is(p, ("100m", "128Mi", "100m", "128Mi"))
+        })
+        .await;
+    // Usage drops: the kubelet has nothing left to apply, so the cut never happens.
+    node.set_load(&env.ns, &tight[0], "app", 10, 16 << 20)
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until {
+        let p = env.pods().get(&tight[0]).await.unwrap();
+        assert!(
+            is(&p, ("100m", "128Mi", "100m", "128Mi")),
+            "{:?}",
+            applied(&p)
+        );
+        assert_eq!(
+            env.cgroup(&p, "memory", "memory.limit_in_bytes"),
+            (128u64 << 20).to_string()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(ids(&env.pods().get(&tight[0]).await.unwrap()), ids(&tight0));
 
     // Infeasible: surfaced on the VerticalAutoscaler, the pod untouched.
     env.recommend("big", "64", "64Mi").await;
