@@ -56,6 +56,8 @@ pub struct Options {
     pub concurrency: usize,
     /// Model settings.
     pub settings: Settings,
+    /// Checked immediately before each write: false once this replica may no longer lead.
+    pub fence: tailor_runtime::lease::Fence,
 }
 
 impl Default for Options {
@@ -64,6 +66,7 @@ impl Default for Options {
             refresh: Duration::from_secs(300),
             concurrency: 4,
             settings: Settings::default(),
+            fence: tailor_runtime::lease::Fence::always(),
         }
     }
 }
@@ -987,6 +990,10 @@ async fn reconcile(ctx: &Context, va: &VerticalAutoscaler) {
         "kind": VerticalAutoscaler::kind(&()),
         "status": status,
     });
+    if !ctx.options.fence.holds() {
+        tracing::info!(va = %va.name_any(), "not the leader any more: status not written");
+        return;
+    }
     if let Err(e) = api
         .patch_status(
             &va.name_any(),

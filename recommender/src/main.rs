@@ -9,7 +9,7 @@ use clap::{ArgGroup, Args as ClapArgs, Parser, Subcommand};
 use tailor_recommender::controller::{self, Options};
 use tailor_recommender::metrics::Metrics;
 use tailor_recommender::prometheus::{Auth, Config, MetricNames, Prometheus};
-use tailor_runtime::lease::{self, LeaseConfig};
+use tailor_runtime::lease::{self, LeaseConfig, TimingArgs};
 
 /// Computes CPU/memory recommendations for VerticalAutoscalers from Prometheus history.
 #[derive(Debug, Parser)]
@@ -195,6 +195,8 @@ struct RunArgs {
     /// The Lease's namespace (the pod's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "tailor-system")]
     lease_namespace: String,
+    #[command(flatten)]
+    lease_timing: TimingArgs,
     /// This replica's identity (the pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -271,6 +273,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Backtest(args) => backtest(&args).await,
         Command::Run(args) => {
+            let timing = args.lease_timing.timing()?;
             let prom = prometheus(&args.prometheus.prometheus_url, &args.prometheus.connection)?;
             let client = kube::Client::try_default()
                 .await
@@ -293,13 +296,12 @@ async fn run(cli: Cli) -> Result<(), String> {
                     options.clone(),
                     prom.clone(),
                 );
-                move || {
-                    let (client, metrics, options, prom) = (
-                        client.clone(),
-                        metrics.clone(),
-                        options.clone(),
-                        prom.clone(),
-                    );
+                move |fence| {
+                    let (client, metrics, prom) = (client.clone(), metrics.clone(), prom.clone());
+                    let options = Options {
+                        fence,
+                        ..options.clone()
+                    };
                     async move { controller::run(client, prom, options, metrics).await }
                 }
             };
@@ -310,15 +312,13 @@ async fn run(cli: Cli) -> Result<(), String> {
                     .identity
                     .clone()
                     .unwrap_or_else(|| tailor_runtime::default_identity("tailor-recommender")),
-                duration: Duration::from_secs(15),
+                timing,
             });
             let gauge = metrics.clone();
-            let controller =
-                lease::lead(client.clone(), config, move |l| gauge.set_leader(l), work);
-            let result = tokio::select! {
-                () = controller => Ok(()),
-                r = tailor_runtime::shutdown_signal() => r,
-            };
+            let shutdown = tailor_runtime::shutdown_signal();
+            let result = lease::lead(client, config, move |l| gauge.set_leader(l), shutdown, work)
+                .await
+                .unwrap_or(Ok(()));
             admin.abort();
             result
         }

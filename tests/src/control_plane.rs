@@ -23,6 +23,23 @@ const CRD_ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(30);
 /// The field manager the harness applies objects with.
 pub const FIELD_MANAGER: &str = "tailor-e2e";
 
+/// How a control plane is started.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Write an audit log of every write request (Metadata level: who, what, when, the
+    /// response code) to [`ControlPlane::audit_log`].
+    pub audit: bool,
+}
+
+/// The audit policy of [`Options::audit`]: every write, no reads.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    verbs: [create, update, patch, delete, deletecollection]
+";
+
 /// A running control plane: etcd, kube-apiserver, an admin client, and the tailor CRDs.
 ///
 /// Dropping it stops both processes and deletes the data directory (fields drop in order).
@@ -45,10 +62,15 @@ impl ControlPlane {
     /// Starts etcd and kube-apiserver on free ports, waits for readiness, installs the CRDs
     /// and waits until they are Established.
     pub async fn start() -> Result<Self> {
+        Self::start_with(Options::default()).await
+    }
+
+    /// [`ControlPlane::start`] with `options`.
+    pub async fn start_with(options: Options) -> Result<Self> {
         let assets = kube_assets()?;
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(&assets).await {
+            match Self::try_start(&assets, &options).await {
                 Ok(cp) => {
                     install_crds(&cp.client).await?;
                     return Ok(cp);
@@ -61,7 +83,7 @@ impl ControlPlane {
         Err(last.unwrap_or_else(|| HarnessError::Other("control plane did not start".into())))
     }
 
-    async fn try_start(assets: &Path) -> Result<Self> {
+    async fn try_start(assets: &Path, options: &Options) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("tailor-cp-")
             .tempdir()
@@ -105,7 +127,7 @@ impl ControlPlane {
 
         let port = free_port()?;
         let d = |name: &str| dir.path().join(name).display().to_string();
-        let args = vec![
+        let mut args = vec![
             format!("--etcd-servers={etcd_url}"),
             format!("--etcd-prefix=/tailor-{port}"),
             "--bind-address=127.0.0.1".into(),
@@ -126,6 +148,13 @@ impl ControlPlane {
             "--profiling=false".into(),
             "--v=0".into(),
         ];
+        if options.audit {
+            let policy = dir.path().join("audit-policy.yaml");
+            std::fs::write(&policy, AUDIT_POLICY)
+                .map_err(HarnessError::io(format!("write {}", policy.display())))?;
+            args.push(format!("--audit-policy-file={}", policy.display()));
+            args.push(format!("--audit-log-path={}", d("audit.log")));
+        }
         let mut apiserver = ServerProcess::spawn(
             "kube-apiserver",
             &assets.join("kube-apiserver"),
@@ -200,6 +229,11 @@ impl ControlPlane {
     /// The data directory (logs, certificates, etcd data).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The audit log (JSON lines) of a control plane started with [`Options::audit`].
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.path().join("audit.log")
     }
 
     /// The process ids of etcd and kube-apiserver.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use tailor_runtime::lease::{self, LeaseConfig};
+use tailor_runtime::lease::{self, LeaseConfig, TimingArgs};
 use tailor_updater::controller::{self, Options};
 use tailor_updater::metrics::Metrics;
 
@@ -58,9 +58,8 @@ struct RunArgs {
     /// The Lease's namespace (the pod's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "tailor-system")]
     lease_namespace: String,
-    /// How long a lease lasts without renewal (seconds); a standby takes over after it.
-    #[arg(long, env = "TAILOR_LEASE_DURATION_SECONDS", default_value_t = 15)]
-    lease_duration_seconds: u64,
+    #[command(flatten)]
+    lease_timing: TimingArgs,
     /// This replica's identity (the pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -75,6 +74,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     args.max_resizes_per_second
                 ));
             }
+            let timing = args.lease_timing.timing()?;
             let client = kube::Client::try_default()
                 .await
                 .map_err(|e| format!("cannot reach the Kubernetes API: {e}"))?;
@@ -90,6 +90,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 resync: Duration::from_secs(args.resync_seconds.max(1)),
                 backoff: Duration::from_secs(args.backoff_seconds.max(1)),
                 identity: identity.clone(),
+                fence: lease::Fence::always(),
             };
             if options.dry_run {
                 tracing::info!("dry run: nothing will be resized or written");
@@ -101,20 +102,25 @@ async fn run(cli: Cli) -> Result<(), String> {
             let admin = tokio::spawn(tailor_runtime::admin::serve(listener, metrics.clone()));
             let work = {
                 let (client, metrics, options) = (client.clone(), metrics.clone(), options.clone());
-                move || controller::run(client.clone(), options.clone(), metrics.clone())
+                move |fence| {
+                    let options = Options {
+                        fence,
+                        ..options.clone()
+                    };
+                    controller::run(client.clone(), options, metrics.clone())
+                }
             };
             let config = args.leader_election.then(|| LeaseConfig {
                 name: args.lease_name.clone(),
                 namespace: args.lease_namespace.clone(),
                 identity,
-                duration: Duration::from_secs(args.lease_duration_seconds.max(1)),
+                timing,
             });
             let gauge = metrics.clone();
-            let controller = lease::lead(client, config, move |l| gauge.set_leader(l), work);
-            let result = tokio::select! {
-                () = controller => Ok(()),
-                r = tailor_runtime::shutdown_signal() => r,
-            };
+            let shutdown = tailor_runtime::shutdown_signal();
+            let result = lease::lead(client, config, move |l| gauge.set_leader(l), shutdown, work)
+                .await
+                .unwrap_or(Ok(()));
             tracing::info!("shutting down");
             admin.abort();
             result

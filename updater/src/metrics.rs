@@ -7,7 +7,7 @@
 //! | `tailor_updater_recommendation_to_applied_seconds` | | time from first seeing a recommendation to its resize being complete on a pod |
 //! | `tailor_updater_resizes_waiting` | `reason` = `restart_budget`, `infeasible` | planned resizes held back |
 //! | `tailor_updater_reconciles_total` | | VerticalAutoscaler reconciles |
-//! | `tailor_updater_api_requests_total` | `verb` | requests to the API server: `resize`, `get`, `status`, `event`; `event_dropped` counts Events not sent (queue full) |
+//! | `tailor_updater_api_requests_total` | `verb` | requests to the API server: `resize`, `get`, `status`, `event`; `event_dropped` counts Events not sent (queue full); `fenced` counts writes skipped because this replica could no longer be sure it leads |
 //! | `tailor_updater_leader` | | 1 on the replica that writes |
 //! | `tailor_updater_resize_started_timestamp_seconds` | `namespace`, `verticalautoscaler`, `pod`, `state` = `in_progress`, `deferred`, `infeasible`, `error` | when the kubelet set the condition of a resize that is not finished; present only while it is not |
 //! | `tailor_updater_pending_approval_since_timestamp_seconds` | `namespace`, `verticalautoscaler`, `container`, `id`, `from`, `to` | when each memory decrease awaiting approval was first held |

@@ -191,6 +191,10 @@ async fn issue(ctx: &Context, w: &Workload, pod: &Pod, plan: &PodPlan, revert: b
             ctx.metrics.resize("cancelled", &resources);
             return Issued::Nothing;
         }
+        if !ctx.options.fence.holds() {
+            ctx.metrics.request("fenced");
+            return Issued::Nothing;
+        }
         ctx.metrics.request("resize");
         let patch = plan::resize_patch(&plan, rv.as_deref());
         let params = PatchParams {

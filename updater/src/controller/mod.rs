@@ -71,6 +71,8 @@ pub struct Options {
     pub backoff: Duration,
     /// This replica's name in Events.
     pub identity: String,
+    /// Checked immediately before each write: false once this replica may no longer lead.
+    pub fence: tailor_runtime::lease::Fence,
 }
 
 impl Default for Options {
@@ -83,6 +85,7 @@ impl Default for Options {
             resync: Duration::from_secs(30),
             backoff: Duration::from_secs(30),
             identity: FIELD_MANAGER.to_owned(),
+            fence: tailor_runtime::lease::Fence::always(),
         }
     }
 }

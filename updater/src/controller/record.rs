@@ -261,6 +261,10 @@ async fn write(
     });
     let api: Api<VerticalAutoscaler> =
         Api::namespaced(ctx.client.clone(), &va.namespace().unwrap_or_default());
+    if !ctx.options.fence.holds() {
+        ctx.metrics.request("fenced");
+        return;
+    }
     ctx.metrics.request("status");
     match api
         .patch_status(

@@ -28,6 +28,17 @@ impl Env {
     /// A control plane with the CRDs, `nodes` simulated nodes and a namespace.
     pub async fn start(nodes: usize, cpu: &str, memory: &str, actuation: f64) -> Self {
         let cp = ControlPlane::start().await.expect("control plane starts");
+        Self::on(cp, nodes, cpu, memory, actuation).await
+    }
+
+    /// [`Env::start`] on a control plane of the caller's.
+    pub async fn on(
+        cp: ControlPlane,
+        nodes: usize,
+        cpu: &str,
+        memory: &str,
+        actuation: f64,
+    ) -> Self {
         let mut config = SimConfig::uniform(nodes, cpu, memory);
         config.tick_seconds = 0.2;
         config.actuation_delay_seconds = actuation;
@@ -254,6 +265,10 @@ impl Env {
             "default",
             "--lease-duration-seconds",
             "3",
+            "--leader-elect-renew-deadline",
+            "2s",
+            "--leader-elect-retry-period",
+            "500ms",
             "--identity",
             identity,
             "--resync-seconds",
