@@ -507,3 +507,38 @@ async fn one_autoscaler_acts_on_a_workload() {
     .await;
     stays(&env, &v, 1, "left to the VPA", |p| generation(p) == 1).await;
 }
+
+#[tokio::test]
+async fn every_declined_change_is_reported() {
+    let env = Env::start(1, "16", "64Gi", 0.2).await;
+    let c = container(
+        "app",
+        json!({"cpu": "500m", "memory": "512Mi"}),
+        json!({"cpu": "1", "memory": "512Mi"}),
+    );
+    env.workload("d", 1, json!([c])).await;
+    // RestartContainer asked for a container whose memory resizePolicy is NotRequired, and a
+    // policy for a container the pods do not have.
+    env.va(
+        "d",
+        "d",
+        json!({"updatePolicy": {"memoryDecrease": "RestartContainer"},
+               "resourcePolicy": {"containerPolicies": [{"containerName": "ghost", "mode": "Off"}]}}),
+    )
+    .await;
+    let updater = env.updater("u1", &[]);
+    updater.wait_ready().await;
+    env.recommend(
+        "d",
+        json!([{"containerName": "app", "target": {"cpu": "500m", "memory": "256Mi"}}]),
+    )
+    .await;
+    let note = env
+        .wait_event("VerticalAutoscaler", "d", "ResizePolicyNotRequired")
+        .await;
+    assert!(note.contains("container app"), "{note}");
+    let note = env
+        .wait_event("VerticalAutoscaler", "d", "PolicyForMissingContainer")
+        .await;
+    assert!(note.contains("ghost"), "{note}");
+}
