@@ -332,20 +332,35 @@ pub(super) async fn act(ctx: &Context, w: &Workload, planned: &Planned) -> Acted
         cuts: Vec::new(),
         records: Vec::new(),
     };
-    let cuts_of = |pod: &Pod, plan: &PodPlan| -> Vec<PodCut> {
+    // A pod's generation as it is after what this process issued (the cache may lag).
+    let generation = |pod: &Pod| {
+        let issued = ctx
+            .memory()
+            .in_flight
+            .get(&uid_of(pod))
+            .map(|f| f.generation);
+        pod.metadata
+            .generation
+            .unwrap_or(1)
+            .max(issued.unwrap_or(0))
+    };
+    let cuts_of = |pod: &Pod, plan: &PodPlan, generation: i64| -> Vec<PodCut> {
         plan.held
             .iter()
             .cloned()
             .chain(plan.approved_cuts())
             .map(|cut: Cut| PodCut {
                 pod: pod_ref(pod),
+                generation,
                 cut,
             })
             .collect()
     };
     for (i, plan) in planned.plans.iter().enumerate() {
         if !planned.selection.now.contains(&i) {
-            acted.cuts.extend(cuts_of(&w.pods[i], plan));
+            acted
+                .cuts
+                .extend(cuts_of(&w.pods[i], plan, generation(&w.pods[i])));
         }
     }
     let outcomes = futures::future::join_all(
@@ -361,7 +376,7 @@ pub(super) async fn act(ctx: &Context, w: &Workload, planned: &Planned) -> Acted
         match outcome {
             Issued::Done(generation, plan) => {
                 in_flight(ctx, w, pod, generation, &plan);
-                acted.cuts.extend(cuts_of(pod, &plan));
+                acted.cuts.extend(cuts_of(pod, &plan, generation));
                 acted
                     .issued
                     .push(format!("pod {}: {}", pod.name_any(), summary(&plan)));
@@ -369,7 +384,11 @@ pub(super) async fn act(ctx: &Context, w: &Workload, planned: &Planned) -> Acted
                     .records
                     .push(new_record(pod, &plan, ResizeOutcome::InProgress));
             }
-            Issued::DryRun | Issued::Failed => acted.cuts.extend(cuts_of(pod, &planned.plans[i])),
+            Issued::DryRun | Issued::Failed => {
+                acted
+                    .cuts
+                    .extend(cuts_of(pod, &planned.plans[i], generation(pod)));
+            }
             Issued::Nothing => {}
         }
     }
@@ -416,6 +435,8 @@ pub(super) async fn revert_refused(ctx: &Context, w: &Workload, followed: &mut F
                 .find(|(c, _)| c == container)
                 .map(|(_, u)| *u)
                 .or(refusal.pod_usage)
+                // The kubelet can name 0 before it has read the container's usage.
+                .filter(|u| *u > 0)
         };
         // The refused resize's record becomes Reverted, with what the kubelet saw.
         let uid = uid_of(pod.as_ref());

@@ -10,9 +10,9 @@ use kube::ResourceExt;
 use kube::core::DynamicObject;
 use kube::runtime::reflector::ObjectRef;
 use tailor_crds::v1alpha1::{
-    APPROVE_MEMORY_DECREASE_ANNOTATION, ContainerRecommendation, HpaConflict, ResizeOutcome,
-    ResourceName, SUPPORTED_TARGETS, UpdateMode, VerticalAutoscaler, VerticalAutoscalerStatus,
-    condition,
+    APPROVE_MEMORY_DECREASE_ANNOTATION, ContainerRecommendation, HpaConflict, Recommendation,
+    ResizeOutcome, ResourceName, SUPPORTED_TARGETS, UpdateMode, VerticalAutoscaler,
+    VerticalAutoscalerStatus, condition,
 };
 use tailor_runtime::workload::controller_of;
 
@@ -68,10 +68,30 @@ pub(super) fn snapshot(va: &VerticalAutoscaler) -> Snapshot {
             .status
             .as_ref()
             .and_then(|s| s.recommendation.as_ref())
-            .and_then(|r| serde_json::to_string(r).ok())
+            .map(decisive)
             .unwrap_or_default(),
         approvals: approval_ids(va),
     }
+}
+
+/// What of a recommendation decides a resize: its binding and, per container, the target, the
+/// bounds and the floor. The evidence (samples, history span, peaks) changes with every
+/// recommender pass and decides nothing, so it does not cancel a planned patch.
+fn decisive(r: &Recommendation) -> String {
+    let containers: Vec<_> = r
+        .container_recommendations
+        .iter()
+        .map(|c| {
+            (
+                &c.container_name,
+                &c.target,
+                &c.lower_bound,
+                &c.upper_bound,
+                c.memory_floor.as_ref().map(|f| &f.value),
+            )
+        })
+        .collect();
+    serde_json::to_string(&(r.observed_generation, &r.target_ref, containers)).unwrap_or_default()
 }
 
 fn approval_ids(va: &VerticalAutoscaler) -> Vec<String> {

@@ -4,8 +4,10 @@
 //! - A pending approval is one per container: the envelope of the held cuts of the workload's
 //!   pods (from: the highest current limit, to: the lowest planned limit) and **the pods that
 //!   hold them**. Its id is a hash of the VerticalAutoscaler's uid, the container, both values
-//!   and the pods' uids, so a new recommendation that cuts further, or a cut of other pods,
-//!   gets a new id, and an old approval never approves a bigger cut or another pod.
+//!   and the pods' uids and generations, so a new recommendation that cuts further, a cut of
+//!   other pods, or the same cut of a pod resized since (for example after the kubelet refused
+//!   it and the updater took it back) gets a new id, and an old approval never approves a
+//!   bigger cut, another pod, or a cut it has already been used for.
 //! - An approval (`tailor.dev/approve-memory-decrease: <id>` on the object) grants the cut to
 //!   the pods of the pending entry with that id and to no other pod, and only while the
 //!   annotation is there: removing it stops the cuts that have not been sent.
@@ -23,7 +25,7 @@ use tailor_crds::v1alpha1::{PendingApproval, PodRef};
 use super::memory::Approved;
 
 /// The approval id of lowering `container`'s memory limit from `from` to `to` bytes in the
-/// pods with these uids (order does not matter).
+/// pods named by these `uid@generation` keys (order does not matter).
 pub fn id(owner_uid: &str, container: &str, from: i64, to: i64, pod_uids: &[&str]) -> String {
     let mut uids: Vec<&str> = pod_uids.to_vec();
     uids.sort_unstable();
@@ -56,6 +58,8 @@ pub struct Cut {
 pub struct PodCut {
     /// The pod.
     pub pod: PodRef,
+    /// The pod's `metadata.generation` (after the resizes issued so far).
+    pub generation: i64,
     /// The cut.
     pub cut: Cut,
 }
@@ -122,19 +126,23 @@ pub fn pending(owner_uid: &str, cuts: &[PodCut], grants: &[Grant]) -> Vec<Pendin
 fn envelope(owner_uid: &str, container: &str, cuts: &[&PodCut]) -> Pending {
     let from = cuts.iter().map(|c| c.cut.from).max().unwrap_or_default();
     let to = cuts.iter().map(|c| c.cut.to).min().unwrap_or_default();
-    let pods: BTreeSet<(&str, &str)> = cuts
+    let pods: BTreeSet<(&str, &str, i64)> = cuts
         .iter()
-        .map(|c| (c.pod.name.as_str(), c.pod.uid.as_str()))
+        .map(|c| (c.pod.name.as_str(), c.pod.uid.as_str(), c.generation))
         .collect();
-    let uids: Vec<&str> = pods.iter().map(|(_, uid)| *uid).collect();
+    let keys: Vec<String> = pods
+        .iter()
+        .map(|(_, uid, g)| format!("{uid}@{g}"))
+        .collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     Pending {
         container: container.to_owned(),
         from,
         to,
-        id: id(owner_uid, container, from, to, &uids),
+        id: id(owner_uid, container, from, to, &keys),
         pods: pods
             .into_iter()
-            .map(|(name, uid)| PodRef {
+            .map(|(name, uid, _)| PodRef {
                 name: name.to_owned(),
                 uid: uid.to_owned(),
             })
@@ -255,6 +263,7 @@ mod tests {
     fn cut(container: &str, from: i64, to: i64, p: u8) -> PodCut {
         PodCut {
             pod: pod(p),
+            generation: 1,
             cut: Cut {
                 container: container.into(),
                 from,
@@ -280,9 +289,13 @@ mod tests {
         assert_eq!(p[0].pods, [pod(1), pod(2)]);
         assert_eq!(
             p[0].id,
-            id("u", "app", 500 * MI, 200 * MI, &["uid-1", "uid-2"])
+            id("u", "app", 500 * MI, 200 * MI, &["uid-1@1", "uid-2@1"])
         );
         assert!(!p[0].approved);
+        // The same cut of a pod resized since is another cut.
+        let mut later = cuts.clone();
+        later[1].generation = 3;
+        assert_ne!(pending("u", &later, &[])[0].id, p[0].id);
     }
 
     fn grant(pods: &[u8]) -> Grant {

@@ -14,8 +14,9 @@
 //! - **Re-checked before each patch**: the actuator takes a [`Snapshot`] of the object when it
 //!   plans, and again from its watch cache right before each resize patch (after waiting for
 //!   the rate limit). The patch goes only if nothing that decides it changed: the same object
-//!   (uid), the same spec (generation, so `updateMode: Off` stops it), the same
-//!   recommendation, and every approval the patch uses still in the annotation.
+//!   (uid), the same spec (generation, so `updateMode: Off` stops it), the same recommended
+//!   values (targets, bounds, floors; not the evidence, which every recommender pass
+//!   refreshes), and every approval the patch uses still in the annotation.
 
 use tailor_crds::v1alpha1::{Recommendation, TargetRef};
 
@@ -58,7 +59,7 @@ pub struct Snapshot {
     pub generation: Option<i64>,
     /// The object is `InPlace`.
     pub in_place: bool,
-    /// The recommendation, serialized.
+    /// The recommended values that decide a resize, serialized.
     pub recommendation: String,
     /// The ids in the approval annotation.
     pub approvals: Vec<String>,
