@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
@@ -37,7 +38,7 @@ async fn in_place(
     let id = cstatus(&before, "c1").container_id.clone();
     let old = parse([from.0.0, from.0.1, from.1.0, from.1.1]);
     let new = parse([to.0.0, to.0.1, to.1.0, to.1.1]);
-    let rec = t.record(pod);
+    let rec = t.record(pod).await;
     let resized = t.resize(pod, "c1", resources(to.0, to.1)).await;
     assert_eq!(
         resized.metadata.generation,
@@ -59,13 +60,19 @@ async fn in_place(
     assert_eq!(cstatus(&done, "c1").restart_count, 0);
     assert_eq!(cstatus(&done, "c1").container_id, id, "same container");
 
-    // The step in between, as the kubelet writes it.
+    // The step in between, as the kubelet writes it. The simulator always writes it; the
+    // real kubelet's status manager may merge it with the next write when the resize is done
+    // before it syncs (seen once on a loaded machine), so there it is checked when written.
     let versions = rec.versions();
-    let step = versions
+    let Some(step) = versions
         .iter()
         .map(|(_, p)| p)
         .find(|p| condition(p, "PodResizeInProgress").is_some())
-        .unwrap_or_else(|| panic!("{:?}: no PodResizeInProgress seen", t.kind));
+    else {
+        assert_eq!(t.kind, Kind::Real, "no PodResizeInProgress seen");
+        eprintln!("real node: {pod}: no PodResizeInProgress write seen (merged with the next)");
+        return check_events_and_cgroups(t, pod, &done, to, new).await;
+    };
     let c = condition(step, "PodResizeInProgress").unwrap();
     assert_eq!(
         (c.status.as_str(), c.reason.as_deref(), c.message.as_deref()),
@@ -80,7 +87,17 @@ async fn in_place(
     );
     assert_eq!(applied(step, "c1"), old, "applied later");
     assert!(condition(step, "PodResizePending").is_none());
+    check_events_and_cgroups(t, pod, &done, to, new).await;
+}
 
+/// The Events of a finished in-place resize, and (real node) the cgroup files.
+async fn check_events_and_cgroups(
+    t: &Target<'_>,
+    pod: &str,
+    done: &Pod,
+    to: ((&'static str, &'static str), (&'static str, &'static str)),
+    new: [i64; 4],
+) {
     let started = t.wait_event(pod, "ResizeStarted", SETTLE).await;
     assert_eq!(
         started,
@@ -100,7 +117,7 @@ async fn in_place(
     }
 
     if let Some(real) = t.real {
-        let id = cstatus(&done, "c1").container_id.clone().unwrap();
+        let id = cstatus(done, "c1").container_id.clone().unwrap();
         let quota = real.cgroup_value("cpu", &id, "cpu.cfs_quota_us").unwrap();
         assert_eq!(quota, (new[2] * 100).to_string(), "cpu.cfs_quota_us");
         let limit = real
@@ -163,7 +180,7 @@ pub async fn memory_limit_below_usage(t: &Target<'_>) {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await; // the workload holds its memory
-    let rec = t.record(pod);
+    let rec = t.record(pod).await;
     t.resize(pod, "c1", json!({"limits": {"memory": "100Mi"}}))
         .await;
     let errored = t
@@ -288,7 +305,7 @@ async fn infeasible(
     );
 
     // Back to what is allocated: cleared at the next sync, nothing in progress.
-    let rec = t.record(pod);
+    let rec = t.record(pod).await;
     t.resize(pod, "c1", resources(from.0, from.1)).await;
     let back = t
         .wait_for(pod, "cleared", SETTLE, |p| {
@@ -388,7 +405,7 @@ pub async fn restart_container(t: &Target<'_>) {
         )
         .await;
     let id = cstatus(&before, "c1").container_id.clone();
-    let rec = t.record(pod);
+    let rec = t.record(pod).await;
     t.resize(pod, "c1", resources(("100m", "96Mi"), ("200m", "192Mi")))
         .await;
     let new = parse(["100m", "96Mi", "200m", "192Mi"]);
@@ -459,7 +476,7 @@ pub async fn restart_container_below_usage(t: &Target<'_>) {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let rec = t.record(pod);
+    let rec = t.record(pod).await;
     t.resize(pod, "c1", json!({"limits": {"memory": "100Mi"}}))
         .await;
     let done = t

@@ -223,7 +223,9 @@ impl Target<'_> {
     }
 
     /// Records every version of the pod from now on.
-    pub fn record(&self, name: &str) -> Recorder {
+    /// Records every version of the pod from now on; returns once the watch has delivered the
+    /// current one, so no later write can be missed.
+    pub async fn record(&self, name: &str) -> Recorder {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let out = seen.clone();
         let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
@@ -234,6 +236,11 @@ impl Target<'_> {
                 out.lock().unwrap().push((Instant::now(), p));
             }
         });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while seen.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "no watch event for pod {name}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         Recorder { seen, task }
     }
 
