@@ -63,7 +63,7 @@ async fn in_place(
     // The step in between, as the kubelet writes it. The simulator always writes it; the
     // real kubelet's status manager may merge it with the next write when the resize is done
     // before it syncs (seen once on a loaded machine), so there it is checked when written.
-    let versions = rec.versions();
+    let versions = rec.versions(&done).await;
     let Some(step) = versions
         .iter()
         .map(|(_, p)| p)
@@ -208,7 +208,7 @@ pub async fn memory_limit_below_usage(t: &Target<'_>) {
     );
     assert_eq!(cstatus(&errored, "c1").restart_count, 0);
 
-    let versions = rec.versions();
+    let versions = rec.versions(&errored).await;
     let first = versions
         .iter()
         .find(|(_, p)| condition(p, "PodResizeInProgress").is_some())
@@ -314,7 +314,8 @@ async fn infeasible(
         .await;
     assert_eq!(applied(&back, "c1"), old);
     assert!(
-        rec.versions()
+        rec.versions(&back)
+            .await
             .iter()
             .all(|(_, p)| condition(p, "PodResizeInProgress").is_none()),
         "no PodResizeInProgress for a resize back to the allocation"
@@ -435,7 +436,8 @@ pub async fn restart_container(t: &Target<'_>) {
     assert_eq!(last.container_id, id, "the old container's end");
     assert_eq!(allocated(&done, "c1"), [new[0], new[1], -1, -1]);
     assert!(
-        rec.versions()
+        rec.versions(&done)
+            .await
             .iter()
             .any(|(_, p)| condition(p, "PodResizeInProgress").is_some()),
         "PodResizeInProgress while restarting"
@@ -504,7 +506,8 @@ pub async fn restart_container_below_usage(t: &Target<'_>) {
         .await;
     assert!(cstatus(&crashing, "c1").restart_count >= 2);
     assert!(
-        rec.versions()
+        rec.versions(&crashing)
+            .await
             .iter()
             .all(|(_, p)| condition(p, "PodResizeInProgress").is_none_or(|c| c.reason.is_none())),
         "never reason Error"

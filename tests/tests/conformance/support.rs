@@ -302,9 +302,33 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn versions(&self) -> Vec<(Instant, Pod)> {
-        self.seen.lock().unwrap().clone()
+    /// Every version seen, through `last` (a version read with GET): the watch may deliver a
+    /// write after a GET already returned it, so this waits until it has.
+    pub async fn versions(&self, last: &Pod) -> Vec<(Instant, Pod)> {
+        let want = resource_version(last);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let seen = self.seen.lock().unwrap().clone();
+            if seen.iter().any(|(_, p)| resource_version(p) >= want) {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the watch did not deliver resourceVersion {want} within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
+}
+
+/// The resourceVersion as a number: opaque to clients in general, etcd's revision in fact
+/// (a test of this API server may rely on it).
+fn resource_version(p: &Pod) -> u64 {
+    p.metadata
+        .resource_version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Drop for Recorder {
