@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::{ArgGroup, Args as ClapArgs, Parser, Subcommand};
 use tailor_recommender::controller::{self, Options};
 use tailor_recommender::metrics::Metrics;
-use tailor_recommender::prometheus::{Auth, Config, MetricNames, Prometheus};
+use tailor_recommender::prometheus::{Access, Config, MetricNames, Prometheus};
 use tailor_runtime::lease::{self, LeaseConfig, TimingArgs};
 
 /// Computes CPU/memory recommendations for VerticalAutoscalers from Prometheus history.
@@ -117,30 +117,14 @@ struct PrometheusArgs {
 /// optional for `backtest`).
 #[derive(Debug, ClapArgs)]
 struct PrometheusConnection {
-    /// A file holding a bearer token.
-    #[arg(long, env = "TAILOR_PROMETHEUS_TOKEN_FILE")]
-    prometheus_token_file: Option<PathBuf>,
-    /// Basic-auth user (with --prometheus-password-file).
-    #[arg(long, env = "TAILOR_PROMETHEUS_USER")]
-    prometheus_user: Option<String>,
-    /// A file holding the basic-auth password.
-    #[arg(long, env = "TAILOR_PROMETHEUS_PASSWORD_FILE")]
-    prometheus_password_file: Option<PathBuf>,
-    /// An extra CA certificate (PEM) for the Prometheus server.
-    #[arg(long, env = "TAILOR_PROMETHEUS_CA_FILE")]
-    prometheus_ca_file: Option<PathBuf>,
-    /// Do not verify the Prometheus server's certificate.
-    #[arg(long, env = "TAILOR_PROMETHEUS_INSECURE_SKIP_VERIFY")]
-    prometheus_insecure_skip_verify: bool,
+    #[command(flatten)]
+    access: Access,
     /// Resolution of the history, seconds.
     #[arg(long, env = "TAILOR_HISTORY_STEP_SECONDS", default_value_t = 60)]
     history_step_seconds: u64,
     /// How far back the OOM-kill query looks at each step, seconds (at least four steps).
     #[arg(long, env = "TAILOR_OOM_WINDOW_SECONDS", default_value_t = 600)]
     oom_window_seconds: u64,
-    /// Label matchers added to every query, e.g. `cluster="prod"`.
-    #[arg(long, env = "TAILOR_PROMETHEUS_EXTRA_MATCHERS", default_value = "")]
-    prometheus_extra_matchers: String,
     /// cAdvisor CPU counter.
     #[arg(
         long,
@@ -202,27 +186,13 @@ struct RunArgs {
     identity: Option<String>,
 }
 
-fn read_secret(path: &PathBuf) -> Result<String, String> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_owned())
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))
-}
-
 fn prometheus(url: &str, args: &PrometheusConnection) -> Result<Prometheus, String> {
-    let auth = match (&args.prometheus_token_file, &args.prometheus_user, &args.prometheus_password_file) {
-        (Some(token), None, None) => Auth::Bearer(read_secret(token)?),
-        (None, Some(user), Some(password)) => Auth::Basic {
-            user: user.clone(),
-            password: read_secret(password)?,
-        },
-        (None, None, None) => Auth::None,
-        _ => return Err("use either --prometheus-token-file or --prometheus-user with --prometheus-password-file".into()),
-    };
+    let auth = args.access.auth()?;
     Prometheus::new(Config {
         url: url.to_owned(),
         auth,
-        ca_file: args.prometheus_ca_file.clone(),
-        insecure_skip_verify: args.prometheus_insecure_skip_verify,
+        ca_file: args.access.prometheus_ca_file.clone(),
+        insecure_skip_verify: args.access.prometheus_insecure_skip_verify,
         step: Duration::from_secs(args.history_step_seconds.max(1)),
         oom_window: Duration::from_secs(args.oom_window_seconds),
         names: MetricNames {
@@ -247,7 +217,7 @@ fn prometheus(url: &str, args: &PrometheusConnection) -> Result<Prometheus, Stri
             } else {
                 Vec::new()
             },
-            extra_matchers: args.prometheus_extra_matchers.clone(),
+            extra_matchers: args.access.prometheus_extra_matchers.clone(),
         },
         ..Config::default()
     })

@@ -12,6 +12,8 @@
 //!   shares a prefix does not.
 //! - JVM heap ceilings come from the applications' own metrics when they expose them
 //!   ([`Prometheus::jvm_heaps`]); none is the usual case.
+//! - The working set of one pod's containers now ([`Prometheus::working_sets`]) for the
+//!   updater's check before a memory decrease that restarts a container.
 //! - OOM kills come from the restart counter and the last terminated reason, found the same way
 //!   whatever the step and the scrape interval ([`oom`]).
 
@@ -22,11 +24,14 @@ use std::time::Duration;
 
 use crate::model::history::ContainerHistory;
 
+mod access;
+mod current;
 mod http;
 mod jvm;
 pub mod oom;
 mod traces;
 
+pub use access::Access;
 pub use jvm::{JVM_HEAP_RESOLUTION, JvmHeap};
 
 /// Why history could not be read.

@@ -928,14 +928,16 @@ fn helm_values_map_to_the_flags() {
             r.iter().any(|a| a == flag),
             "recommender lacks {flag}: {r:?}"
         );
-    }
-    for flag in ["--dry-run=true", "--log=debug", "--leader-election=false"] {
+        // The updater reads the working set from the same Prometheus.
         assert!(u.iter().any(|a| a == flag), "updater lacks {flag}: {u:?}");
     }
-    assert_files_mounted(
-        recommender,
-        &["--prometheus-token-file", "--prometheus-ca-file"],
-    );
+    assert!(u.iter().any(|a| a == "--dry-run=true"), "{u:?}");
+    for deployment in [recommender, updater] {
+        assert_files_mounted(
+            deployment,
+            &["--prometheus-token-file", "--prometheus-ca-file"],
+        );
+    }
     let pod = &recommender["spec"]["template"]["spec"];
     assert_eq!(
         pod["volumes"][0]["secret"],

@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
+use tailor_recommender::prometheus::{Access, Config, MetricNames, Prometheus};
 use tailor_runtime::lease::{self, LeaseConfig, TimingArgs};
-use tailor_updater::controller::{self, Options};
+use tailor_updater::controller::{self, Options, UsageSource};
 use tailor_updater::metrics::Metrics;
 
 /// Applies VerticalAutoscaler recommendations to running pods through the resize subresource.
@@ -63,6 +64,60 @@ struct RunArgs {
     /// This replica's identity (the pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    #[command(flatten, next_help_heading = "Usage now (Prometheus)")]
+    usage: UsageArgs,
+}
+
+/// Where the updater reads a container's working set right before a memory decrease that
+/// restarts it (the same Prometheus as the recommender's). Without it such decreases are held.
+#[derive(Debug, ClapArgs)]
+struct UsageArgs {
+    /// Prometheus (or Thanos, Mimir, VictoriaMetrics) base URL.
+    #[arg(long, env = "TAILOR_PROMETHEUS_URL")]
+    prometheus_url: Option<String>,
+    #[command(flatten)]
+    access: Access,
+    /// cAdvisor working set.
+    #[arg(
+        long,
+        env = "TAILOR_METRIC_MEMORY",
+        default_value = "container_memory_working_set_bytes"
+    )]
+    metric_memory: String,
+    /// The highest working set over this many seconds before a restart cut counts as the
+    /// usage now (a few scrape intervals).
+    #[arg(long, env = "TAILOR_USAGE_WINDOW_SECONDS", default_value_t = 120)]
+    usage_window_seconds: u64,
+}
+
+impl UsageArgs {
+    fn source(&self) -> Result<Option<UsageSource>, String> {
+        let Some(url) = &self.prometheus_url else {
+            tracing::warn!(
+                "no --prometheus-url: memory decreases that restart a container are held, since usage cannot be checked"
+            );
+            return Ok(None);
+        };
+        let prometheus = Prometheus::new(Config {
+            url: url.clone(),
+            auth: self.access.auth()?,
+            ca_file: self.access.prometheus_ca_file.clone(),
+            insecure_skip_verify: self.access.prometheus_insecure_skip_verify,
+            timeout: Duration::from_secs(10),
+            retries: 1,
+            names: MetricNames {
+                memory: self.metric_memory.clone(),
+                extra_matchers: self.access.prometheus_extra_matchers.clone(),
+                ..MetricNames::default()
+            },
+            ..Config::default()
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(Some(UsageSource {
+            prometheus: Arc::new(prometheus),
+            window: Duration::from_secs(self.usage_window_seconds.max(1)),
+        }))
+    }
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
@@ -91,6 +146,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 backoff: Duration::from_secs(args.backoff_seconds.max(1)),
                 identity: identity.clone(),
                 fence: lease::Fence::always(),
+                usage: args.usage.source()?,
             };
             if options.dry_run {
                 tracing::info!("dry run: nothing will be resized or written");

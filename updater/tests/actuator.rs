@@ -91,7 +91,10 @@ async fn resizes_live_holds_memory_cuts_for_approval_and_respects_policies() {
         .await
         .unwrap();
 
-    let mut updater = env.updater("u1", &[]);
+    // The JVM's restart cut needs its working set read.
+    let prom = env.prometheus().await;
+    env.wait_scraped(&prom, &jvm[0]).await;
+    let mut updater = env.updater("u1", &["--prometheus-url", prom.url()]);
     updater.wait_ready().await;
 
     env.recommend(

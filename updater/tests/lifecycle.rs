@@ -131,38 +131,62 @@ async fn pods_deleted_before_or_during_their_resize_are_let_go() {
 #[tokio::test]
 async fn an_oom_kill_after_a_resize_is_counted_and_reported_once() {
     let env = Env::start(1, "16", "64Gi", 0.3).await;
-    // The simulator's default usage is half the requests: 256Mi here.
+    let prom = env.prometheus().await;
     let mut c = container(
         "app",
         json!({"cpu": "250m", "memory": "512Mi"}),
         json!({"cpu": "250m", "memory": "512Mi"}),
     );
     c["resizePolicy"] = json!([{"resourceName": "memory", "restartPolicy": "RestartContainer"}]);
-    let pods = env.workload("tight", 1, json!([c])).await;
+    let usage = |memory: &str| {
+        json!({"app": {"model": "constant", "cpu": 0.1, "memory": memory}}).to_string()
+    };
+    let pods = env
+        .workload_annotated(
+            "tight",
+            1,
+            json!([c]),
+            json!({"sim.tailor.dev/usage": usage("100Mi")}),
+        )
+        .await;
     env.va(
         "tight",
         "tight",
         json!({"updatePolicy": {"memoryDecrease": "RestartContainer"}}),
     )
     .await;
-    let updater = env.updater("u1", &[]);
+    let updater = env.updater("u1", &["--prometheus-url", prom.url()]);
     updater.wait_ready().await;
-    // A recommendation below what the process uses (no floor to stop it, as a model without
-    // history would give): the restarted container is OOM-killed.
+    env.wait_scraped(&prom, &pods[0]).await;
+    // The container uses 100Mi: the cut to 200Mi goes, through a restart.
     env.recommend(
         "tight",
         json!([{"containerName": "app", "target": {"cpu": "250m", "memory": "200Mi"}}]),
     )
     .await;
+    env.wait_pod(&pods[0], "restarted into 200Mi", |p| {
+        applied(p, "app", "limits", "memory", "200Mi") && restart_count(p, "app") == 1
+    })
+    .await;
+    // Then the process needs more than before: OOM-killed under the new limit.
+    env.pods()
+        .patch(
+            &pods[0],
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"annotations": {"sim.tailor.dev/usage": usage("256Mi")}}}),
+            ),
+        )
+        .await
+        .unwrap();
     env.wait_pod(&pods[0], "OOM-killed after the resize", |p| {
-        applied(p, "app", "limits", "memory", "200Mi")
-            && p.status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .and_then(|ss| ss.first())
-                .and_then(|s| s.last_state.as_ref()?.terminated.as_ref()?.reason.clone())
-                .as_deref()
-                == Some("OOMKilled")
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|ss| ss.first())
+            .and_then(|s| s.last_state.as_ref()?.terminated.as_ref()?.reason.clone())
+            .as_deref()
+            == Some("OOMKilled")
     })
     .await;
     let note = env

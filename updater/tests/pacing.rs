@@ -30,8 +30,13 @@ async fn restart_container_decreases_go_one_pod_at_a_time_and_wait_for_ready() {
         json!({"updatePolicy": {"memoryDecrease": "RestartContainer", "maxConcurrentRestarts": 1}}),
     )
     .await;
+    // Restart cuts need the working set: the simulator's default usage is half the requests.
+    let prom = env.prometheus().await;
+    for p in &pods {
+        env.wait_scraped(&prom, p).await;
+    }
     let _updater = {
-        let u = env.updater("u1", &[]);
+        let u = env.updater("u1", &["--prometheus-url", prom.url()]);
         u.wait_ready().await;
         u
     };

@@ -17,6 +17,7 @@ use tailor_crds::v1alpha1::{
 use super::events::Kind;
 use super::follow::Followed;
 use super::observe::{self, Workload};
+use super::usage;
 use super::{
     Context, FIELD_MANAGER, InFlight, LAST_RESIZES, Planned, changed_resources, now, object_ref,
     plan_pod, uid_of,
@@ -80,6 +81,8 @@ enum Issued {
     /// Nothing sent: the pod is gone, needs nothing any more, or the object no longer asks.
     Nothing,
     Failed,
+    /// Not sent: a memory decrease that restarts a container, held for its usage.
+    Held,
 }
 
 fn describe(c: &plan::ContainerChange) -> String {
@@ -194,6 +197,10 @@ async fn issue(ctx: &Context, w: &Workload, pod: &Pod, plan: &PodPlan, revert: b
         if !ctx.options.fence.holds() {
             ctx.metrics.request("fenced");
             return Issued::Nothing;
+        }
+        if !revert && let Err(hold) = usage::clear(ctx, pod, &plan).await {
+            usage::held(ctx, w, pod, &summary(&plan), &hold);
+            return Issued::Held;
         }
         ctx.metrics.request("resize");
         let patch = plan::resize_patch(&plan, rv.as_deref());
@@ -384,7 +391,7 @@ pub(super) async fn act(ctx: &Context, w: &Workload, planned: &Planned) -> Acted
                     .records
                     .push(new_record(pod, &plan, ResizeOutcome::InProgress));
             }
-            Issued::DryRun | Issued::Failed => {
+            Issued::DryRun | Issued::Failed | Issued::Held => {
                 acted
                     .cuts
                     .extend(cuts_of(pod, &planned.plans[i], generation(pod)));

@@ -10,7 +10,8 @@
 //! 3. plan ([`plan_workload`], pure, in [`crate::plan`]): one plan per pod and the selection of
 //!    what goes now (restart pacing, Infeasible).
 //! 4. [`act`]: patch the `resize` subresource, re-checking before each patch that the object
-//!    still asks for it; take back refused memory decreases.
+//!    still asks for it and, for a memory decrease that restarts a container, that the
+//!    container uses less than the new limit ([`usage`]); take back refused memory decreases.
 //! 5. [`record`]: write the updater's part of the status (pending approvals, conditions, last
 //!    resizes) with server-side apply, and Events.
 //!
@@ -25,6 +26,7 @@ mod follow;
 mod observe;
 mod pods;
 mod record;
+mod usage;
 mod watch;
 
 use std::collections::{HashMap, HashSet};
@@ -46,6 +48,7 @@ use crate::metrics::Metrics;
 use crate::plan::workload::{self, PodView, Selection};
 use crate::plan::{self, PodInput, PodPlan};
 
+pub use usage::UsageSource;
 pub use watch::run;
 
 /// The field manager of the updater's status writes and resize patches.
@@ -73,6 +76,9 @@ pub struct Options {
     pub identity: String,
     /// Checked immediately before each write: false once this replica may no longer lead.
     pub fence: tailor_runtime::lease::Fence,
+    /// Where usage is read before a memory decrease that restarts a container; without it
+    /// such decreases are held.
+    pub usage: Option<UsageSource>,
 }
 
 impl Default for Options {
@@ -86,6 +92,7 @@ impl Default for Options {
             backoff: Duration::from_secs(30),
             identity: FIELD_MANAGER.to_owned(),
             fence: tailor_runtime::lease::Fence::always(),
+            usage: None,
         }
     }
 }

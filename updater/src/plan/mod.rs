@@ -18,6 +18,7 @@
 //! - [`refused`]: a memory decrease the kubelet refused, and taking it back.
 //! - [`guard`]: when the updater may act at all (a current recommendation, one owner per
 //!   workload) and the re-check before each patch.
+//! - [`usage`]: a memory decrease that restarts a container never goes below its usage now.
 //! - [`hpa`]: which resources an HPA scales the workload on.
 //! - [`resources`]: reading a pod's resources, QoS class and resize state.
 
@@ -30,6 +31,7 @@ pub mod limits;
 pub mod memory;
 pub mod refused;
 pub mod resources;
+pub mod usage;
 pub mod workload;
 
 use std::collections::BTreeSet;

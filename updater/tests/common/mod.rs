@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tailor_crds::v1alpha1::VerticalAutoscaler;
 use tailor_e2e::ControlPlane;
 use tailor_e2e::process::ServerProcess;
+use tailor_e2e::prometheus::{Prometheus, PrometheusOptions, ScrapeTarget};
 use tailor_e2e::sim::config::SimConfig;
 use tailor_e2e::sim::runtime::{self, SimHandle};
 
@@ -49,6 +50,69 @@ impl Env {
             .expect("simulator starts");
         let ns = cp.namespace("upd").await.unwrap();
         Self { cp, sim, ns }
+    }
+
+    /// A real Prometheus scraping the simulator every second as a kube-prometheus cluster's
+    /// does (kubelet cAdvisor, kube-state-metrics): where the updater reads usage before a
+    /// memory decrease that restarts a container. Returns once it has the first scrape.
+    pub async fn prometheus(&self) -> Prometheus {
+        let target = |job: &str, path: &str| ScrapeTarget {
+            job: job.into(),
+            address: self.sim.metrics_addr().to_string(),
+            metrics_path: path.into(),
+        };
+        let prom = Prometheus::start(PrometheusOptions {
+            scrape_targets: vec![
+                target("kubelet", "/metrics/cadvisor"),
+                target("kube-state-metrics", "/metrics/kube-state"),
+            ],
+            scrape_interval: Duration::from_secs(1),
+            ..Default::default()
+        })
+        .await
+        .expect("Prometheus starts");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64();
+            let up = prom
+                .query("up{job=\"kubelet\"} == 1", now)
+                .await
+                .is_ok_and(|r| !r.is_empty());
+            if up {
+                return prom;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "Prometheus did not scrape the simulator"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Waits until `prom` holds a working set of `pod`'s containers.
+    pub async fn wait_scraped(&self, prom: &Prometheus, pod: &str) {
+        let query = format!(
+            "container_memory_working_set_bytes{{namespace=\"{}\",pod=\"{pod}\"}}",
+            self.ns
+        );
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64();
+            if prom.query(&query, now).await.is_ok_and(|r| !r.is_empty()) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "Prometheus has no working set of pod {pod}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     pub fn pods(&self) -> Api<Pod> {
