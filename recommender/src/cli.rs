@@ -16,10 +16,12 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use tailor_crds::quantity::{cpu_millis, memory_bytes};
 use tailor_crds::v1alpha1::{
-    FloorReason, TargetRef, VerticalAutoscaler, VerticalAutoscalerSpec, condition,
+    ContainerRecommendation, FloorReason, TargetRef, VerticalAutoscaler, VerticalAutoscalerSpec,
+    condition,
 };
 
 use crate::controller::{self, Context, Options};
+use crate::model::estimator::Current;
 use crate::prometheus::Prometheus;
 
 /// Output formats.
@@ -113,7 +115,186 @@ fn show_memory(b: Option<i64>) -> String {
     })
 }
 
-/// Computes the report for `namespaces` (all when empty).
+/// What the report reads from the cluster: the VerticalAutoscalers, the objects that resolve
+/// workloads to pods, and every workload (namespace, kind, name).
+#[derive(Default)]
+struct Listed {
+    vas: Vec<VerticalAutoscaler>,
+    pods: Vec<Pod>,
+    rss: Vec<PartialObjectMeta<ReplicaSet>>,
+    jobs: Vec<PartialObjectMeta<Job>>,
+    workloads: Vec<(String, &'static str, String)>,
+}
+
+async fn names<K>(
+    client: &kube::Client,
+    scope: Option<&str>,
+) -> Result<Vec<(String, String)>, String>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Ok(list_meta(scoped::<K>(client, scope))
+        .await?
+        .into_iter()
+        .map(|d| (d.namespace().unwrap_or_default(), d.name_any()))
+        .collect())
+}
+
+/// Lists what the report needs in each scope (a namespace, or all when `None`).
+async fn list_all(
+    client: &kube::Client,
+    scopes: &[Option<&str>],
+    progress: &mut dyn Write,
+) -> Result<Listed, String> {
+    let mut l = Listed::default();
+    for &scope in scopes {
+        let _ = writeln!(
+            progress,
+            "listing objects in {}",
+            scope.unwrap_or("all namespaces")
+        );
+        l.vas
+            .extend(list(scoped::<VerticalAutoscaler>(client, scope)).await?);
+        l.pods.extend(list(scoped::<Pod>(client, scope)).await?);
+        l.rss
+            .extend(list_meta(scoped::<ReplicaSet>(client, scope)).await?);
+        l.jobs
+            .extend(list_meta(scoped::<Job>(client, scope)).await?);
+        let kinds = [
+            ("Deployment", names::<Deployment>(client, scope).await?),
+            ("StatefulSet", names::<StatefulSet>(client, scope).await?),
+            ("DaemonSet", names::<DaemonSet>(client, scope).await?),
+            ("CronJob", names::<CronJob>(client, scope).await?),
+        ];
+        for (kind, found) in kinds {
+            l.workloads
+                .extend(found.into_iter().map(|(ns, name)| (ns, kind, name)));
+        }
+    }
+    Ok(l)
+}
+
+/// A VerticalAutoscaler with default policies for each workload of a namespace that has none.
+fn implied(
+    vas: &[VerticalAutoscaler],
+    workloads: &[(String, &str, String)],
+) -> Vec<VerticalAutoscaler> {
+    let with_vas: std::collections::BTreeSet<String> =
+        vas.iter().filter_map(|v| v.namespace()).collect();
+    workloads
+        .iter()
+        .filter(|(ns, _, _)| !with_vas.contains(ns))
+        .map(|(ns, kind, name)| {
+            let api_version = if *kind == "CronJob" {
+                "batch/v1"
+            } else {
+                "apps/v1"
+            };
+            let mut va = VerticalAutoscaler::new(
+                name,
+                VerticalAutoscalerSpec {
+                    target_ref: TargetRef {
+                        api_version: api_version.into(),
+                        kind: (*kind).into(),
+                        name: name.clone(),
+                    },
+                    update_policy: Default::default(),
+                    recommender_policy: Default::default(),
+                    resource_policy: Default::default(),
+                },
+            );
+            va.metadata.namespace = Some(ns.clone());
+            va
+        })
+        .collect()
+}
+
+/// Why an object has no (or a doubtful) recommendation: the first failing condition, else
+/// low confidence.
+fn note_of(outcome: &controller::Outcome) -> Option<String> {
+    let failing = [
+        condition::HISTORY_UNAVAILABLE,
+        condition::CONFIG_UNSUPPORTED,
+        condition::NO_PODS_MATCHED,
+    ];
+    let on = |t: &str| {
+        outcome
+            .conditions
+            .iter()
+            .find(move |(ct, on, _, _)| *on && *ct == t)
+    };
+    failing
+        .iter()
+        .find_map(|t| on(t).map(|(t, _, _, m)| format!("{t}: {m}")))
+        .or_else(|| on(condition::LOW_CONFIDENCE).map(|(_, _, _, m)| m.clone()))
+}
+
+fn floor_reason(r: &ContainerRecommendation) -> Option<String> {
+    let reason = match r.memory_floor.as_ref()?.reason {
+        FloorReason::Percentile => "Percentile",
+        FloorReason::Peak => "Peak",
+        FloorReason::HeapHint => "HeapHint",
+        FloorReason::Oom => "OOM",
+    };
+    Some(reason.to_owned())
+}
+
+/// One row per container: those running now, then those only recommended.
+fn rows_of(
+    va: &VerticalAutoscaler,
+    outcome: controller::Outcome,
+    current: &BTreeMap<String, Current>,
+) -> Vec<Row> {
+    let note = note_of(&outcome);
+    let recs: BTreeMap<String, ContainerRecommendation> = outcome
+        .recommendation
+        .map(|r| {
+            r.container_recommendations
+                .into_iter()
+                .map(|c| (c.container_name.clone(), c))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut containers: Vec<String> = current.keys().cloned().collect();
+    containers.extend(recs.keys().filter(|k| !current.contains_key(*k)).cloned());
+    if containers.is_empty() {
+        containers.push("-".into());
+    }
+    let target = &va.spec.target_ref;
+    containers
+        .into_iter()
+        .map(|c| {
+            let (cur, rec) = (current.get(&c), recs.get(&c));
+            Row {
+                namespace: va.namespace().unwrap_or_default(),
+                workload: format!("{}/{}", target.kind, target.name),
+                verticalautoscaler: va.metadata.uid.is_some().then(|| va.name_any()),
+                container: c.clone(),
+                cpu_request_millicores: cur
+                    .and_then(|x| x.cpu)
+                    .map(|v| (v * 1000.0).round() as i64),
+                cpu_recommended_millicores: rec
+                    .and_then(|r| r.target.cpu.as_ref())
+                    .and_then(|q| cpu_millis(q).ok()),
+                memory_request_bytes: cur.and_then(|x| x.memory).map(|v| v as i64),
+                memory_recommended_bytes: rec
+                    .and_then(|r| r.target.memory.as_ref())
+                    .and_then(|q| memory_bytes(q).ok()),
+                floor_reason: rec.and_then(floor_reason),
+                note: match rec {
+                    None => note.clone().or_else(|| Some("no recommendation".into())),
+                    Some(_) => note.clone(),
+                },
+            }
+        })
+        .collect()
+}
+
+/// Computes the report for `namespaces` (all when empty): list, compute each object as the
+/// running recommender would, one row per container.
 pub async fn recommend(
     client: kube::Client,
     prometheus: Prometheus,
@@ -125,72 +306,17 @@ pub async fn recommend(
     } else {
         namespaces.iter().map(|n| Some(n.as_str())).collect()
     };
-    let (mut vas, mut pods, mut rss, mut jobs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut workloads: Vec<(String, &str, String)> = Vec::new();
-    for scope in &scopes {
-        let _ = writeln!(
-            progress,
-            "listing objects in {}",
-            scope.unwrap_or("all namespaces")
-        );
-        vas.extend(list(scoped::<VerticalAutoscaler>(&client, *scope)).await?);
-        pods.extend(list(scoped::<Pod>(&client, *scope)).await?);
-        rss.extend(list_meta(scoped::<ReplicaSet>(&client, *scope)).await?);
-        jobs.extend(list_meta(scoped::<Job>(&client, *scope)).await?);
-        for d in list_meta(scoped::<Deployment>(&client, *scope)).await? {
-            workloads.push((
-                d.namespace().unwrap_or_default(),
-                "Deployment",
-                d.name_any(),
-            ));
-        }
-        for d in list_meta(scoped::<StatefulSet>(&client, *scope)).await? {
-            workloads.push((
-                d.namespace().unwrap_or_default(),
-                "StatefulSet",
-                d.name_any(),
-            ));
-        }
-        for d in list_meta(scoped::<DaemonSet>(&client, *scope)).await? {
-            workloads.push((d.namespace().unwrap_or_default(), "DaemonSet", d.name_any()));
-        }
-        for d in list_meta(scoped::<CronJob>(&client, *scope)).await? {
-            workloads.push((d.namespace().unwrap_or_default(), "CronJob", d.name_any()));
-        }
-    }
+    let listed = list_all(&client, &scopes, progress).await?;
     // Namespaces with VerticalAutoscalers use them; the others get default policies.
-    let with_vas: std::collections::BTreeSet<String> =
-        vas.iter().filter_map(|v| v.namespace()).collect();
-    for (ns, kind, name) in workloads {
-        if with_vas.contains(&ns) {
-            continue;
-        }
-        let mut va = VerticalAutoscaler::new(
-            &name,
-            VerticalAutoscalerSpec {
-                target_ref: TargetRef {
-                    api_version: "apps/v1".into(),
-                    kind: kind.into(),
-                    name: name.clone(),
-                },
-                update_policy: Default::default(),
-                recommender_policy: Default::default(),
-                resource_policy: Default::default(),
-            },
-        );
-        if kind == "CronJob" {
-            va.spec.target_ref.api_version = "batch/v1".into();
-        }
-        va.metadata.namespace = Some(ns);
-        vas.push(va);
-    }
+    let mut vas = listed.vas;
+    vas.extend(implied(&vas, &listed.workloads));
     let ctx = Context::from_lists(
         client,
         Arc::new(prometheus),
         Options::default(),
-        pods,
-        rss,
-        jobs,
+        listed.pods,
+        listed.rss,
+        listed.jobs,
     );
     let total = vas.len();
     let mut rows = Vec::new();
@@ -206,75 +332,7 @@ pub async fn recommend(
         );
         let outcome = controller::compute(&ctx, va).await;
         let current = ctx.current_requests(&ns, &target.kind, &target.name);
-        let is_real = va.metadata.uid.is_some();
-        let note = outcome
-            .conditions
-            .iter()
-            .filter(|(t, on, _, _)| {
-                *on && [
-                    condition::HISTORY_UNAVAILABLE,
-                    condition::CONFIG_UNSUPPORTED,
-                    condition::NO_PODS_MATCHED,
-                ]
-                .contains(t)
-            })
-            .map(|(t, _, _, m)| format!("{t}: {m}"))
-            .next()
-            .or_else(|| {
-                outcome
-                    .conditions
-                    .iter()
-                    .find(|(t, on, _, _)| *t == condition::LOW_CONFIDENCE && *on)
-                    .map(|(_, _, _, m)| m.clone())
-            });
-        let recs: BTreeMap<String, _> = outcome
-            .recommendation
-            .map(|r| {
-                r.container_recommendations
-                    .into_iter()
-                    .map(|c| (c.container_name.clone(), c))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut containers: Vec<String> = current.keys().cloned().collect();
-        containers.extend(recs.keys().filter(|k| !current.contains_key(*k)).cloned());
-        if containers.is_empty() {
-            containers.push("-".into());
-        }
-        for c in containers {
-            let cur = current.get(&c);
-            let rec = recs.get(&c);
-            rows.push(Row {
-                namespace: ns.clone(),
-                workload: format!("{}/{}", target.kind, target.name),
-                verticalautoscaler: is_real.then(|| va.name_any()),
-                container: c.clone(),
-                cpu_request_millicores: cur
-                    .and_then(|x| x.cpu)
-                    .map(|v| (v * 1000.0).round() as i64),
-                cpu_recommended_millicores: rec
-                    .and_then(|r| r.target.cpu.as_ref())
-                    .and_then(|q| cpu_millis(q).ok()),
-                memory_request_bytes: cur.and_then(|x| x.memory).map(|v| v as i64),
-                memory_recommended_bytes: rec
-                    .and_then(|r| r.target.memory.as_ref())
-                    .and_then(|q| memory_bytes(q).ok()),
-                floor_reason: rec.and_then(|r| r.memory_floor.as_ref()).map(|f| {
-                    match f.reason {
-                        FloorReason::Percentile => "Percentile",
-                        FloorReason::Peak => "Peak",
-                        FloorReason::HeapHint => "HeapHint",
-                        FloorReason::Oom => "OOM",
-                    }
-                    .to_owned()
-                }),
-                note: if rec.is_none() {
-                    note.clone().or_else(|| Some("no recommendation".into()))
-                } else {
-                    note.clone()
-                },
-            });
-        }
+        rows.extend(rows_of(va, outcome, &current));
     }
     Ok(rows)
 }
