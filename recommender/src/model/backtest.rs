@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use super::estimator::{self, Current, Policy, Settings, Verdict};
 use super::histogram::DecayingHistogram;
 use super::history::ContainerHistory;
-use super::trace::Trace;
+use super::trace::{Sample, Trace};
 
 const MI: f64 = 1024.0 * 1024.0;
 const DAY: f64 = 86_400.0;
@@ -429,160 +429,156 @@ pub fn run(
     policies: &[PolicyKind],
     options: &Options,
 ) -> (Vec<Score>, Vec<Decision>) {
-    let mut settings = options.settings.clone();
-    settings.sample_interval = trace.interval;
-    // `None` for `provisioned`, which reads the trace's limits.
-    let mut models: Vec<Option<Box<dyn Recommender>>> = Vec::new();
-    let mut provisioned = Provisioned {
-        last: Rec::default(),
-    };
-    for p in policies {
-        models.push(match p {
-            PolicyKind::Tailor => Some(Box::new(TailorPolicy {
-                history: ContainerHistory::default(),
-                window: options.tailor_window,
-                policy: options.tailor_policy.clone(),
-                settings: settings.clone(),
-            })),
-            PolicyKind::Vpa => Some(Box::new(VpaPolicy::new())),
-            PolicyKind::Krr => Some(Box::new(KrrPolicy {
-                window: VecDeque::new(),
-                last_oom: None,
-            })),
-            PolicyKind::Provisioned => None,
-        });
-    }
-    let mut tallies: Vec<Tally> = policies.iter().map(|_| Tally::default()).collect();
-    let mut decisions = Vec::new();
     let Some(first) = trace.samples.first() else {
-        return (Vec::new(), decisions);
+        return (Vec::new(), Vec::new());
     };
-    let mut next_decision = first.time + options.warmup;
-    let decide = |i: usize,
-                  now: f64,
-                  after_oom: bool,
-                  models: &mut Vec<Option<Box<dyn Recommender>>>,
-                  tallies: &mut Vec<Tally>,
-                  provisioned: &Provisioned,
-                  decisions: &mut Vec<Decision>| {
-        let policy = policies[i];
-        let applied = (tallies[i].cpu, tallies[i].memory);
-        let rec = match models[i].as_mut() {
-            Some(m) => m.recommend(now, applied),
-            None => provisioned.last,
-        };
-        tallies[i].apply(&rec, options.min_change);
-        decisions.push(Decision {
-            time: now,
-            policy,
-            cpu: rec.cpu.map(|t| t.value),
-            memory: rec.memory.map(|t| t.value),
-            memory_floor: rec.memory.and_then(|t| t.floor),
-            applied_cpu: tallies[i].cpu,
-            applied_memory: tallies[i].memory,
-            after_oom,
-        });
-    };
+    let mut replay = Replay::new(trace, policies, options);
+    let scored_from = first.time + options.warmup;
+    let mut next_decision = scored_from;
     for (idx, s) in trace.samples.iter().enumerate() {
-        provisioned.see(s.cpu_limit, s.memory_limit);
+        replay.provisioned.see(s.cpu_limit, s.memory_limit);
         // Decisions due before this sample see only earlier samples.
         while s.time >= next_decision {
             for i in 0..policies.len() {
-                decide(
-                    i,
-                    next_decision,
-                    false,
-                    &mut models,
-                    &mut tallies,
-                    &provisioned,
-                    &mut decisions,
-                );
+                replay.decide(i, next_decision, false);
             }
             next_decision += options.decision_interval;
         }
         let weight = trace.weight(idx);
-        let scoring = s.time >= first.time + options.warmup;
         for i in 0..policies.len() {
-            if scoring {
-                let t = &mut tallies[i];
-                if let Some(m) = t.memory {
-                    t.memory_slack += weight * (1.0 - s.memory / m).max(0.0);
-                    t.memory_time += weight;
-                    if s.memory > m {
-                        if !t.in_oom {
-                            t.in_oom = true;
-                            t.oom_events += 1;
-                            // The kill is seen and acted on at once.
-                            if let Some(model) = models[i].as_mut() {
-                                model.oom(s.time, m);
-                                model.observe(s.time, s.cpu, s.memory, weight);
-                            }
-                            decide(
-                                i,
-                                s.time,
-                                true,
-                                &mut models,
-                                &mut tallies,
-                                &provisioned,
-                                &mut decisions,
-                            );
-                            continue;
-                        }
-                    } else {
-                        t.in_oom = false;
-                    }
-                }
-                let t = &mut tallies[i];
-                if let Some(c) = t.cpu {
-                    t.cpu_slack += weight * (1.0 - s.cpu / c).max(0.0);
-                    t.cpu_time += weight;
-                    t.cpu_samples += 1;
-                    if s.cpu > c {
-                        t.cpu_over += 1;
-                    }
-                }
+            if s.time >= scored_from && replay.score(i, s, weight) {
+                // A would-be kill: the policy has seen the sample and decided again.
+                continue;
             }
-            if let Some(model) = models[i].as_mut() {
+            if let Some(model) = replay.models[i].as_mut() {
                 model.observe(s.time, s.cpu, s.memory, weight);
             }
         }
     }
-    let scored_days = |t: &Tally| t.memory_time.max(t.cpu_time) / DAY;
     let scores = policies
         .iter()
-        .zip(&tallies)
-        .map(|(p, t)| Score {
-            policy: *p,
-            oom_events: t.oom_events,
-            memory_slack: if t.memory_time > 0.0 {
-                t.memory_slack / t.memory_time
-            } else {
-                f64::NAN
-            },
-            cpu_slack: if t.cpu_time > 0.0 {
-                t.cpu_slack / t.cpu_time
-            } else {
-                f64::NAN
-            },
-            cpu_over: if t.cpu_samples > 0 {
-                f64::from(t.cpu_over) / f64::from(t.cpu_samples)
-            } else {
-                f64::NAN
-            },
-            changes_per_day: if scored_days(t) > 0.0 {
-                f64::from(t.changes) / scored_days(t)
-            } else {
-                f64::NAN
-            },
-            memory_cuts_per_day: if scored_days(t) > 0.0 {
-                f64::from(t.memory_cuts) / scored_days(t)
-            } else {
-                f64::NAN
-            },
-            scored_seconds: t.memory_time.max(t.cpu_time),
-        })
+        .zip(&replay.tallies)
+        .map(|(p, t)| t.score(*p))
         .collect();
-    (scores, decisions)
+    (scores, replay.decisions)
+}
+
+/// The policies replayed over one trace: their models, what each has applied, and the
+/// decisions so far.
+struct Replay<'a> {
+    policies: &'a [PolicyKind],
+    options: &'a Options,
+    /// `None` for `provisioned`, which reads the trace's limits.
+    models: Vec<Option<Box<dyn Recommender>>>,
+    provisioned: Provisioned,
+    tallies: Vec<Tally>,
+    decisions: Vec<Decision>,
+}
+
+impl<'a> Replay<'a> {
+    fn new(trace: &Trace, policies: &'a [PolicyKind], options: &'a Options) -> Self {
+        let mut settings = options.settings.clone();
+        settings.sample_interval = trace.interval;
+        let models = policies
+            .iter()
+            .map(|p| -> Option<Box<dyn Recommender>> {
+                match p {
+                    PolicyKind::Tailor => Some(Box::new(TailorPolicy {
+                        history: ContainerHistory::default(),
+                        window: options.tailor_window,
+                        policy: options.tailor_policy.clone(),
+                        settings: settings.clone(),
+                    })),
+                    PolicyKind::Vpa => Some(Box::new(VpaPolicy::new())),
+                    PolicyKind::Krr => Some(Box::new(KrrPolicy {
+                        window: VecDeque::new(),
+                        last_oom: None,
+                    })),
+                    PolicyKind::Provisioned => None,
+                }
+            })
+            .collect();
+        Self {
+            policies,
+            options,
+            models,
+            provisioned: Provisioned {
+                last: Rec::default(),
+            },
+            tallies: policies.iter().map(|_| Tally::default()).collect(),
+            decisions: Vec::new(),
+        }
+    }
+
+    /// Policy `i` recommends at `now`; what the updater would apply is recorded.
+    fn decide(&mut self, i: usize, now: f64, after_oom: bool) {
+        let tally = &mut self.tallies[i];
+        let rec = match self.models[i].as_mut() {
+            Some(m) => m.recommend(now, (tally.cpu, tally.memory)),
+            None => self.provisioned.last,
+        };
+        tally.apply(&rec, self.options.min_change);
+        self.decisions.push(Decision {
+            time: now,
+            policy: self.policies[i],
+            cpu: rec.cpu.map(|t| t.value),
+            memory: rec.memory.map(|t| t.value),
+            memory_floor: rec.memory.and_then(|t| t.floor),
+            applied_cpu: tally.cpu,
+            applied_memory: tally.memory,
+            after_oom,
+        });
+    }
+
+    /// Scores sample `s` against what policy `i` has applied. On the first sample of a
+    /// would-be OOM kill the policy is told, sees the sample and decides again at once: then
+    /// `true`.
+    fn score(&mut self, i: usize, s: &Sample, weight: f64) -> bool {
+        let t = &mut self.tallies[i];
+        if let Some(m) = t.memory {
+            t.memory_slack += weight * (1.0 - s.memory / m).max(0.0);
+            t.memory_time += weight;
+            if s.memory <= m {
+                t.in_oom = false;
+            } else if !t.in_oom {
+                t.in_oom = true;
+                t.oom_events += 1;
+                if let Some(model) = self.models[i].as_mut() {
+                    model.oom(s.time, m);
+                    model.observe(s.time, s.cpu, s.memory, weight);
+                }
+                self.decide(i, s.time, true);
+                return true;
+            }
+        }
+        if let Some(c) = t.cpu {
+            t.cpu_slack += weight * (1.0 - s.cpu / c).max(0.0);
+            t.cpu_time += weight;
+            t.cpu_samples += 1;
+            if s.cpu > c {
+                t.cpu_over += 1;
+            }
+        }
+        false
+    }
+}
+
+impl Tally {
+    /// The averages of what was tallied (NaN where nothing was scored).
+    fn score(&self, policy: PolicyKind) -> Score {
+        let ratio = |n: f64, d: f64| if d > 0.0 { n / d } else { f64::NAN };
+        let days = self.memory_time.max(self.cpu_time) / DAY;
+        Score {
+            policy,
+            oom_events: self.oom_events,
+            memory_slack: ratio(self.memory_slack, self.memory_time),
+            cpu_slack: ratio(self.cpu_slack, self.cpu_time),
+            cpu_over: ratio(f64::from(self.cpu_over), f64::from(self.cpu_samples)),
+            changes_per_day: ratio(f64::from(self.changes), days),
+            memory_cuts_per_day: ratio(f64::from(self.memory_cuts), days),
+            scored_seconds: self.memory_time.max(self.cpu_time),
+        }
+    }
 }
 
 #[cfg(test)]
