@@ -163,26 +163,69 @@ async fn still_wanted_fresh(ctx: &Context, w: &Workload, plan: &PodPlan) -> Resu
     )
 }
 
+/// `--dry-run`: what would be resized, logged, counted and an Event, once per planned change.
+fn dry_run(ctx: &Context, pod: &Pod, plan: &PodPlan) -> Issued {
+    let summary = summary(plan);
+    let first = ctx.memory().dry_run.insert(uid_of(pod), summary.clone()) != Some(summary.clone());
+    if first {
+        let name = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+        tracing::info!(pod = %name, changes = %summary, "dry run: would resize");
+        ctx.metrics.resize("dry_run", &changed_resources(plan));
+        ctx.event(
+            object_ref(pod),
+            Kind::Normal,
+            "DryRunResize",
+            format!("would resize {summary}"),
+        );
+    }
+    Issued::DryRun
+}
+
+/// After a conflict: the object (read from the API server) must still ask for the patch, and
+/// the pod read again is planned again. The new plan and the pod's resourceVersion, or what
+/// became of the resize.
+async fn replan(
+    ctx: &Context,
+    w: &Workload,
+    api: &Api<Pod>,
+    pod: &Pod,
+    plan: &PodPlan,
+) -> Result<(PodPlan, Option<String>), Issued> {
+    let resources = changed_resources(plan);
+    let name = pod.name_any();
+    ctx.metrics.resize("conflict", &resources);
+    if let Err(why) = still_wanted_fresh(ctx, w, plan).await {
+        tracing::info!(pod = %format!("{}/{name}", w.key.0), reason = %why, "resize not sent after a conflict");
+        ctx.metrics.resize("cancelled", &resources);
+        return Err(Issued::Nothing);
+    }
+    ctx.metrics.request("get");
+    match api.get_opt(&name).await {
+        Ok(Some(fresh)) if uid_of(&fresh) == uid_of(pod) => {
+            let plan = plan_pod(w, &fresh);
+            if !plan.resizes() {
+                return Err(Issued::Nothing);
+            }
+            Ok((plan, fresh.resource_version()))
+        }
+        Ok(_) => {
+            ctx.metrics.resize("vanished", &resources);
+            Err(Issued::Nothing)
+        }
+        Err(e) => {
+            tracing::warn!(pod = %format!("{}/{name}", w.key.0), error = %e, "re-read after a conflict failed");
+            Err(Issued::Failed)
+        }
+    }
+}
+
 /// Patches one pod's resize; on a conflict re-reads the object and the pod and plans the pod
 /// again once. `revert`: the plan takes back a refused memory decrease (not re-planned).
 async fn issue(ctx: &Context, w: &Workload, pod: &Pod, plan: &PodPlan, revert: bool) -> Issued {
     let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
     let resources = changed_resources(plan);
     if ctx.options.dry_run {
-        let summary = summary(plan);
-        let first =
-            ctx.memory().dry_run.insert(uid_of(pod), summary.clone()) != Some(summary.clone());
-        if first {
-            tracing::info!(pod = %format!("{ns}/{name}"), changes = %summary, "dry run: would resize");
-            ctx.metrics.resize("dry_run", &resources);
-            ctx.event(
-                object_ref(pod),
-                Kind::Normal,
-                "DryRunResize",
-                format!("would resize {summary}"),
-            );
-        }
-        return Issued::DryRun;
+        return dry_run(ctx, pod, plan);
     }
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let mut plan = plan.clone();
@@ -214,43 +257,13 @@ async fn issue(ctx: &Context, w: &Workload, pod: &Pod, plan: &PodPlan, revert: b
         {
             Ok(updated) => {
                 let generation = updated.metadata.generation.unwrap_or(0);
-                let summary = summary(&plan);
-                tracing::info!(pod = %format!("{ns}/{name}"), generation, changes = %summary, restarts = plan.restarts(), revert, "resize issued");
-                ctx.metrics.resize("issued", &resources);
-                let note = if revert {
-                    format!("taking back a memory decrease the kubelet refused: {summary}")
-                } else if plan.restarts() {
-                    format!("resizing (the kubelet restarts the container) {summary}")
-                } else {
-                    format!("resizing in place {summary}")
-                };
-                ctx.event(object_ref(pod), Kind::Normal, "Resizing", note);
+                sent(ctx, pod, &plan, generation, revert);
                 return Issued::Done(generation, plan);
             }
             Err(kube::Error::Api(e)) if e.code == 409 && attempt == 0 && !revert => {
-                ctx.metrics.resize("conflict", &resources);
-                if let Err(why) = still_wanted_fresh(ctx, w, &plan).await {
-                    tracing::info!(pod = %format!("{ns}/{name}"), reason = %why, "resize not sent after a conflict");
-                    ctx.metrics.resize("cancelled", &resources);
-                    return Issued::Nothing;
-                }
-                ctx.metrics.request("get");
-                match api.get_opt(&name).await {
-                    Ok(Some(fresh)) if uid_of(&fresh) == uid_of(pod) => {
-                        plan = plan_pod(w, &fresh);
-                        rv = fresh.resource_version();
-                        if !plan.resizes() {
-                            return Issued::Nothing;
-                        }
-                    }
-                    Ok(_) => {
-                        ctx.metrics.resize("vanished", &resources);
-                        return Issued::Nothing;
-                    }
-                    Err(e) => {
-                        tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "re-read after a conflict failed");
-                        return Issued::Failed;
-                    }
+                match replan(ctx, w, &api, pod, &plan).await {
+                    Ok((fresh, version)) => (plan, rv) = (fresh, version),
+                    Err(outcome) => return outcome,
                 }
             }
             Err(kube::Error::Api(e)) if e.code == 404 => {
@@ -265,6 +278,22 @@ async fn issue(ctx: &Context, w: &Workload, pod: &Pod, plan: &PodPlan, revert: b
         }
     }
     Issued::Failed
+}
+
+/// A resize the API server accepted: logged, counted, and an Event on the pod.
+fn sent(ctx: &Context, pod: &Pod, plan: &PodPlan, generation: i64, revert: bool) {
+    let name = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+    let summary = summary(plan);
+    tracing::info!(pod = %name, generation, changes = %summary, restarts = plan.restarts(), revert, "resize issued");
+    ctx.metrics.resize("issued", &changed_resources(plan));
+    let note = if revert {
+        format!("taking back a memory decrease the kubelet refused: {summary}")
+    } else if plan.restarts() {
+        format!("resizing (the kubelet restarts the container) {summary}")
+    } else {
+        format!("resizing in place {summary}")
+    };
+    ctx.event(object_ref(pod), Kind::Normal, "Resizing", note);
 }
 
 /// A patch the API server refused: logged, counted, an Event, and the pod backed off.
