@@ -132,54 +132,23 @@ async fn pods_deleted_before_or_during_their_resize_are_let_go() {
 async fn an_oom_kill_after_a_resize_is_counted_and_reported_once() {
     let env = Env::start(1, "16", "64Gi", 0.3).await;
     let prom = env.prometheus().await;
-    let mut c = container(
-        "app",
-        json!({"cpu": "250m", "memory": "512Mi"}),
-        json!({"cpu": "250m", "memory": "512Mi"}),
-    );
-    c["resizePolicy"] = json!([{"resourceName": "memory", "restartPolicy": "RestartContainer"}]);
-    let usage = |memory: &str| {
-        json!({"app": {"model": "constant", "cpu": 0.1, "memory": memory}}).to_string()
-    };
-    let pods = env
-        .workload_annotated(
-            "tight",
-            1,
-            json!([c]),
-            json!({"sim.tailor.dev/usage": usage("100Mi")}),
-        )
-        .await;
-    env.va(
-        "tight",
-        "tight",
-        json!({"updatePolicy": {"memoryDecrease": "RestartContainer"}}),
-    )
-    .await;
+    let pod = env.restarting_workload("tight", "512Mi", "100Mi").await;
     let updater = env.updater("u1", &["--prometheus-url", prom.url()]);
     updater.wait_ready().await;
-    env.wait_scraped(&prom, &pods[0]).await;
+    env.wait_scraped(&prom, &pod).await;
     // The container uses 100Mi: the cut to 200Mi goes, through a restart.
     env.recommend(
         "tight",
         json!([{"containerName": "app", "target": {"cpu": "250m", "memory": "200Mi"}}]),
     )
     .await;
-    env.wait_pod(&pods[0], "restarted into 200Mi", |p| {
+    env.wait_pod(&pod, "restarted into 200Mi", |p| {
         applied(p, "app", "limits", "memory", "200Mi") && restart_count(p, "app") == 1
     })
     .await;
     // Then the process needs more than before: OOM-killed under the new limit.
-    env.pods()
-        .patch(
-            &pods[0],
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(
-                json!({"metadata": {"annotations": {"sim.tailor.dev/usage": usage("256Mi")}}}),
-            ),
-        )
-        .await
-        .unwrap();
-    env.wait_pod(&pods[0], "OOM-killed after the resize", |p| {
+    env.set_usage(&pod, "256Mi").await;
+    env.wait_pod(&pod, "OOM-killed after the resize", |p| {
         p.status
             .as_ref()
             .and_then(|s| s.container_statuses.as_ref())
@@ -194,8 +163,7 @@ async fn an_oom_kill_after_a_resize_is_counted_and_reported_once() {
         .await;
     assert!(note.contains("container app was OOM-killed"), "{note}");
     assert!(note.contains("200Mi"), "{note}");
-    env.wait_event("Pod", &pods[0], "OOMKilledAfterResize")
-        .await;
+    env.wait_event("Pod", &pod, "OOMKilledAfterResize").await;
     // Counted once per kill, however many passes see it.
     let counted = |m: &str| {
         m.lines()
@@ -207,7 +175,7 @@ async fn an_oom_kill_after_a_resize_is_counted_and_reported_once() {
             .sum::<f64>()
     };
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let p = env.pods().get(&pods[0]).await.unwrap();
+    let p = env.pods().get(&pod).await.unwrap();
     let kills = f64::from(restart_count(&p, "app") - 1);
     let metrics = updater.metrics().await;
     let n = counted(&metrics);

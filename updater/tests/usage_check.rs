@@ -9,37 +9,9 @@ mod common;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Patch, PatchParams};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use common::{Env, applied, container, restart_count};
-
-const USAGE: &str = "sim.tailor.dev/usage";
-
-fn restarting(memory: &str) -> Value {
-    let mut c = container(
-        "app",
-        json!({"cpu": "250m", "memory": memory}),
-        json!({"cpu": "250m", "memory": memory}),
-    );
-    c["resizePolicy"] = json!([{"resourceName": "memory", "restartPolicy": "RestartContainer"}]);
-    c
-}
-
-fn usage(memory: &str) -> String {
-    json!({"app": {"model": "constant", "cpu": 0.1, "memory": memory}}).to_string()
-}
-
-async fn set_usage(env: &Env, pod: &str, memory: &str) {
-    env.pods()
-        .patch(
-            pod,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {USAGE: usage(memory)}}})),
-        )
-        .await
-        .unwrap();
-}
 
 fn untouched(p: &Pod) {
     assert!(
@@ -54,20 +26,7 @@ fn untouched(p: &Pod) {
 async fn a_restart_cut_waits_until_the_container_uses_less_than_the_new_limit() {
     let env = Env::start(1, "16", "64Gi", 0.3).await;
     let prom = env.prometheus().await;
-    let pods = env
-        .workload_annotated(
-            "tight",
-            1,
-            json!([restarting("512Mi")]),
-            json!({USAGE: usage("300Mi")}),
-        )
-        .await;
-    env.va(
-        "tight",
-        "tight",
-        json!({"updatePolicy": {"memoryDecrease": "RestartContainer"}}),
-    )
-    .await;
+    let pod = env.restarting_workload("tight", "512Mi", "300Mi").await;
     let updater = env.updater(
         "u1",
         &[
@@ -78,7 +37,7 @@ async fn a_restart_cut_waits_until_the_container_uses_less_than_the_new_limit() 
         ],
     );
     updater.wait_ready().await;
-    env.wait_scraped(&prom, &pods[0]).await;
+    env.wait_scraped(&prom, &pod).await;
     // A recommendation below what the process uses now (as a stale one can be).
     env.recommend(
         "tight",
@@ -92,8 +51,8 @@ async fn a_restart_cut_waits_until_the_container_uses_less_than_the_new_limit() 
         note.contains("container app uses 300Mi now, more than its new memory 256Mi"),
         "{note}"
     );
-    env.wait_event("Pod", &pods[0], "MemoryDecreaseHeld").await;
-    untouched(&env.pods().get(&pods[0]).await.unwrap());
+    env.wait_event("Pod", &pod, "MemoryDecreaseHeld").await;
+    untouched(&env.pods().get(&pod).await.unwrap());
     assert!(
         updater
             .metric(
@@ -106,9 +65,9 @@ async fn a_restart_cut_waits_until_the_container_uses_less_than_the_new_limit() 
     );
 
     // Usage falls below the cut: the next try restarts the container into it.
-    set_usage(&env, &pods[0], "200Mi").await;
+    env.set_usage(&pod, "200Mi").await;
     let p = env
-        .wait_pod(&pods[0], "restarted into 256Mi", |p| {
+        .wait_pod(&pod, "restarted into 256Mi", |p| {
             applied(p, "app", "limits", "memory", "256Mi")
         })
         .await;
@@ -118,14 +77,7 @@ async fn a_restart_cut_waits_until_the_container_uses_less_than_the_new_limit() 
 #[tokio::test]
 async fn a_restart_cut_is_held_while_usage_cannot_be_read() {
     let env = Env::start(1, "16", "64Gi", 0.3).await;
-    let pods = env
-        .workload_annotated(
-            "blind",
-            1,
-            json!([restarting("512Mi")]),
-            json!({USAGE: usage("100Mi")}),
-        )
-        .await;
+    let pod = env.restarting_workload("blind", "512Mi", "100Mi").await;
     // A live CPU change elsewhere still goes: only restart cuts need usage.
     let live = env
         .workload(
@@ -138,14 +90,7 @@ async fn a_restart_cut_is_held_while_usage_cannot_be_read() {
             )]),
         )
         .await;
-    for name in ["blind", "live"] {
-        env.va(
-            name,
-            name,
-            json!({"updatePolicy": {"memoryDecrease": "RestartContainer"}}),
-        )
-        .await;
-    }
+    env.va("live", "live", json!({})).await;
     // Prometheus is down: nothing listens at its address.
     let down = format!("http://127.0.0.1:{}", tailor_e2e::free_port().unwrap());
     let updater = env.updater("u1", &["--prometheus-url", &down]);
@@ -173,7 +118,7 @@ async fn a_restart_cut_is_held_while_usage_cannot_be_read() {
     .await;
     // Held across back-offs: still untouched after several tries.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    untouched(&env.pods().get(&pods[0]).await.unwrap());
+    untouched(&env.pods().get(&pod).await.unwrap());
     assert!(
         updater
             .metric(
@@ -201,5 +146,5 @@ async fn a_restart_cut_is_held_while_usage_cannot_be_read() {
         assert!(tokio::time::Instant::now() < deadline, "{events:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    untouched(&env.pods().get(&pods[0]).await.unwrap());
+    untouched(&env.pods().get(&pod).await.unwrap());
 }

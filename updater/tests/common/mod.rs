@@ -73,12 +73,8 @@ impl Env {
         .expect("Prometheus starts");
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs_f64();
             let up = prom
-                .query("up{job=\"kubelet\"} == 1", now)
+                .query("up{job=\"kubelet\"} == 1", unix_now())
                 .await
                 .is_ok_and(|r| !r.is_empty());
             if up {
@@ -100,11 +96,11 @@ impl Env {
         );
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs_f64();
-            if prom.query(&query, now).await.is_ok_and(|r| !r.is_empty()) {
+            if prom
+                .query(&query, unix_now())
+                .await
+                .is_ok_and(|r| !r.is_empty())
+            {
                 return;
             }
             assert!(
@@ -113,6 +109,41 @@ impl Env {
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// A StatefulSet `name` of one pod whose container `app` has `memory` as request and limit
+    /// and restarts to change it, using `usage` (constant); its VerticalAutoscaler lowers
+    /// memory through restarts. Returns the pod's name.
+    pub async fn restarting_workload(&self, name: &str, memory: &str, usage: &str) -> String {
+        let mut c = container(
+            "app",
+            json!({"cpu": "250m", "memory": memory}),
+            json!({"cpu": "250m", "memory": memory}),
+        );
+        c["resizePolicy"] =
+            json!([{"resourceName": "memory", "restartPolicy": "RestartContainer"}]);
+        let pods = self
+            .workload_annotated(name, 1, json!([c]), usage_annotation(usage))
+            .await;
+        self.va(
+            name,
+            name,
+            json!({"updatePolicy": {"memoryDecrease": "RestartContainer"}}),
+        )
+        .await;
+        pods[0].clone()
+    }
+
+    /// Sets the simulated usage of `pod`'s container `app` to a constant `memory`.
+    pub async fn set_usage(&self, pod: &str, memory: &str) {
+        self.pods()
+            .patch(
+                pod,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": usage_annotation(memory)}})),
+            )
+            .await
+            .unwrap();
     }
 
     pub fn pods(&self) -> Api<Pod> {
@@ -423,6 +454,20 @@ pub fn merge(a: &mut Value, b: Value) {
         }
         (a, b) => *a = b,
     }
+}
+
+/// Seconds since the epoch, now.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The simulator's usage annotation: container `app` at a constant `memory` (0.1 CPU).
+pub fn usage_annotation(memory: &str) -> Value {
+    let usage = json!({"app": {"model": "constant", "cpu": 0.1, "memory": memory}});
+    json!({ (tailor_e2e::sim::usage::USAGE_ANNOTATION): usage.to_string() })
 }
 
 pub fn container(name: &str, requests: Value, limits: Value) -> Value {
