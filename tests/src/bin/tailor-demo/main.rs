@@ -7,16 +7,21 @@
 //! floor reasons, the resizes done and the memory decreases waiting for approval, and how to
 //! look around; then stays up until Ctrl-C.
 //!
+//! `--real-node` (`make demo-real-node`) runs the same workloads on a real kubelet + containerd +
+//! runc on this machine instead of the simulator, their CPU scaled down to fit it (see
+//! [`real`]), and prints the containers' cgroup files before and after each resize.
+//!
 //! `--ci` runs the same setup without waiting for a person: it checks the expected outcome and
 //! that every PromQL expression of the alert rules and dashboards evaluates against the demo's
 //! Prometheus, and exits non-zero on any failure.
 //!
 //! Everything started is owned by the demo's future: an error ends it and Ctrl-C or SIGTERM
-//! drops it, which stops the processes.
+//! drops it, which stops the processes and tears the real node down.
 
 mod expected;
 mod history;
 mod queries;
+mod real;
 mod report;
 mod services;
 mod setup;
@@ -43,6 +48,12 @@ pub struct Args {
     /// How long to wait for the expected outcome, seconds.
     #[arg(long, default_value_t = 240)]
     timeout: u64,
+    /// Run the workloads on a real kubelet + containerd + runc on this machine (root).
+    #[arg(long)]
+    real_node: bool,
+    /// With --real-node: the factor applied to the workloads' CPU requests, limits and usage.
+    #[arg(long, default_value_t = real::CPU_SCALE, requires = "real_node")]
+    cpu_scale: f64,
 }
 
 const NS: &str = "demo";
@@ -143,13 +154,25 @@ async fn main() -> Result<(), Error> {
     // Fail before starting anything when a binary is missing.
     services::binary("tailor-recommender")?;
     services::binary("tailor-updater")?;
-    let mut run = Box::pin(sim::run(&args));
+    let mut run = Box::pin(async {
+        if args.real_node {
+            real::run(&args).await
+        } else {
+            sim::run(&args).await
+        }
+    });
     let signal = tokio::select! {
         result = &mut run => return result,
         signal = stop_signal() => signal,
     };
-    step(&format!("{signal}: stopping everything"));
-    // Dropping the demo stops its processes.
+    if args.real_node {
+        step(&format!(
+            "{signal}: stopping everything; tearing the real node down takes up to a minute"
+        ));
+    } else {
+        step(&format!("{signal}: stopping everything"));
+    }
+    // Dropping the demo stops its processes and tears the real node down.
     drop(run);
     step("stopped");
     Ok(())

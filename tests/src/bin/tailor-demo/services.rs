@@ -36,6 +36,7 @@ pub fn target(job: &str, address: String, path: &str) -> ScrapeTarget {
         job: job.into(),
         address,
         metrics_path: path.into(),
+        ..Default::default()
     }
 }
 
