@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 
-.PHONY: help demo demo-ci test test-deps lint fmt crds observability unit bench-sim bench-recommender bench-updater
+.PHONY: help demo demo-ci demo-real-node test test-deps lint fmt crds observability unit bench-sim bench-recommender bench-updater
 
 demo: ## the whole system on this machine: API server, simulated nodes, Prometheus with a week of history, recommender, updater (Ctrl-C stops it)
 	hack/install-prometheus.sh
@@ -17,6 +17,13 @@ demo-ci: ## the demo without a person: checks the expected outcome and every das
 	$(CARGO) build -p tailor-recommender -p tailor-updater
 	KUBEBUILDER_ASSETS="$$(hack/test-binaries.sh)" $(CARGO) run -q -p tailor-e2e --bin tailor-demo -- --ci
 
+demo-real-node: ## the demo's workloads on a real kubelet + containerd + runc on this machine (root; CPU scaled to fit), printing the cgroups before and after each resize (Ctrl-C stops it; DEMO_ARGS=--ci checks and exits)
+	hack/install-prometheus.sh
+	hack/real-node.sh all
+	$(CARGO) build -p tailor-recommender -p tailor-updater
+	$(CARGO) build -p tailor-e2e --bin tailor-demo
+	KUBEBUILDER_ASSETS="$$(hack/test-binaries.sh)" $(CARGO) run -q -p tailor-e2e --bin tailor-demo -- --real-node $(DEMO_ARGS)
+
 bench-sim: ## simulator benchmark: 100 nodes, 5,000 pods, 1,000 resizes (prints rates and peak RSS)
 	hack/bench-sim.sh
 
@@ -27,7 +34,7 @@ bench-updater: ## updater benchmark: 1,000 VerticalAutoscalers over 5,000 pods, 
 	hack/bench-updater.sh
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 test: test-deps lint ## install what the tests need, check formatting and lints, run every test
 	KUBEBUILDER_ASSETS="$$(hack/test-binaries.sh)" $(CARGO) test --workspace --all-targets

@@ -14,7 +14,7 @@ const START_ATTEMPTS: usize = 3;
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A scrape target.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ScrapeTarget {
     /// The `job` label.
     pub job: String,
@@ -22,6 +22,12 @@ pub struct ScrapeTarget {
     pub address: String,
     /// Path of the metrics endpoint, e.g. `/metrics`.
     pub metrics_path: String,
+    /// `https` instead of `http`, without verifying the server's certificate (a kubelet's
+    /// self-signed one).
+    pub https_insecure: bool,
+    /// Labels added to every series of the target (`node`, `metrics_path`, ... as a
+    /// kube-prometheus ServiceMonitor adds them); the series' own labels win.
+    pub labels: Vec<(String, String)>,
 }
 
 /// How to start Prometheus.
@@ -380,11 +386,25 @@ fn config_yaml(options: &PrometheusOptions) -> String {
     }
     for t in &options.scrape_targets {
         yaml.push_str(&format!(
-            "  - job_name: {job:?}\n    metrics_path: {path:?}\n    honor_labels: true\n    static_configs:\n      - targets: [{addr:?}]\n",
+            "  - job_name: {job:?}\n    metrics_path: {path:?}\n    honor_labels: true\n",
             job = t.job,
             path = t.metrics_path,
-            addr = t.address,
         ));
+        if t.https_insecure {
+            yaml.push_str("    scheme: https\n    tls_config:\n      insecure_skip_verify: true\n");
+        }
+        yaml.push_str(&format!(
+            "    static_configs:\n      - targets: [{addr:?}]\n",
+            addr = t.address
+        ));
+        if !t.labels.is_empty() {
+            let labels: Vec<String> = t
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}: {v:?}"))
+                .collect();
+            yaml.push_str(&format!("        labels: {{{}}}\n", labels.join(", ")));
+        }
     }
     yaml
 }

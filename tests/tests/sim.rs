@@ -708,6 +708,7 @@ async fn prometheus_scrapes_metrics_that_match_the_simulated_usage() {
         job: job.into(),
         address: sim.metrics_addr().to_string(),
         metrics_path: path.into(),
+        ..Default::default()
     };
     let prom = Prometheus::start(PrometheusOptions {
         scrape_targets: vec![

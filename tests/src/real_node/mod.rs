@@ -166,6 +166,7 @@ pub struct RealNode {
     containerd: Option<ServerProcess>,
     ctr: PathBuf,
     dir: PathBuf,
+    kubelet_port: u16,
     _lock: File,
 }
 
@@ -196,6 +197,7 @@ impl RealNode {
             containerd: None,
             ctr: parts.ctr.clone(),
             dir,
+            kubelet_port: 0,
             _lock: lock,
         };
         node.boot(cp, &parts).await?;
@@ -235,6 +237,7 @@ impl RealNode {
         self.ctr(&["images", "import", &parts.image.display().to_string()])?;
 
         let (port, healthz) = (free_port()?, free_port()?);
+        self.kubelet_port = port;
         write("kubelet.yaml", config::kubelet_yaml(&dir, port, healthz))?;
         let args: Vec<String> = vec![
             format!("--config={}", dir.join("kubelet.yaml").display()),
@@ -346,6 +349,12 @@ impl RealNode {
         &self.dir
     }
 
+    /// The kubelet's HTTPS endpoint, `127.0.0.1:PORT` (a self-signed certificate; anonymous
+    /// requests are allowed): `/metrics/cadvisor`, `/metrics/resource`, `/pods`, ...
+    pub fn kubelet_address(&self) -> String {
+        format!("127.0.0.1:{}", self.kubelet_port)
+    }
+
     /// The host directory a pod's container mounts at `/ctl` (its load file lives there).
     pub fn ctl_dir(&self, namespace: &str, pod: &str, container: &str) -> PathBuf {
         self.dir
@@ -377,6 +386,16 @@ impl RealNode {
     /// Reads a cgroup v1 file of a container (`memory`, `memory.limit_in_bytes`), found by the
     /// container ID's directory under the pod cgroups.
     pub fn cgroup_value(&self, controller: &str, container_id: &str, file: &str) -> Option<String> {
+        let dir = self.cgroup_dir(controller, container_id)?;
+        std::fs::read_to_string(dir.join(file))
+            .ok()
+            .map(|s| s.trim().to_owned())
+    }
+
+    /// The cgroup directory of a container (`containerd://ID` or `ID`) in the hierarchy of
+    /// `controller` (cgroup v1: `cpu`, `memory`, ...; `""` for the unified hierarchy of
+    /// cgroup v2), e.g. `/sys/fs/cgroup/cpu/kubepods/burstable/pod<UID>/<ID>`.
+    pub fn cgroup_dir(&self, controller: &str, container_id: &str) -> Option<PathBuf> {
         let id = container_id.rsplit("://").next()?;
         let root = Path::new("/sys/fs/cgroup")
             .join(controller)
@@ -389,9 +408,7 @@ impl RealNode {
                     continue;
                 }
                 if p.file_name().is_some_and(|n| n == id) {
-                    return std::fs::read_to_string(p.join(file))
-                        .ok()
-                        .map(|s| s.trim().to_owned());
+                    return Some(p);
                 }
                 stack.push(p);
             }
