@@ -1,6 +1,8 @@
 //! `tailor-updater` on a real kubelet: live CPU and memory changes keep the container and reach
 //! its cgroup, a `ManualApproval` memory cut waits for its approval, `RestartContainer` cuts
-//! restart one container at a time, and an Infeasible resize is surfaced.
+//! restart one container at a time and never into less memory than the container uses (read
+//! from a real Prometheus scraping the kubelet's cAdvisor), and an Infeasible resize is
+//! surfaced.
 //!
 //! Needs the real node (root, `make test-deps`); `TAILOR_REAL_NODE=skip` skips it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
@@ -14,6 +16,7 @@ use serde_json::{Value, json};
 use tailor_crds::v1alpha1::VerticalAutoscaler;
 use tailor_e2e::ControlPlane;
 use tailor_e2e::process::ServerProcess;
+use tailor_e2e::prometheus::{Prometheus, PrometheusOptions};
 use tailor_e2e::real_node::{self, IMAGE, RealNode, Requirement};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -165,6 +168,48 @@ impl Env<'_> {
     }
 }
 
+/// Waits until Prometheus holds a working set of at least `bytes` for `pod`'s container.
+async fn working_set_at_least(prom: &Prometheus, ns: &str, pod: &str, bytes: u64) {
+    let query = format!(
+        "container_memory_working_set_bytes{{namespace=\"{ns}\",pod=\"{pod}\",container=\"app\"}} >= {bytes}"
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        if prom.query(&query, now).await.is_ok_and(|r| !r.is_empty()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "Prometheus: no {query}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits for an Event `reason` about the VerticalAutoscaler `va` and returns its note.
+async fn wait_event(env: &Env<'_>, va: &str, reason: &str) -> String {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.cp.client(), &env.ns);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let found = api
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(va)
+            });
+        if let Some(e) = found {
+            return e.note.unwrap_or_default();
+        }
+        assert!(Instant::now() < deadline, "no {reason} Event on {va}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 fn condition<'a>(p: &'a Pod, t: &str) -> Option<&'a k8s_openapi::api::core::v1::PodCondition> {
     p.status
         .as_ref()?
@@ -247,7 +292,7 @@ fn container(requests: (&str, &str), limits: (&str, &str), restart_on_memory: bo
                             {"resourceName": "memory", "restartPolicy": if restart_on_memory { "RestartContainer" } else { "NotRequired" }}]})
 }
 
-fn updater(cp: &ControlPlane, exe: &std::path::Path) -> ServerProcess {
+fn updater(cp: &ControlPlane, exe: &std::path::Path, prometheus: &str) -> ServerProcess {
     let port = tailor_e2e::free_port().unwrap();
     let args: Vec<String> = [
         "run",
@@ -269,6 +314,11 @@ fn updater(cp: &ControlPlane, exe: &std::path::Path) -> ServerProcess {
         "2",
         "--log",
         "info,tailor_updater=debug",
+        "--prometheus-url",
+        prometheus,
+        // cAdvisor's figures can be some seconds old: a few scrapes of them.
+        "--usage-window-seconds",
+        "30",
     ]
     .iter()
     .map(|s| (*s).to_owned())
@@ -347,7 +397,16 @@ async fn updater_resizes_pods_of_a_real_kubelet() {
     let ids = |p: &Pod| (status(p).container_id.clone(), status(p).restart_count);
     let web0 = env.pods().get(&web[0]).await.unwrap();
     let db0 = env.pods().get(&db[0]).await.unwrap();
-    let mut updater = updater(&cp, &bins["tailor-updater"]);
+    // The updater reads working sets before a memory decrease that restarts a container: a
+    // Prometheus scraping the kubelet's cAdvisor endpoint, as in a kube-prometheus cluster.
+    let prom = Prometheus::start(PrometheusOptions {
+        scrape_targets: vec![node.scrape_target()],
+        scrape_interval: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut updater = updater(&cp, &bins["tailor-updater"], prom.url());
 
     // CPU and memory up, then CPU down: live, same container, the cgroup follows.
     env.recommend("web", "300m", "96Mi").await;
@@ -415,6 +474,9 @@ async fn updater_resizes_pods_of_a_real_kubelet() {
     );
 
     // RestartContainer: each pod's container restarts into the new limit, one at a time.
+    for n in &jvm {
+        working_set_at_least(&prom, &env.ns, n, 1).await;
+    }
     env.recommend("jvm", "100m", "64Mi").await;
     let mut restarted = Vec::new();
     for n in &jvm {
@@ -446,6 +508,42 @@ async fn updater_resizes_pods_of_a_real_kubelet() {
         restarted[1].0 >= restarted[0].1,
         "one at a time: {restarted:?}"
     );
+
+    // A restart into less memory than the container uses now is held; it goes once usage
+    // falls below the new limit.
+    node.set_load(&env.ns, &jvm[0], "app", 10, 110 << 20)
+        .unwrap();
+    working_set_at_least(&prom, &env.ns, &jvm[0], 100 << 20).await;
+    env.recommend("jvm", "100m", "48Mi").await;
+    let note = wait_event(&env, "jvm", "MemoryDecreaseHeld").await;
+    assert!(
+        note.contains(&format!("pod {}:", jvm[0]))
+            && note.contains("more than its new memory 96Mi"),
+        "{note}"
+    );
+    let p = env.pods().get(&jvm[0]).await.unwrap();
+    assert!(
+        is(&p, ("100m", "64Mi", "200m", "128Mi")),
+        "{:?}",
+        applied(&p)
+    );
+    assert_eq!(status(&p).restart_count, 1, "not restarted");
+    node.set_load(&env.ns, &jvm[0], "app", 10, 16 << 20)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        let p = env.pods().get(&jvm[0]).await.unwrap();
+        if is(&p, ("100m", "48Mi", "200m", "96Mi")) && status(&p).ready {
+            assert_eq!(status(&p).restart_count, 2);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not restarted into 96Mi: {:?}",
+            applied(&p)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // A cut below what the process uses: the kubelet refuses it (reason Error, one sync
     // later) and would apply it whenever usage drops. The updater takes it back at once.

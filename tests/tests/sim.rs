@@ -665,7 +665,7 @@ async fn history_generator_output_backfills_and_queries_back_exactly() {
 
 #[tokio::test]
 async fn prometheus_scrapes_metrics_that_match_the_simulated_usage() {
-    use tailor_e2e::prometheus::{Prometheus, PrometheusOptions, ScrapeTarget};
+    use tailor_e2e::prometheus::{Prometheus, PrometheusOptions};
     let cp = ControlPlane::start().await.unwrap();
     let ns = cp.namespace("scrape").await.unwrap();
     let sim = sim(&cp, 1, "4", "8Gi").await;
@@ -704,17 +704,8 @@ async fn prometheus_scrapes_metrics_that_match_the_simulated_usage() {
     ]);
     api.create(&PostParams::default(), &steady).await.unwrap();
     wait_for(&api, "steady", "Running", running).await;
-    let target = |job: &str, path: &str| ScrapeTarget {
-        job: job.into(),
-        address: sim.metrics_addr().to_string(),
-        metrics_path: path.into(),
-        ..Default::default()
-    };
     let prom = Prometheus::start(PrometheusOptions {
-        scrape_targets: vec![
-            target("kubelet", "/metrics/cadvisor"),
-            target("kube-state-metrics", "/metrics/kube-state"),
-        ],
+        scrape_targets: sim.scrape_targets(),
         scrape_interval: Duration::from_secs(1),
         ..Default::default()
     })

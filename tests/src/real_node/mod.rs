@@ -25,6 +25,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 
 use crate::process::ServerProcess;
+use crate::prometheus::ScrapeTarget;
 use crate::{ControlPlane, HarnessError, Result, free_port};
 pub use config::IMAGE;
 
@@ -353,6 +354,24 @@ impl RealNode {
     /// requests are allowed): `/metrics/cadvisor`, `/metrics/resource`, `/pods`, ...
     pub fn kubelet_address(&self) -> String {
         format!("127.0.0.1:{}", self.kubelet_port)
+    }
+
+    /// The kubelet's cAdvisor endpoint as Prometheus scrapes it in a kube-prometheus cluster
+    /// (`job="kubelet"`, with `node`, `metrics_path`, `endpoint` and `service` labels).
+    pub fn scrape_target(&self) -> ScrapeTarget {
+        let label = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        ScrapeTarget {
+            job: "kubelet".into(),
+            address: self.kubelet_address(),
+            metrics_path: "/metrics/cadvisor".into(),
+            https_insecure: true,
+            labels: vec![
+                label("node", self.name()),
+                label("metrics_path", "/metrics/cadvisor"),
+                label("endpoint", "https-metrics"),
+                label("service", "kubelet"),
+            ],
+        }
     }
 
     /// The host directory a pod's container mounts at `/ctl` (its load file lives there).

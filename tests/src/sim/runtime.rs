@@ -21,6 +21,7 @@ use super::config::{NodeSpec, SimConfig};
 use super::metrics;
 use super::state::{Effect, SimState};
 use super::usage::{PodUsage, Trace, USAGE_ANNOTATION};
+use crate::prometheus::ScrapeTarget;
 use crate::{HarnessError, Result};
 
 const FIELD_MANAGER: &str = "tailor-sim";
@@ -40,6 +41,21 @@ impl SimHandle {
     /// Where `/metrics/cadvisor`, `/metrics/kube-state` and `/metrics` are served.
     pub fn metrics_addr(&self) -> SocketAddr {
         self.metrics_addr
+    }
+
+    /// What Prometheus scrapes here, as a kube-prometheus cluster's does: cAdvisor
+    /// (`job="kubelet"`) and kube-state-metrics.
+    pub fn scrape_targets(&self) -> Vec<ScrapeTarget> {
+        let target = |job: &str, path: &str| ScrapeTarget {
+            job: job.into(),
+            address: self.metrics_addr.to_string(),
+            metrics_path: path.into(),
+            ..ScrapeTarget::default()
+        };
+        vec![
+            target("kubelet", "/metrics/cadvisor"),
+            target("kube-state-metrics", "/metrics/kube-state"),
+        ]
     }
 
     /// Runs `f` on the state (for tests and benchmarks).

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tailor_crds::v1alpha1::VerticalAutoscaler;
 use tailor_e2e::ControlPlane;
 use tailor_e2e::process::ServerProcess;
-use tailor_e2e::prometheus::{Prometheus, PrometheusOptions, ScrapeTarget};
+use tailor_e2e::prometheus::{Prometheus, PrometheusOptions};
 use tailor_e2e::sim::config::SimConfig;
 use tailor_e2e::sim::runtime::{self, SimHandle};
 
@@ -56,16 +56,8 @@ impl Env {
     /// does (kubelet cAdvisor, kube-state-metrics): where the updater reads usage before a
     /// memory decrease that restarts a container. Returns once it has the first scrape.
     pub async fn prometheus(&self) -> Prometheus {
-        let target = |job: &str, path: &str| ScrapeTarget {
-            job: job.into(),
-            address: self.sim.metrics_addr().to_string(),
-            metrics_path: path.into(),
-        };
         let prom = Prometheus::start(PrometheusOptions {
-            scrape_targets: vec![
-                target("kubelet", "/metrics/cadvisor"),
-                target("kube-state-metrics", "/metrics/kube-state"),
-            ],
+            scrape_targets: self.sim.scrape_targets(),
             scrape_interval: Duration::from_secs(1),
             ..Default::default()
         })

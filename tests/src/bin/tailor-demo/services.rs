@@ -157,6 +157,8 @@ impl Tailor {
             &binary("tailor-updater")?,
             &strings(&[
                 "run",
+                "--prometheus-url",
+                prom.url(),
                 "--admin-addr",
                 &format!("127.0.0.1:{}", ports.updater),
                 "--leader-election",

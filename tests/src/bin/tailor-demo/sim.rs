@@ -8,7 +8,7 @@ use tailor_e2e::ControlPlane;
 use tailor_e2e::sim::config::SimConfig;
 use tailor_e2e::sim::{self};
 
-use crate::services::{Stack, target};
+use crate::services::Stack;
 use crate::workloads::workloads;
 use crate::{Args, Error, NS, STEP, expected, finish, history, now, setup, step, wait_for};
 
@@ -47,11 +47,7 @@ pub async fn run(args: &Args) -> Result<(), Error> {
         "backfilling Prometheus with {} days of history",
         args.days
     ));
-    let metrics = sim.metrics_addr().to_string();
-    let targets = vec![
-        target("kubelet", metrics.clone(), "/metrics/cadvisor"),
-        target("kube-state-metrics", metrics, "/metrics/kube-state"),
-    ];
+    let targets = sim.scrape_targets();
     let stack = Stack::start(&cp, &list, (om, targets), dir.path()).await?;
 
     let outcome = wait_for(Duration::from_secs(args.timeout), || {

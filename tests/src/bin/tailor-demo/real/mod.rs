@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use tailor_e2e::ControlPlane;
-use tailor_e2e::prometheus::ScrapeTarget;
 use tailor_e2e::real_node::{NODE_NAME, RealNode};
 
 use crate::services::{Stack, target};
@@ -130,7 +129,7 @@ async fn demo(
         args.days
     ));
     let targets = vec![
-        kubelet_target(n.node),
+        n.node.scrape_target(),
         target("kube-state-metrics", kube_state.address.clone(), "/metrics"),
     ];
     let stack = Stack::start(cp, list, (om, targets), dir.path()).await?;
@@ -141,21 +140,6 @@ async fn demo(
     .await;
     let extra = by_hand(&n);
     finish(args, cp, list, &stack, (outcome, started, extra)).await
-}
-
-/// The real kubelet's cAdvisor endpoint, labelled as kube-prometheus labels it.
-fn kubelet_target(node: &RealNode) -> ScrapeTarget {
-    let label = |k: &str, v: &str| (k.to_owned(), v.to_owned());
-    ScrapeTarget {
-        https_insecure: true,
-        labels: vec![
-            label("node", node.name()),
-            label("metrics_path", "/metrics/cadvisor"),
-            label("endpoint", "https-metrics"),
-            label("service", "kubelet"),
-        ],
-        ..target("kubelet", node.kubelet_address(), "/metrics/cadvisor")
-    }
 }
 
 /// The containers' cgroup files once every pod's have been read.
