@@ -62,6 +62,32 @@ fn unavailable(why: impl std::fmt::Display) -> HarnessError {
     ))
 }
 
+/// The kubelet reports DiskPressure and rejects every pod when less than 1% of its filesystem
+/// is free (`evictionHard` in [`config::kubelet_yaml`]): say so before starting rather than
+/// fail with pods that never run. A margin of 2 GiB covers what a test writes meanwhile.
+fn enough_disk(dir: &Path) -> Result<()> {
+    let st = nix::sys::statvfs::statvfs(dir)
+        .map_err(|e| HarnessError::Other(format!("statvfs {}: {e}", dir.display())))?;
+    let block = st.fragment_size() as f64;
+    let (free, total) = (
+        st.blocks_available() as f64 * block,
+        st.blocks() as f64 * block,
+    );
+    let gib = |b: f64| b / f64::from(1u32 << 30);
+    let need = total * 0.01 + f64::from(2u32 << 30);
+    if free < need {
+        return Err(HarnessError::Other(format!(
+            "the real node needs free disk: {:.1} GiB free on the filesystem of {}, and the kubelet \
+             reports DiskPressure (and rejects pods) below {:.1} GiB (1%); free at least {:.1} GiB",
+            gib(free),
+            dir.display(),
+            gib(total * 0.01),
+            gib(need - free)
+        )));
+    }
+    Ok(())
+}
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -213,6 +239,7 @@ impl RealNode {
                 dir.join(sub).display()
             )))?;
         }
+        enough_disk(&dir)?;
         cleanup::save_sysctls(&dir).map_err(HarnessError::io("save host sysctls"))?;
         let write = |name: &str, text: String| {
             std::fs::write(dir.join(name), text).map_err(HarnessError::io(format!("write {name}")))
