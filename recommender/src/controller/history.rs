@@ -1,0 +1,127 @@
+//! Reading a workload's usage history: only what is new since the last pass, and the usage
+//! the kubelet named when it refused a memory decrease.
+
+use std::collections::BTreeMap;
+
+use tailor_crds::quantity::memory_bytes;
+use tailor_crds::v1alpha1::{ResizeOutcome, VerticalAutoscaler};
+
+use super::{Cached, Context};
+use crate::model::heap::{MeasuredHeaps, MeasuredKey};
+use crate::model::history::ContainerHistory;
+use crate::prometheus::HistoryError;
+
+/// Reads the workload's history: only what is new since the last pass for pods already read,
+/// the whole window for pods not seen before (a new rollout) or without a previous pass.
+pub(super) async fn read_history(
+    ctx: &Context,
+    ns: &str,
+    (kind, name): (&str, &str),
+    (start, end, window): (f64, f64, f64),
+    cached: Option<Cached>,
+) -> Result<Cached, HistoryError> {
+    let step = ctx.prometheus.config().step.as_secs_f64().max(1.0);
+    // With a previous pass, only pods that existed since then can have new samples: the
+    // ownership query looks back that far, not over the whole window.
+    let (mut histories, mut heaps, known, from, lookback, heap_since) = match cached {
+        Some(c) => {
+            let since = (end - c.until).max(0.0) + 2.0 * step;
+            (
+                c.histories,
+                c.heaps,
+                c.pods,
+                c.until + step,
+                since.max(300.0).min(window),
+                c.until,
+            )
+        }
+        None => (
+            BTreeMap::new(),
+            MeasuredHeaps::default(),
+            Default::default(),
+            start,
+            window,
+            start,
+        ),
+    };
+    let recent: std::collections::BTreeSet<String> = ctx
+        .prometheus
+        .workload_pods(ns, kind, name, end, lookback)
+        .await?
+        .into_iter()
+        .collect();
+    let old: Vec<String> = recent.intersection(&known).cloned().collect();
+    let new: Vec<String> = recent.difference(&known).cloned().collect();
+    ctx.prometheus
+        .extend_history(&mut histories, ns, &old, from.max(start), end)
+        .await?;
+    ctx.prometheus
+        .extend_history(&mut histories, ns, &new, start, end)
+        .await?;
+    for h in histories.values_mut() {
+        h.expire(start);
+    }
+    // JVM heap ceilings: since the last pass for pods already read, the whole window for new
+    // ones.
+    for (pods, since) in [(&old, heap_since.max(start)), (&new, start)] {
+        for h in ctx.prometheus.jvm_heaps(ns, pods, since, end).await? {
+            let key = MeasuredKey {
+                pod: h.pod,
+                container: h.container,
+                metric: h.metric,
+            };
+            for (t, bytes) in h.samples {
+                if !heaps.add(key.clone(), t, bytes) {
+                    tracing::debug!(namespace = ns, pod = %key.pod, metric = %key.metric, bytes, "JVM heap metric is not a positive number; ignored");
+                }
+            }
+        }
+    }
+    heaps.expire(start);
+    let pods = known.union(&recent).cloned().collect();
+    Ok(Cached {
+        target: (kind.to_owned(), name.to_owned()),
+        window,
+        pods,
+        histories,
+        heaps,
+        until: end,
+    })
+}
+
+/// The history with the memory usage the kubelet reported when it refused one of the
+/// updater's memory decreases (`status.lastResizes`, outcome `Reverted`) in the window: an
+/// observation like any sample, so the floor stays above it.
+pub(super) fn with_refused_usage<'a>(
+    h: &'a ContainerHistory,
+    va: &VerticalAutoscaler,
+    container: &str,
+    since: f64,
+) -> std::borrow::Cow<'a, ContainerHistory> {
+    let refused: Vec<(f64, f64)> = va
+        .status
+        .as_ref()
+        .map(|s| s.last_resizes.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.outcome == ResizeOutcome::Reverted)
+        .flat_map(|r| {
+            let t = r.time.0.as_millisecond() as f64 / 1000.0;
+            r.containers
+                .iter()
+                .filter(|c| c.container_name == container)
+                .filter_map(move |c| {
+                    Some((t, memory_bytes(c.refused_usage.as_ref()?).ok()? as f64))
+                })
+        })
+        .filter(|(t, _)| *t >= since)
+        .collect();
+    if refused.is_empty() {
+        return std::borrow::Cow::Borrowed(h);
+    }
+    let mut h = h.clone();
+    for (t, bytes) in refused {
+        h.add_memory(t, bytes);
+    }
+    std::borrow::Cow::Owned(h)
+}
