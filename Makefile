@@ -58,7 +58,7 @@ lint: ## rustfmt and clippy, warnings are errors
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-crds: ## regenerate deploy/crds/ from the Rust types, and the chart's copy
+crds: ## regenerate deploy/crds/ from the Rust types (one file per CRD), and the chart's copies
 	$(CARGO) run -q -p tailor-crds --bin crdgen
 	hack/sync-chart-crds.sh
 

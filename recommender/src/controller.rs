@@ -8,6 +8,8 @@
 //!
 //! - Triggers: a VerticalAutoscaler created or its spec changed (generation), and a refresh of
 //!   every object each `refresh` interval.
+//! - The updater's record of each object (its ResizeState) is mirrored into the status by
+//!   [`crate::mirror`], under a field manager of its own.
 //! - A failure to read history keeps the previous recommendation and sets
 //!   `HistoryUnavailable`; one object's failure never stops the others.
 //! - Pods, ReplicaSets and Jobs are read from reflectors (watch caches), not listed per object.
@@ -136,8 +138,11 @@ pub async fn run(
 
     let (queue, work) = mpsc::unbounded_channel::<ObjectRef<VerticalAutoscaler>>();
     // Spec changes (new generation) trigger at once, and so does a memory decrease the
-    // updater took back (its usage raises the floor); other status writes do not.
+    // updater took back (its usage raises the floor); other status writes do not. Every change
+    // is looked at by the mirror.
     let trigger_queue = queue.clone();
+    let (mirror_queue, mirror_keys) = mpsc::unbounded_channel::<crate::mirror::Key>();
+    let va_mirror_queue = mirror_queue.clone();
     let va_stream = reflector::reflector(
         va_writer,
         watcher(
@@ -147,6 +152,11 @@ pub async fn run(
     )
     .default_backoff()
     .applied_objects()
+    .inspect(move |va| {
+        if let Ok(va) = va {
+            let _ = va_mirror_queue.send(ObjectRef::from_obj(va));
+        }
+    })
     .predicate_filter(trigger, Default::default())
     .for_each(move |va| {
         if let Ok(va) = va {
@@ -154,6 +164,12 @@ pub async fn run(
         }
         std::future::ready(())
     });
+    let mirror = crate::mirror::run(
+        client.clone(),
+        vas.clone(),
+        ctx.options.fence.clone(),
+        (mirror_queue, mirror_keys),
+    );
     let refresh_vas = vas.clone();
     let refresh = ctx.options.refresh;
     let timer_metrics = ctx.metrics.clone();
@@ -239,6 +255,7 @@ pub async fn run(
     tasks.spawn(rs_stream);
     tasks.spawn(job_stream);
     tasks.spawn(va_stream);
+    tasks.spawn(mirror);
     tasks.spawn(timer);
     tasks.spawn(worker);
     while tasks.join_next().await.is_some() {}
@@ -352,7 +369,8 @@ impl Context {
     }
 }
 
-/// What triggers a recompute of an object: its generation and its `Reverted` resizes.
+/// What triggers a recompute of an object: its generation and its `Reverted` resizes (in
+/// `status.lastResizes`, mirrored from the updater's ResizeState).
 fn trigger(va: &VerticalAutoscaler) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();

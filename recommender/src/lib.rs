@@ -5,6 +5,8 @@
 //! - `model`: the pure recommendation model (no Kubernetes, no HTTP).
 //! - `prometheus`: the history source.
 //! - `controller`: watches VerticalAutoscalers and pods and writes status.
+//! - `mirror`: copies the updater's ResizeStates into VerticalAutoscaler status (the
+//!   recommender alone may write it).
 //! - `backtest`: reads trace files for `tailor-recommender backtest` and renders the scores.
 #![forbid(unsafe_code)]
 
@@ -12,6 +14,7 @@ pub mod backtest;
 pub mod cli;
 pub mod controller;
 pub mod metrics;
+pub mod mirror;
 pub mod model;
 pub mod prometheus;
 pub mod spec;

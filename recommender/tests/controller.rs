@@ -1,5 +1,6 @@
 //! The recommender controller against a real API server and a real Prometheus backfilled with
-//! the simulator's history: recommendations and conditions in VerticalAutoscaler status.
+//! the simulator's history: recommendations and conditions in VerticalAutoscaler status, and
+//! the updater's ResizeState mirrored there.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 use std::time::Duration;
@@ -443,27 +444,43 @@ async fn recommendations_and_conditions_are_written_for_every_object() {
     assert_eq!(bound.observed_generation, Some(2));
     assert_eq!(bound.target_ref.as_ref(), Some(&web.spec.target_ref));
 
-    // The updater took back a memory decrease the kubelet refused at 4Gi of usage: the
-    // recommender keeps its floor above that usage, as above any peak.
+    // The updater took back a memory decrease the kubelet refused at 4Gi of usage and wrote
+    // it to its ResizeState (it may not write the status): the recommender mirrors the record
+    // into the status and keeps its floor above that usage, as above any peak.
     let refused = json!({
-        "apiVersion": "tailor.dev/v1alpha1", "kind": "VerticalAutoscaler",
-        "status": {"lastResizes": [{"pod": "web-x", "podUid": "u-1",
+        "apiVersion": "tailor.dev/v1alpha1", "kind": "ResizeState",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {"verticalAutoscalerUid": web.metadata.uid,
+            "conditions": [{"type": "AwaitingApproval", "status": "False", "reason": "NothingToApprove",
+                            "message": "no memory decrease waits for approval",
+                            "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string()}],
+            "lastResizes": [{"pod": "web-x", "podUid": "u-1",
             "time": k8s_openapi::jiff::Timestamp::now().to_string(), "outcome": "Reverted",
             "containers": [{"containerName": "app", "from": {"memory": "6Gi"}, "to": {"memory": "3Gi"},
                             "refusedUsage": "4Gi"}]}]},
     });
-    vas.patch_status(
-        "web",
-        &kube::api::PatchParams::apply("tailor-updater").force(),
-        &kube::api::Patch::Apply(refused),
-    )
-    .await
-    .unwrap();
+    Api::<tailor_crds::ResizeState>::namespaced(client.clone(), ns)
+        .patch(
+            "web",
+            &kube::api::PatchParams::apply("tailor-updater").force(),
+            &kube::api::Patch::Apply(refused),
+        )
+        .await
+        .unwrap();
     let web = wait_va(&vas, "web", "a floor above the refused usage", |v| {
         memory_rec(v, "app").0 >= 2.0 * 4.0 * GI
     })
     .await;
     assert_eq!(memory_rec(&web, "app").1, FloorReason::Peak);
+    let status = web.status.as_ref().unwrap();
+    assert_eq!(status.last_resizes[0].pod, "web-x", "mirrored");
+    assert_eq!(
+        cond(&web, "AwaitingApproval").map(|c| c.0),
+        Some("False"),
+        "mirrored"
+    );
+    assert_eq!(status.pending_approval_count, Some(0));
+    assert_eq!(cond(&web, "RecommendationProvided").unwrap().0, "True");
 
     // Prometheus goes away: HistoryUnavailable, and the recommendation is kept.
     let before = web.status.as_ref().unwrap().recommendation.clone();

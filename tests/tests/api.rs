@@ -1,5 +1,6 @@
 //! The VerticalAutoscaler API on a real kube-apiserver: the CRD is accepted, valid objects
-//! round-trip with defaults, malformed ones are rejected with a message naming the problem.
+//! round-trip with defaults, malformed ones are rejected with a message naming the problem; the
+//! updater's ResizeState is accepted beside it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -53,6 +54,58 @@ async fn crd_is_accepted_and_established() -> anyhow::Result<()> {
     let names = status.accepted_names.expect("accepted names");
     assert_eq!(names.kind, "VerticalAutoscaler");
     assert_eq!(names.short_names, Some(vec!["va".to_owned()]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn resize_states_round_trip_owned_by_their_object() -> anyhow::Result<()> {
+    let cp = ControlPlane::start().await?;
+    let ns = cp.namespace("state").await?;
+    let va: VerticalAutoscaler = serde_json::from_value(minimal("web"))?;
+    let va = Api::<VerticalAutoscaler>::namespaced(cp.client(), &ns)
+        .create(&PostParams::default(), &va)
+        .await?;
+    let uid = va.metadata.uid.clone().unwrap();
+    let states = Api::<tailor_crds::ResizeState>::namespaced(cp.client(), &ns);
+    let state = json!({
+        "apiVersion": "tailor.dev/v1alpha1", "kind": "ResizeState",
+        "metadata": { "name": "web", "ownerReferences": [{ "apiVersion": "tailor.dev/v1alpha1",
+            "kind": "VerticalAutoscaler", "name": "web", "uid": uid, "controller": true }] },
+        "spec": { "verticalAutoscalerUid": uid,
+            "pendingApprovals": [{ "containerName": "app", "from": "1Gi", "to": "512Mi", "id": "3f9a1c07d2",
+                                   "pods": [{ "name": "web-0", "uid": "p0" }] }],
+            "conditions": [{ "type": "AwaitingApproval", "status": "True", "reason": "MemoryDecreaseHeld",
+                             "message": "m", "lastTransitionTime": "2026-01-01T00:00:00Z" }],
+            "lastResizes": [{ "pod": "web-0", "podUid": "p0", "time": "2026-01-01T00:00:00Z",
+                              "outcome": "Applied" }] }
+    });
+    let params = PatchParams::apply("tailor-updater").validation_strict();
+    let stored = states.patch("web", &params, &Patch::Apply(&state)).await?;
+    assert_eq!(stored.spec.pending_approvals[0].id, "3f9a1c07d2");
+    assert_eq!(stored.spec.last_resizes[0].outcome, ResizeOutcome::Applied);
+    let owner = &stored.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.uid.as_str(), owner.controller),
+        (uid.as_str(), Some(true))
+    );
+    // The uid of the object it belongs to is required; ten records at most.
+    let mut without = state.clone();
+    without["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("verticalAutoscalerUid");
+    let err = states
+        .patch("web", &params, &Patch::Apply(&without))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("verticalAutoscalerUid"), "{err}");
+    let mut long = state.clone();
+    long["spec"]["lastResizes"] = Value::Array(vec![state["spec"]["lastResizes"][0].clone(); 11]);
+    let err = states
+        .patch("web", &params, &Patch::Apply(&long))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("lastResizes"), "{err}");
     Ok(())
 }
 

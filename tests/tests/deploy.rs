@@ -1,14 +1,16 @@
 //! The installable manifests, `deploy/kustomize/base` and the Helm chart `deploy/helm/tailor`:
 //!
-//! - both render the same objects with default values, and the chart's CRD copy holds what
+//! - both render the same objects with default values, and the chart's CRD copies hold what
 //!   `deploy/crds/` holds;
 //! - RBAC grants no writes on pods, only `patch` on `pods/resize` to the updater; the
 //!   Deployments are locked down; the chart's values map to the binaries' real flags;
 //! - a real kube-apiserver accepts every object (server-side apply, strict field validation);
 //!   `helm install` works the two documented ways;
 //! - the memory-decrease gate denies an unapproved memory-limit cut and nothing else;
-//! - the ServiceAccounts' tokens can do what the binaries need and no more, and the binaries
-//!   run with them and with the manifests' flags (ready, holding their Lease).
+//! - the ServiceAccounts' tokens can do what the binaries need and no more (only the
+//!   recommender may patch VerticalAutoscaler status: the updater applies what is written
+//!   there), and the binaries run with them and with the manifests' flags (ready, holding their
+//!   Lease, the updater recording to its ResizeState and the recommender mirroring that).
 //!
 //! `helm` and `kustomize` come from `$TAILOR_TOOLS` or from `hack/tools.sh`, which builds them
 //! from the Go module proxy once and caches them. The ServiceMonitor and PrometheusRule CRDs
@@ -39,15 +41,20 @@ use tailor_e2e::ControlPlane;
 use tailor_e2e::control_plane::client_from_kubeconfig;
 use tailor_e2e::process::ServerProcess;
 
+#[path = "deploy/status_writer.rs"]
+mod status_writer;
+
 const RELEASE: &str = "tailor";
 const NAMESPACE: &str = "tailor-system";
 const CHART: &str = "deploy/helm/tailor";
 const BASE: &str = "deploy/kustomize/base";
-const CRD_SOURCE: &str = "deploy/crds/tailor.dev_verticalautoscalers.yaml";
-const CRD_COPY: &str = "deploy/helm/tailor/crds/tailor.dev_verticalautoscalers.yaml";
+const CRD_SOURCES: &str = "deploy/crds";
+const CRD_COPIES: &str = "deploy/helm/tailor/crds";
 const CRD_COPY_HEADER: &str =
     "# Copied from deploy/crds/ by hack/sync-chart-crds.sh. Do not edit.\n";
 const VA_CRD: &str = "verticalautoscalers.tailor.dev";
+const STATE_CRD: &str = "resizestates.tailor.dev";
+const CRDS: [&str; 2] = [VA_CRD, STATE_CRD];
 const GATE: &str = "tailor-memory-decrease-gate";
 const APPROVAL: &str = "tailor.dev/approve-memory-decrease";
 const FIELD_MANAGER: &str = "tailor-deploy-test";
@@ -75,6 +82,12 @@ const EXPECTED: &[(&str, &str, &str, &str)] = &[
         "CustomResourceDefinition",
         "",
         VA_CRD,
+    ),
+    (
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        "",
+        STATE_CRD,
     ),
     ("apps/v1", "Deployment", NAMESPACE, "tailor-recommender"),
     ("apps/v1", "Deployment", NAMESPACE, "tailor-updater"),
@@ -653,43 +666,77 @@ fn kustomize_and_helm_render_the_same_objects() {
     }
 }
 
+/// The CRD files of a directory (its `kustomization.yaml` left out), by name.
+fn crd_files(dir: &str) -> BTreeMap<String, String> {
+    let entries = std::fs::read_dir(repo().join(dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
+    entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().is_some_and(|n| n != "kustomization.yaml"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect()
+}
+
+/// `kustomize build` of a kustomization holding the one file `source`.
+fn kustomize_build_one(name: &str, source: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(name), source).unwrap();
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!("resources:\n  - {name}\n"),
+    )
+    .unwrap();
+    kustomize_build(&dir.path().display().to_string())
+}
+
 #[test]
-fn chart_crd_copy_equals_deploy_crds() {
-    let read = |p: &str| {
-        std::fs::read_to_string(repo().join(p)).unwrap_or_else(|e| panic!("read {p}: {e}"))
-    };
-    let (source, copy) = (read(CRD_SOURCE), read(CRD_COPY));
+fn chart_crd_copies_equal_deploy_crds() {
+    let (sources, copies) = (crd_files(CRD_SOURCES), crd_files(CRD_COPIES));
     let hint = "run hack/sync-chart-crds.sh after `make crds`";
-    let mut diffs = Vec::new();
-    differences(
-        &Value::Array(documents(&source)),
-        &Value::Array(documents(&copy)),
-        "",
-        ("deploy/crds", "the chart"),
-        &mut diffs,
+    assert_eq!(
+        sources.keys().collect::<Vec<_>>(),
+        copies.keys().collect::<Vec<_>>(),
+        "{CRD_COPIES} holds other files than {CRD_SOURCES} ({hint})"
     );
-    assert!(
-        diffs.is_empty(),
-        "{CRD_COPY} differs from {CRD_SOURCE} ({hint}):\n{}",
-        diffs.join("\n")
-    );
-    // Written the way `kustomize build` writes it: strings such as `Off` quoted, since Helm
-    // reads YAML 1.1, where a plain Off is the boolean false.
-    let kustomized = format!("{CRD_COPY_HEADER}{}", kustomize_build("deploy/crds"));
-    assert!(
-        copy == kustomized,
-        "{CRD_COPY} is not `kustomize build deploy/crds`: {hint}"
-    );
-    // The base takes the CRD from deploy/crds itself.
     let base = by_key(&kustomize_objects(), "kustomize");
-    let crd = base
-        .values()
-        .find(|o| o["kind"] == "CustomResourceDefinition")
-        .expect("the base renders the CRD");
-    assert!(
-        &documents(&source)[0] == crd,
-        "the base does not render {CRD_SOURCE}"
-    );
+    let mut names = BTreeSet::new();
+    for (name, source) in &sources {
+        let copy = &copies[name];
+        let mut diffs = Vec::new();
+        differences(
+            &Value::Array(documents(source)),
+            &Value::Array(documents(copy)),
+            "",
+            ("deploy/crds", "the chart"),
+            &mut diffs,
+        );
+        assert!(
+            diffs.is_empty(),
+            "{CRD_COPIES}/{name} differs from {CRD_SOURCES}/{name} ({hint}):\n{}",
+            diffs.join("\n")
+        );
+        // Written the way `kustomize build` writes it: strings such as `Off` quoted, since Helm
+        // reads YAML 1.1, where a plain Off is the boolean false.
+        let kustomized = format!("{CRD_COPY_HEADER}{}", kustomize_build_one(name, source));
+        assert!(
+            *copy == kustomized,
+            "{CRD_COPIES}/{name} is not `kustomize build` of {CRD_SOURCES}/{name}: {hint}"
+        );
+        // The base takes the CRD from deploy/crds itself.
+        let crd = &documents(source)[0];
+        let crd_name = crd["metadata"]["name"].as_str().unwrap().to_owned();
+        let rendered = base.values().find(|o| {
+            o["kind"] == "CustomResourceDefinition" && o["metadata"]["name"] == crd_name.as_str()
+        });
+        assert!(
+            rendered == Some(crd),
+            "the base does not render {CRD_SOURCES}/{name}"
+        );
+        names.insert(crd_name);
+    }
+    assert_eq!(names, CRDS.iter().map(|c| c.to_string()).collect());
 }
 
 #[test]
@@ -1027,13 +1074,17 @@ async fn rendered_objects_are_accepted_by_the_api_server() -> anyhow::Result<()>
 async fn helm_install_works_as_documented() -> anyhow::Result<()> {
     let cp = ControlPlane::start().await?;
     let client = cp.client();
-    // The harness installs the CRD from the Rust types; here it must come from the chart.
+    // The harness installs the CRDs from the Rust types; here they must come from the chart.
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
-    crds.delete(VA_CRD, &DeleteParams::default()).await?;
+    for crd in CRDS {
+        crds.delete(crd, &DeleteParams::default()).await?;
+    }
     let deadline = Instant::now() + TIMEOUT;
-    while crds.get_opt(VA_CRD).await?.is_some() {
-        assert!(Instant::now() < deadline, "CRD {VA_CRD} not deleted");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    for crd in CRDS {
+        while crds.get_opt(crd).await?.is_some() {
+            assert!(Instant::now() < deadline, "CRD {crd} not deleted");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     install_service_monitor_crd(&client).await?;
     let kubeconfig = cp.kubeconfig().display().to_string();
@@ -1047,7 +1098,9 @@ async fn helm_install_works_as_documented() -> anyhow::Result<()> {
 
     // 1. Helm creates the namespace; the chart does not render it.
     install(&["--create-namespace", "--set", "namespace.create=false"]);
-    wait_established(&client, VA_CRD).await?;
+    for crd in CRDS {
+        wait_established(&client, crd).await?;
+    }
     let crd = serde_json::to_value(crds.get(VA_CRD).await?)?;
     let update_mode = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
         ["properties"]["updatePolicy"]["properties"]["updateMode"];
@@ -1318,11 +1371,19 @@ async fn service_accounts_can_do_what_the_binaries_need_and_no_more() -> anyhow:
         "metadata": { "name": "web", "namespace": ns },
         "spec": { "targetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "web" } }
     });
-    apply(&client, &va).await?;
+    let uid = apply(&client, &va).await?["metadata"]["uid"].clone();
 
     let updater = service_account_client(&cp, NAMESPACE, "tailor-updater").await?;
     let recommender = service_account_client(&cp, NAMESPACE, "tailor-recommender").await?;
-    let status_patch = Patch::Merge(json!({ "status": { "observedGeneration": 1 } }));
+    // What the recommender writes, and what a forged recommendation would look like: the
+    // updater applies it (within the object's bounds) to the pods.
+    let recommendation = json!({
+        "apiVersion": "tailor.dev/v1alpha1", "kind": "VerticalAutoscaler",
+        "status": { "observedGeneration": 1, "recommendation": {
+            "observedGeneration": 1,
+            "targetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "web" },
+            "containerRecommendations": [{ "containerName": "app", "target": { "cpu": "4" } }] } }
+    });
 
     for (who, sa) in [("updater", &updater), ("recommender", &recommender)] {
         let pods = Api::<Pod>::namespaced(sa.clone(), &ns);
@@ -1365,9 +1426,36 @@ async fn service_accounts_can_do_what_the_binaries_need_and_no_more() -> anyhow:
             &format!("{who} lists VerticalAutoscalers"),
         );
         assert_allowed(
-            vas.patch_status("web", &PatchParams::default(), &status_patch)
+            vas.get("web").await,
+            &format!("{who} gets a VerticalAutoscaler"),
+        );
+        // Whoever may patch the status writes the recommendation the updater applies: the
+        // recommender alone, by server-side apply (as it writes) or any other patch.
+        let own_manager = PatchParams::apply(&format!("tailor-{who}")).force();
+        let applied = vas
+            .patch_status("web", &own_manager, &Patch::Apply(recommendation.clone()))
+            .await;
+        let merged = vas
+            .patch_status(
+                "web",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": { "observedGeneration": 1 } })),
+            )
+            .await;
+        if who == "recommender" {
+            assert_allowed(applied, "recommender applies VerticalAutoscaler status");
+            assert_allowed(merged, "recommender patches VerticalAutoscaler status");
+        } else {
+            assert_forbidden(
+                applied,
+                "updater writes a recommendation into VerticalAutoscaler status",
+            );
+            assert_forbidden(merged, "updater patches VerticalAutoscaler status");
+        }
+        assert_forbidden(
+            vas.replace_status("web", &PostParams::default(), &vas.get("web").await?)
                 .await,
-            &format!("{who} patches VerticalAutoscaler status"),
+            &format!("{who} updates VerticalAutoscaler status"),
         );
         assert_forbidden(
             vas.patch(
@@ -1405,6 +1493,14 @@ async fn service_accounts_can_do_what_the_binaries_need_and_no_more() -> anyhow:
             &format!("{who} creates a Lease outside tailor-system"),
         );
     }
+
+    status_writer::resize_states_are_written_by_the_updater_alone(
+        &ns,
+        &uid,
+        &updater,
+        &recommender,
+    )
+    .await?;
 
     // Only the updater resizes.
     let resize_cpu = resize("app", json!({ "requests": { "cpu": "150m" } }));
@@ -1533,7 +1629,10 @@ async fn binaries_run_with_the_manifests_rbac_and_flags() -> anyhow::Result<()> 
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
+    // An object the updater has something to say about: its recommendation is stale.
+    let va = status_writer::stale_object(&cp).await?;
 
+    let mut running = Vec::new();
     for (component, name) in [
         ("recommender", "tailor-recommender"),
         ("updater", "tailor-updater"),
@@ -1609,6 +1708,12 @@ async fn binaries_run_with_the_manifests_rbac_and_flags() -> anyhow::Result<()> 
             "{name}'s Lease in {NAMESPACE}:\n{}",
             process.log_tail(30)
         );
+        running.push((name, process));
+    }
+    // Both at work with their own tokens: the updater records to the ResizeState, the
+    // recommender mirrors that into the status.
+    status_writer::recorded_and_mirrored(&cp, &va, &running).await?;
+    for (name, mut process) in running {
         let log = process.log_tail(200);
         assert!(
             !log.contains("forbidden") && !log.contains("Forbidden"),

@@ -13,6 +13,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
+use tailor_crds::resize_state::{ResizeState, ResizeStateSpec};
 use tailor_crds::v1alpha1::VerticalAutoscaler;
 use tailor_e2e::ControlPlane;
 use tailor_e2e::process::ServerProcess;
@@ -139,23 +140,23 @@ impl Env<'_> {
         }
     }
 
-    async fn wait_va(
+    /// Waits until the updater's record of `name` (its ResizeState; no recommender runs here
+    /// to mirror it into the status) satisfies `check`.
+    async fn wait_state(
         &self,
         name: &str,
         what: &str,
-        check: impl Fn(&VerticalAutoscaler) -> bool,
-    ) -> VerticalAutoscaler {
+        check: impl Fn(&ResizeStateSpec) -> bool,
+    ) -> ResizeStateSpec {
+        let states: Api<ResizeState> = Api::namespaced(self.cp.client(), &self.ns);
         let deadline = Instant::now() + WAIT;
         loop {
-            let v = self.vas().get(name).await.unwrap();
-            if check(&v) {
-                return v;
+            let s = states.get_opt(name).await.unwrap().map(|s| s.spec);
+            let s = s.unwrap_or_default();
+            if check(&s) {
+                return s;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{name}: not {what}: {:#?}",
-                v.status
-            );
+            assert!(Instant::now() < deadline, "{name}: not {what}: {s:#?}");
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
@@ -275,9 +276,8 @@ fn number(q: &str, cpu: bool) -> i64 {
     q.parse().unwrap()
 }
 
-fn va_condition<'a>(va: &'a VerticalAutoscaler, t: &str) -> Option<(&'a str, &'a str)> {
-    va.status
-        .as_ref()?
+fn state_condition<'a>(state: &'a ResizeStateSpec, t: &str) -> Option<(&'a str, &'a str)> {
+    state
         .conditions
         .iter()
         .find(|c| c.type_ == t)
@@ -432,15 +432,11 @@ async fn updater_resizes_pods_of_a_real_kubelet() {
 
     // ManualApproval: the cut waits, then the approved one applies live.
     env.recommend("db", "100m", "64Mi").await;
-    let va = env
-        .wait_va("db", "holding the cut", |v| {
-            v.status
-                .as_ref()
-                .is_some_and(|s| !s.pending_approvals.is_empty())
-        })
+    let state = env
+        .wait_state("db", "holding the cut", |s| !s.pending_approvals.is_empty())
         .await;
     assert_eq!(
-        va_condition(&va, "AwaitingApproval").map(|c| c.0),
+        state_condition(&state, "AwaitingApproval").map(|c| c.0),
         Some("True")
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -451,7 +447,7 @@ async fn updater_resizes_pods_of_a_real_kubelet() {
         ),
         "held"
     );
-    let id = va.status.unwrap().pending_approvals[0].id.clone();
+    let id = state.pending_approvals[0].id.clone();
     env.vas()
         .patch(
             "db",
@@ -552,14 +548,12 @@ async fn updater_resizes_pods_of_a_real_kubelet() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     env.va("tight", json!({"updateMode": "InPlace"})).await;
     env.recommend("tight", "100m", "48Mi").await;
-    let va = env
-        .wait_va("tight", "holding the cut", |v| {
-            v.status
-                .as_ref()
-                .is_some_and(|s| !s.pending_approvals.is_empty())
+    let state = env
+        .wait_state("tight", "holding the cut", |s| {
+            !s.pending_approvals.is_empty()
         })
         .await;
-    let id = va.status.unwrap().pending_approvals[0].id.clone();
+    let id = state.pending_approvals[0].id.clone();
     env.vas()
         .patch(
             "tight",
@@ -570,19 +564,16 @@ async fn updater_resizes_pods_of_a_real_kubelet() {
         )
         .await
         .unwrap();
-    let va = env
-        .wait_va("tight", "the refused cut Reverted", |v| {
-            v.status.as_ref().is_some_and(|s| {
-                s.last_resizes
-                    .first()
-                    .is_some_and(|r| r.outcome == tailor_crds::v1alpha1::ResizeOutcome::Reverted)
-            })
+    let status = env
+        .wait_state("tight", "the refused cut Reverted", |s| {
+            s.last_resizes
+                .first()
+                .is_some_and(|r| r.outcome == tailor_crds::v1alpha1::ResizeOutcome::Reverted)
         })
         .await;
     // (The usage the kubelet names in its message can trail the process: it has named 0, and
     // less than the refused limit, while the process was still growing. It is kept when
     // positive; the simulator's test checks the value.)
-    let status = va.status.unwrap();
     // The used approval approves nothing more: the same cut needs a new one.
     assert!(
         status
@@ -618,8 +609,8 @@ async fn updater_resizes_pods_of_a_real_kubelet() {
 
     // Infeasible: surfaced on the VerticalAutoscaler, the pod untouched.
     env.recommend("big", "64", "64Mi").await;
-    env.wait_va("big", "ResizeInfeasible", |v| {
-        va_condition(v, "ResizeInfeasible").is_some_and(|c| c.0 == "True")
+    env.wait_state("big", "ResizeInfeasible", |s| {
+        state_condition(s, "ResizeInfeasible").is_some_and(|c| c.0 == "True")
     })
     .await;
     let p = env.pods().get(&big[0]).await.unwrap();

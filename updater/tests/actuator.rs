@@ -143,8 +143,8 @@ async fn resizes_live_holds_memory_cuts_for_approval_and_respects_policies() {
         assert_eq!(restart_count(&p, "app"), 0);
         assert_eq!(p.status.unwrap().qos_class.as_deref(), Some("Burstable"));
     }
-    env.wait_va("web", "recording the resizes as Applied", |v| {
-        let r = &v.status.as_ref().unwrap().last_resizes;
+    env.wait_state("web", "recording the resizes as Applied", |s| {
+        let r = &s.last_resizes;
         r.len() == 2
             && r.iter()
                 .all(|r| r.outcome == tailor_crds::v1alpha1::ResizeOutcome::Applied)
@@ -186,15 +186,13 @@ async fn resizes_live_holds_memory_cuts_for_approval_and_respects_policies() {
         Some("1Gi")
     );
     assert_eq!(p.status.unwrap().qos_class.as_deref(), Some("Guaranteed"));
-    let va = env
-        .wait_va("db", "holding the memory decrease", |v| {
-            v.status
-                .as_ref()
-                .is_some_and(|s| !s.pending_approvals.is_empty())
-                && condition(v, condition::AWAITING_APPROVAL).is_some_and(|c| c.0 == "True")
+    let state = env
+        .wait_state("db", "holding the memory decrease", |s| {
+            !s.pending_approvals.is_empty()
+                && condition(s, condition::AWAITING_APPROVAL).is_some_and(|c| c.0 == "True")
         })
         .await;
-    let pending = va.status.as_ref().unwrap().pending_approvals[0].clone();
+    let pending = state.pending_approvals[0].clone();
     assert_eq!(
         (
             pending.container_name.as_str(),
@@ -203,7 +201,21 @@ async fn resizes_live_holds_memory_cuts_for_approval_and_respects_policies() {
         ),
         ("app", "1Gi", "512Mi")
     );
-    assert_eq!(va.status.as_ref().unwrap().pending_approval_count, Some(1));
+    assert_eq!(state.pending_approvals.len(), 1);
+    // All of it in the ResizeState: the updater never writes the object's status.
+    let va = env.vas().get("db").await.unwrap();
+    let managers: Vec<_> = va
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.as_deref())
+        .collect();
+    assert!(!managers.contains(&"tailor-updater"), "{managers:?}");
+    assert!(
+        va.status.as_ref().unwrap().pending_approvals.is_empty(),
+        "no recommender runs here to mirror it"
+    );
     let metrics = updater.metrics().await;
     assert!(
         metrics.lines().any(|l| l
@@ -212,7 +224,7 @@ async fn resizes_live_holds_memory_cuts_for_approval_and_respects_policies() {
             && l.contains("from=\"1Gi\",to=\"512Mi\"")),
         "{metrics}"
     );
-    let (_, _, message) = condition(&va, condition::AWAITING_APPROVAL).unwrap();
+    let (_, _, message) = condition(&state, condition::AWAITING_APPROVAL).unwrap();
     assert!(
         message.contains(&format!(
             "tailor.dev/approve-memory-decrease={}",
@@ -243,11 +255,9 @@ async fn resizes_live_holds_memory_cuts_for_approval_and_respects_policies() {
         })
         .await;
     assert_eq!(p.status.unwrap().qos_class.as_deref(), Some("Guaranteed"));
-    env.wait_va("db", "without pending approvals", |v| {
-        v.status
-            .as_ref()
-            .is_some_and(|s| s.pending_approvals.is_empty() && s.pending_approval_count == Some(0))
-            && condition(v, condition::AWAITING_APPROVAL).is_some_and(|c| c.0 == "False")
+    env.wait_state("db", "without pending approvals", |s| {
+        s.pending_approvals.is_empty()
+            && condition(s, condition::AWAITING_APPROVAL).is_some_and(|c| c.0 == "False")
     })
     .await;
 
@@ -261,14 +271,14 @@ async fn resizes_live_holds_memory_cuts_for_approval_and_respects_policies() {
         applied(p, "app", "requests", "memory", "400Mi")
     })
     .await;
-    let va = env
-        .wait_va("scaled", "reporting the HPA", |v| {
-            condition(v, condition::CONFIG_UNSUPPORTED)
+    let state = env
+        .wait_state("scaled", "reporting the HPA", |s| {
+            condition(s, condition::CONFIG_UNSUPPORTED)
                 .is_some_and(|c| c.0 == "True" && c.1 == "HpaConflict")
         })
         .await;
     assert!(
-        condition(&va, condition::CONFIG_UNSUPPORTED)
+        condition(&state, condition::CONFIG_UNSUPPORTED)
             .unwrap()
             .2
             .contains("scaled")
@@ -308,10 +318,9 @@ async fn resizes_live_holds_memory_cuts_for_approval_and_respects_policies() {
         Some(1),
         "an Off object's pod was resized"
     );
-    let va = env.vas().get("off").await.unwrap();
     assert!(
-        condition(&va, condition::AWAITING_APPROVAL).is_none(),
-        "the updater wrote an Off object's status"
+        condition(&env.state("off").await, condition::AWAITING_APPROVAL).is_none(),
+        "the updater wrote a record of an Off object"
     );
     let p = env.pods().get(&jvm[0]).await.unwrap();
     assert_eq!(
@@ -340,11 +349,9 @@ async fn resizes_live_holds_memory_cuts_for_approval_and_respects_policies() {
 
     // The resize records which approval it used, so an updater started later knows the
     // annotation was used: nothing is reported stale and nothing is patched again.
-    let va = env.vas().get("db").await.unwrap();
-    let record = va
-        .status
-        .as_ref()
-        .unwrap()
+    let record = env
+        .state("db")
+        .await
         .last_resizes
         .iter()
         .find(|r| r.pod == db[0] && r.containers.iter().any(|c| c.approval.is_some()))

@@ -125,8 +125,8 @@ current-context: test
     path
 }
 
-/// The writes `account` made to pods and VerticalAutoscalers (any subresource, any response),
-/// from the audit log: (resource/subresource, name, response code).
+/// The writes `account` made to pods, VerticalAutoscalers and ResizeStates (any subresource,
+/// any response), from the audit log: (resource/subresource, name, response code).
 fn writes(env: &Env, account: &str) -> Vec<(String, String, i64)> {
     let user = format!("system:serviceaccount:{}:{account}", env.ns);
     let text = std::fs::read_to_string(env.cp.audit_log()).unwrap_or_default();
@@ -134,7 +134,7 @@ fn writes(env: &Env, account: &str) -> Vec<(String, String, i64)> {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|e| e["stage"] == "ResponseComplete" && e["user"]["username"] == user.as_str())
         .filter(|e| {
-            ["pods", "verticalautoscalers"]
+            ["pods", "verticalautoscalers", "resizestates"]
                 .contains(&e["objectRef"]["resource"].as_str().unwrap_or(""))
         })
         .map(|e| {

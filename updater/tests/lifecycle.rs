@@ -97,19 +97,17 @@ async fn pods_deleted_before_or_during_their_resize_are_let_go() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The record of `during` says what happened, and nothing is left waiting for it.
-    let va = env
-        .wait_va("gone", "the deleted pod's resize recorded", |v| {
-            v.status.as_ref().is_some_and(|s| {
-                s.last_resizes
+    let state = env
+        .wait_state("gone", "the deleted pod's resize recorded", |s| {
+            s.last_resizes
+                .iter()
+                .any(|r| r.pod == during && r.outcome == ResizeOutcome::PodDeleted)
+                && s.last_resizes
                     .iter()
-                    .any(|r| r.pod == during && r.outcome == ResizeOutcome::PodDeleted)
-                    && s.last_resizes
-                        .iter()
-                        .any(|r| r.pod == kept && r.outcome == ResizeOutcome::Applied)
-            })
+                    .any(|r| r.pod == kept && r.outcome == ResizeOutcome::Applied)
         })
         .await;
-    let records = &va.status.as_ref().unwrap().last_resizes;
+    let records = &state.last_resizes;
     assert!(
         records.iter().all(|r| r.pod != before),
         "a resize of the pod deleted before its patch was recorded: {records:?}"

@@ -130,13 +130,13 @@ async fn deferred_resizes_complete_when_room_appears_and_infeasible_ones_wait_fo
         json!([{"containerName": "app", "target": {"cpu": "1", "memory": "256Mi"}}]),
     )
     .await;
-    let va = env
-        .wait_va("app", "ResizeDeferred", |v| {
-            condition(v, condition::RESIZE_DEFERRED).is_some_and(|c| c.0 == "True")
+    let state = env
+        .wait_state("app", "ResizeDeferred", |s| {
+            condition(s, condition::RESIZE_DEFERRED).is_some_and(|c| c.0 == "True")
         })
         .await;
     assert!(
-        condition(&va, condition::RESIZE_DEFERRED)
+        condition(&state, condition::RESIZE_DEFERRED)
             .unwrap()
             .2
             .contains("app-0")
@@ -152,8 +152,8 @@ async fn deferred_resizes_complete_when_room_appears_and_infeasible_ones_wait_fo
         applied(p, "app", "requests", "cpu", "1")
     })
     .await;
-    env.wait_va("app", "no longer deferred", |v| {
-        condition(v, condition::RESIZE_DEFERRED).is_some_and(|c| c.0 == "False")
+    env.wait_state("app", "no longer deferred", |s| {
+        condition(s, condition::RESIZE_DEFERRED).is_some_and(|c| c.0 == "False")
     })
     .await;
 
@@ -163,17 +163,17 @@ async fn deferred_resizes_complete_when_room_appears_and_infeasible_ones_wait_fo
         json!([{"containerName": "app", "target": {"cpu": "3", "memory": "256Mi"}}]),
     )
     .await;
-    let va = env
-        .wait_va("app", "ResizeInfeasible", |v| {
-            condition(v, condition::RESIZE_INFEASIBLE).is_some_and(|c| c.0 == "True")
+    let state = env
+        .wait_state("app", "ResizeInfeasible", |s| {
+            condition(s, condition::RESIZE_INFEASIBLE).is_some_and(|c| c.0 == "True")
         })
         .await;
     assert!(
-        condition(&va, condition::RESIZE_INFEASIBLE)
+        condition(&state, condition::RESIZE_INFEASIBLE)
             .unwrap()
             .2
             .contains("capacity"),
-        "{va:?}"
+        "{state:?}"
     );
     let note = env
         .wait_event("VerticalAutoscaler", "app", "ResizeInfeasible")
@@ -200,8 +200,8 @@ async fn deferred_resizes_complete_when_room_appears_and_infeasible_ones_wait_fo
         applied(p, "app", "requests", "cpu", "1500m")
     })
     .await;
-    env.wait_va("app", "no longer infeasible", |v| {
-        condition(v, condition::RESIZE_INFEASIBLE).is_some_and(|c| c.0 == "False")
+    env.wait_state("app", "no longer infeasible", |s| {
+        condition(s, condition::RESIZE_INFEASIBLE).is_some_and(|c| c.0 == "False")
     })
     .await;
     assert!(

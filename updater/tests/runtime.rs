@@ -7,9 +7,9 @@ mod common;
 use std::time::Duration;
 
 use serde_json::json;
-use tailor_crds::v1alpha1::{ResizeOutcome, condition};
+use tailor_crds::v1alpha1::ResizeOutcome;
 
-use common::{Env, applied, condition, container, spec_value};
+use common::{Env, applied, container, spec_value};
 
 #[tokio::test]
 async fn an_updater_killed_mid_resize_is_replaced_without_a_second_patch() {
@@ -72,12 +72,10 @@ async fn an_updater_killed_mid_resize_is_replaced_without_a_second_patch() {
         0.0
     );
     // The new process finishes the record the first one started.
-    env.wait_va("w", "recording the resize as Applied", |v| {
-        v.status.as_ref().is_some_and(|s| {
-            s.last_resizes
-                .first()
-                .is_some_and(|r| r.outcome == ResizeOutcome::Applied)
-        })
+    env.wait_state("w", "recording the resize as Applied", |s| {
+        s.last_resizes
+            .first()
+            .is_some_and(|r| r.outcome == ResizeOutcome::Applied)
     })
     .await;
 }
@@ -189,11 +187,9 @@ async fn dry_run_records_what_it_would_do_and_changes_nothing() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let p = env.pods().get(&pods[0]).await.unwrap();
     assert_eq!(p.metadata.generation, Some(1), "dry run resized the pod");
-    let va = env.vas().get("w").await.unwrap();
     assert!(
-        condition(&va, condition::AWAITING_APPROVAL).is_none(),
-        "dry run wrote status: {:?}",
-        va.status
+        env.states().get_opt("w").await.unwrap().is_none(),
+        "dry run wrote a ResizeState"
     );
     assert!(
         updater

@@ -9,7 +9,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use tailor_crds::v1alpha1::{ResizeOutcome, VerticalAutoscaler};
+use tailor_crds::resize_state::ResizeStateSpec;
+use tailor_crds::v1alpha1::ResizeOutcome;
 
 use common::{Env, applied, condition, container, spec_value};
 
@@ -99,12 +100,12 @@ async fn a_stale_or_foreign_recommendation_is_never_applied() {
         json!({"targetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "b"}}),
     )
     .await;
-    let va = env
-        .wait_va("v", "RecommendationStale", |v| {
-            condition(v, "RecommendationStale").is_some()
+    let state = env
+        .wait_state("v", "RecommendationStale", |s| {
+            condition(s, "RecommendationStale").is_some()
         })
         .await;
-    let (status, _, message) = condition(&va, "RecommendationStale").unwrap();
+    let (status, _, message) = condition(&state, "RecommendationStale").unwrap();
     assert_eq!(status, "True");
     assert!(message.contains("StatefulSet/a"), "{message}");
     stays(&env, &b, 4, "not resized with a's recommendation", |p| {
@@ -126,8 +127,8 @@ async fn a_stale_or_foreign_recommendation_is_never_applied() {
         applied(p, "app", "requests", "cpu", "600m")
     })
     .await;
-    env.wait_va("v", "no longer stale", |v| {
-        condition(v, "RecommendationStale").is_none()
+    env.wait_state("v", "no longer stale", |s| {
+        condition(s, "RecommendationStale").is_none()
     })
     .await;
     set_spec(
@@ -136,8 +137,8 @@ async fn a_stale_or_foreign_recommendation_is_never_applied() {
         json!({"resourcePolicy": {"containerPolicies": [{"containerName": "app", "heap": {"maxHeap": "1Gi"}}]}}),
     )
     .await;
-    env.wait_va("v", "stale after the spec change", |v| {
-        condition(v, "RecommendationStale").is_some_and(|c| c.2.contains("generation"))
+    env.wait_state("v", "stale after the spec change", |s| {
+        condition(s, "RecommendationStale").is_some_and(|c| c.2.contains("generation"))
     })
     .await;
     // The old recommendation, written again as a recommender that kept it would: not applied.
@@ -223,22 +224,18 @@ async fn switching_to_off_or_deleting_the_object_stops_patches_within_a_second()
     );
 }
 
-fn pending_ids(va: &VerticalAutoscaler) -> Vec<(String, Vec<String>, bool)> {
-    va.status
-        .as_ref()
-        .map(|s| {
-            s.pending_approvals
-                .iter()
-                .map(|p| {
-                    (
-                        p.id.clone(),
-                        p.pods.iter().map(|r| r.name.clone()).collect(),
-                        p.approved == Some(true),
-                    )
-                })
-                .collect()
+fn pending_ids(state: &ResizeStateSpec) -> Vec<(String, Vec<String>, bool)> {
+    state
+        .pending_approvals
+        .iter()
+        .map(|p| {
+            (
+                p.id.clone(),
+                p.pods.iter().map(|r| r.name.clone()).collect(),
+                p.approved == Some(true),
+            )
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 #[tokio::test]
@@ -258,10 +255,10 @@ async fn an_approval_covers_the_pods_it_was_given_for_and_nothing_after() {
         json!([{"containerName": "app", "target": {"cpu": "250m", "memory": "400Mi"}}]),
     )
     .await;
-    let va = env
-        .wait_va("m", "a pending approval", |v| !pending_ids(v).is_empty())
+    let state = env
+        .wait_state("m", "a pending approval", |s| !pending_ids(s).is_empty())
         .await;
-    let (id, covered, approved) = pending_ids(&va).remove(0);
+    let (id, covered, approved) = pending_ids(&state).remove(0);
     assert_eq!(covered, pods, "the approval names the pods it covers");
     assert!(!approved);
     env.annotate("m", "tailor.dev/approve-memory-decrease", &id)
@@ -272,7 +269,7 @@ async fn an_approval_covers_the_pods_it_was_given_for_and_nothing_after() {
         })
         .await;
     }
-    env.wait_va("m", "nothing pending", |v| pending_ids(v).is_empty())
+    env.wait_state("m", "nothing pending", |s| pending_ids(s).is_empty())
         .await;
 
     // A rollout brings a pod back at the template's 512Mi: the same cut, a new pod. The
@@ -304,12 +301,12 @@ async fn an_approval_covers_the_pods_it_was_given_for_and_nothing_after() {
         .unwrap();
     env.wait_pod(&pods[0], "Running and Ready", common::ready)
         .await;
-    let va = env
-        .wait_va("m", "a new pending approval", |v| {
-            !pending_ids(v).is_empty()
+    let state = env
+        .wait_state("m", "a new pending approval", |s| {
+            !pending_ids(s).is_empty()
         })
         .await;
-    let (new_id, covered, approved) = pending_ids(&va).remove(0);
+    let (new_id, covered, approved) = pending_ids(&state).remove(0);
     assert_ne!(new_id, id, "a later identical cut has a new id");
     assert_eq!(covered, [pods[0].clone()]);
     assert!(!approved);
@@ -345,23 +342,21 @@ async fn a_memory_decrease_the_kubelet_refuses_is_taken_back_once() {
         json!([{"containerName": "app", "target": {"cpu": "250m", "memory": "200Mi"}}]),
     )
     .await;
-    let va = env
-        .wait_va("r", "a pending approval", |v| !pending_ids(v).is_empty())
+    let state = env
+        .wait_state("r", "a pending approval", |s| !pending_ids(s).is_empty())
         .await;
-    let id = pending_ids(&va).remove(0).0;
+    let id = pending_ids(&state).remove(0).0;
     env.annotate("r", "tailor.dev/approve-memory-decrease", &id)
         .await;
     // The cut is sent, refused (usage above it), and taken back.
-    let va = env
-        .wait_va("r", "the resize Reverted", |v| {
-            v.status.as_ref().is_some_and(|s| {
-                s.last_resizes
-                    .first()
-                    .is_some_and(|r| r.outcome == ResizeOutcome::Reverted)
-            })
+    let mut state = env
+        .wait_state("r", "the resize Reverted", |s| {
+            s.last_resizes
+                .first()
+                .is_some_and(|r| r.outcome == ResizeOutcome::Reverted)
         })
         .await;
-    let record = va.status.unwrap().last_resizes.remove(0);
+    let record = state.last_resizes.remove(0);
     let usage = record.containers[0]
         .refused_usage
         .clone()
@@ -385,8 +380,7 @@ async fn a_memory_decrease_the_kubelet_refuses_is_taken_back_once() {
             && applied(p, "app", "limits", "memory", "512Mi")
     })
     .await;
-    let va = env.vas().get("r").await.unwrap();
-    let pending = pending_ids(&va);
+    let pending = pending_ids(&env.state("r").await);
     assert!(
         pending.iter().all(|(i, _, approved)| *i != id && !approved),
         "{pending:?}"
@@ -485,16 +479,16 @@ async fn one_autoscaler_acts_on_a_workload() {
         .await;
     }
     let second = env
-        .wait_va("second", "AutoscalerConflict", |v| {
-            condition(v, "AutoscalerConflict").is_some()
+        .wait_state("second", "AutoscalerConflict", |s| {
+            condition(s, "AutoscalerConflict").is_some()
         })
         .await;
     let (status, reason, message) = condition(&second, "AutoscalerConflict").unwrap();
     assert_eq!((status, reason), ("True", "AnotherAutoscaler"));
     assert!(message.contains("VerticalAutoscaler/first"), "{message}");
     let beside = env
-        .wait_va("beside-vpa", "AutoscalerConflict", |v| {
-            condition(v, "AutoscalerConflict").is_some()
+        .wait_state("beside-vpa", "AutoscalerConflict", |s| {
+            condition(s, "AutoscalerConflict").is_some()
         })
         .await;
     let message = condition(&beside, "AutoscalerConflict").unwrap().2;
@@ -502,7 +496,7 @@ async fn one_autoscaler_acts_on_a_workload() {
         message.contains("VerticalPodAutoscaler/upstream"),
         "{message}"
     );
-    assert!(condition(&env.vas().get("first").await.unwrap(), "AutoscalerConflict").is_none());
+    assert!(condition(&env.state("first").await, "AutoscalerConflict").is_none());
     stays(&env, &w, 3, "never at the younger object's 900m", |p| {
         spec_value(p, "app", "requests", "cpu").as_deref() == Some("700m")
     })

@@ -1,6 +1,6 @@
-//! The actuator: watches VerticalAutoscalers, pods, ReplicaSets, Jobs, HPAs (and upstream
-//! VerticalPodAutoscalers where their CRD is installed), and reconciles each `InPlace` object
-//! in five named steps:
+//! The actuator: watches VerticalAutoscalers, its own ResizeStates, pods, ReplicaSets, Jobs,
+//! HPAs (and upstream VerticalPodAutoscalers where their CRD is installed), and reconciles each
+//! `InPlace` object in five named steps:
 //!
 //! 1. [`observe`]: read the object, its pods and what bears on them from the watch caches;
 //!    decide whether the updater may act at all (mode, a current recommendation, one owner per
@@ -12,13 +12,14 @@
 //! 4. [`act`]: patch the `resize` subresource, re-checking before each patch that the object
 //!    still asks for it and, for a memory decrease that restarts a container, that the
 //!    container uses less than the new limit ([`usage`]); take back refused memory decreases.
-//! 5. [`record`]: write the updater's part of the status (pending approvals, conditions, last
-//!    resizes) with server-side apply, and Events.
+//! 5. [`record`]: write the updater's record of the object (pending approvals, conditions,
+//!    last resizes) to its `ResizeState` with server-side apply, and Events. The updater never
+//!    writes the object's status: the recommender alone may (it mirrors the ResizeState there).
 //!
 //! Nothing here decides what to resize: that is the planner's. Everything the updater needs
 //! after a restart is in the cluster (pod specs hold what was asked, pod status what was done,
-//! the object's status the pending approvals and the last resizes), so a restarted updater
-//! plans from the pods' specs and never patches the same resize twice.
+//! the ResizeStates the pending approvals and the last resizes), so a restarted updater plans
+//! from the pods' specs and never patches the same resize twice.
 
 mod act;
 mod events;
@@ -35,13 +36,12 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::DynamicObject;
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
-use tailor_crds::v1alpha1::{
-    PendingApproval, ResizeRecord, ResourceName, VerticalAutoscaler, condition,
-};
+use tailor_crds::resize_state::{ResizeState, ResizeStateSpec};
+use tailor_crds::v1alpha1::{ResourceName, VerticalAutoscaler};
 use tailor_runtime::workload::Owners;
 
 use crate::metrics::Metrics;
@@ -51,10 +51,10 @@ use crate::plan::{self, PodInput, PodPlan};
 pub use usage::UsageSource;
 pub use watch::run;
 
-/// The field manager of the updater's status writes and resize patches.
+/// The field manager of the updater's ResizeState writes and resize patches.
 pub const FIELD_MANAGER: &str = "tailor-updater";
 
-/// How many resize records `status.lastResizes` keeps.
+/// How many resize records `lastResizes` keeps.
 const LAST_RESIZES: usize = 10;
 
 /// Updater settings.
@@ -124,31 +124,9 @@ struct Memory {
     dry_run: HashMap<String, String>,
     /// When an unfinished resize state was first seen, for pods whose condition has no time.
     first_seen: HashMap<(Key, String, &'static str), i64>,
-    /// The updater's part of each object's status as last written. It is the truth for those
-    /// fields (only the updater writes them), and the watch cache may not show it yet.
-    written: HashMap<Key, Written>,
-}
-
-/// The updater-owned status fields of one object, as written.
-#[derive(Clone, Debug)]
-struct Written {
-    uid: String,
-    pending: Vec<PendingApproval>,
-    conditions: Vec<Condition>,
-    records: Vec<ResizeRecord>,
-}
-
-/// Whether the updater owns this condition.
-fn updater_condition(c: &Condition) -> bool {
-    [
-        condition::RESIZE_DEFERRED,
-        condition::RESIZE_INFEASIBLE,
-        condition::AWAITING_APPROVAL,
-        condition::RECOMMENDATION_STALE,
-        condition::AUTOSCALER_CONFLICT,
-    ]
-    .contains(&c.type_.as_str())
-        || (c.type_ == condition::CONFIG_UNSUPPORTED && c.reason == "HpaConflict")
+    /// Each object's ResizeState as last written. It is the truth for those fields (only the
+    /// updater writes them), and the watch cache may not show it yet.
+    written: HashMap<Key, ResizeStateSpec>,
 }
 
 /// Everything a reconcile needs.
@@ -158,6 +136,8 @@ pub struct Context {
     options: Options,
     metrics: Arc<Metrics>,
     vas: Store<VerticalAutoscaler>,
+    /// The updater's own records, one per object it has something to say about.
+    states: Store<ResizeState>,
     pods: Store<Pod>,
     owners: Owners,
     hpas: Store<HorizontalPodAutoscaler>,

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::core::DynamicObject;
 use kube::runtime::reflector::ObjectRef;
+use tailor_crds::resize_state::{ResizeState, ResizeStateSpec, updater_condition};
 use tailor_crds::v1alpha1::{
     APPROVE_MEMORY_DECREASE_ANNOTATION, ContainerRecommendation, HpaConflict, Recommendation,
     ResizeOutcome, ResourceName, SUPPORTED_TARGETS, UpdateMode, VerticalAutoscaler,
@@ -17,7 +18,7 @@ use tailor_crds::v1alpha1::{
 use tailor_runtime::workload::controller_of;
 
 use super::events::Kind;
-use super::{Context, Key, object_ref, uid_of, updater_condition};
+use super::{Context, Key, object_ref, uid_of};
 use crate::plan::approval::{self, Grant};
 use crate::plan::guard::{self, Claimant, Snapshot};
 
@@ -43,7 +44,7 @@ pub(super) struct Idle {
 pub(super) struct Workload {
     pub key: Key,
     pub va: Arc<VerticalAutoscaler>,
-    /// The status, with the updater's own fields as it last wrote them.
+    /// The status, with the updater's own fields as it last wrote them (see [`merged_status`]).
     pub status: VerticalAutoscalerStatus,
     pub recommendation: Vec<ContainerRecommendation>,
     pub pods: Vec<Arc<Pod>>,
@@ -112,22 +113,43 @@ pub(super) fn forget(ctx: &Context, key: &Key) {
     memory.first_seen.retain(|(k, _, _), _| k != key);
 }
 
-/// The object's status with the updater's own fields as it last wrote them.
-fn merged_status(ctx: &Context, key: &Key, va: &VerticalAutoscaler) -> VerticalAutoscalerStatus {
+/// The object's status with the updater's own fields (pending approvals, last resizes, its
+/// conditions) taken, of the records of this object's uid, from the first there is of:
+///
+/// 1. what this process last wrote (the watch cache may not show it yet);
+/// 2. the object's ResizeState in the watch cache;
+/// 3. the object's status as it is: mirrored from a ResizeState since deleted, or written by
+///    an updater from before ResizeStates (its first write moves them to a ResizeState).
+///
+/// Only the recommendation is ever taken from the status the recommender writes. Pure.
+fn merged_status(
+    va: &VerticalAutoscaler,
+    written: Option<&ResizeStateSpec>,
+    state: Option<&ResizeState>,
+) -> VerticalAutoscalerStatus {
     let mut status = va.status.clone().unwrap_or_default();
-    let written = ctx
-        .memory()
-        .written
-        .get(key)
-        .filter(|w| va.metadata.uid.as_deref() == Some(w.uid.as_str()))
-        .cloned();
-    if let Some(w) = written {
-        status.pending_approvals = w.pending;
-        status.last_resizes = w.records;
+    let uid = uid_of(va);
+    let mine = written
+        .filter(|w| w.vertical_autoscaler_uid == uid)
+        .or_else(|| {
+            state
+                .map(|s| &s.spec)
+                .filter(|s| s.vertical_autoscaler_uid == uid)
+        });
+    if let Some(mine) = mine {
+        status.pending_approvals = mine.pending_approvals.clone();
+        status.last_resizes = mine.last_resizes.clone();
         status.conditions.retain(|c| !updater_condition(c));
-        status.conditions.extend(w.conditions);
+        status.conditions.extend(mine.conditions.iter().cloned());
     }
     status
+}
+
+/// [`merged_status`] from this process's memory and the ResizeState cache.
+fn current_status(ctx: &Context, key: &Key, va: &VerticalAutoscaler) -> VerticalAutoscalerStatus {
+    let written = ctx.memory().written.get(key).cloned();
+    let state = ctx.states.get(&ObjectRef::new(&key.1).within(&key.0));
+    merged_status(va, written.as_ref(), state.as_deref())
 }
 
 /// Step 1.
@@ -135,7 +157,7 @@ pub(super) fn observe(ctx: &Context, key: &Key) -> Observed {
     let Some(va) = ctx.vas.get(&ObjectRef::new(&key.1).within(&key.0)) else {
         return Observed::Gone;
     };
-    let status = merged_status(ctx, key, &va);
+    let status = current_status(ctx, key, &va);
     let idle = |status: VerticalAutoscalerStatus, conditions| {
         let (ns, name) = key;
         ctx.metrics.pending(ns, name, 0);
@@ -351,4 +373,79 @@ fn vpa_target(vpa: &DynamicObject) -> Option<(String, String)> {
         t.get("kind")?.as_str()?.to_owned(),
         t.get("name")?.as_str()?.to_owned(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+    use tailor_crds::resize_state::{ResizeState, ResizeStateSpec};
+    use tailor_crds::v1alpha1::{Recommendation, VerticalAutoscaler, VerticalAutoscalerStatus};
+
+    use super::merged_status;
+
+    fn cond(type_: &str, reason: &str) -> Condition {
+        serde_json::from_value(serde_json::json!({"type": type_, "status": "True",
+            "reason": reason, "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}))
+        .unwrap()
+    }
+
+    /// An object of uid `u1` whose status holds a recommendation, the recommender's condition,
+    /// and updater fields as an older updater (or the mirror) left them.
+    fn va() -> VerticalAutoscaler {
+        let mut va: VerticalAutoscaler = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tailor.dev/v1alpha1", "kind": "VerticalAutoscaler",
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u1"},
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}},
+        }))
+        .unwrap();
+        va.status = Some(VerticalAutoscalerStatus {
+            recommendation: Some(Recommendation::default()),
+            conditions: vec![
+                cond("RecommendationProvided", "Computed"),
+                cond("AwaitingApproval", "FromStatus"),
+            ],
+            ..Default::default()
+        });
+        va
+    }
+
+    fn spec(uid: &str, reason: &str) -> ResizeStateSpec {
+        ResizeStateSpec {
+            vertical_autoscaler_uid: uid.into(),
+            conditions: vec![cond("ResizeDeferred", reason)],
+            ..Default::default()
+        }
+    }
+
+    fn reasons(status: &VerticalAutoscalerStatus) -> Vec<&str> {
+        status
+            .conditions
+            .iter()
+            .map(|c| c.reason.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn the_updaters_fields_come_from_what_it_wrote_then_its_resize_state_then_the_status() {
+        let va = va();
+        let state = ResizeState::new("web", spec("u1", "FromState"));
+        let written = spec("u1", "Written");
+        let merged = merged_status(&va, Some(&written), Some(&state));
+        assert_eq!(reasons(&merged), ["Computed", "Written"]);
+        let merged = merged_status(&va, None, Some(&state));
+        assert_eq!(reasons(&merged), ["Computed", "FromState"]);
+        let merged = merged_status(&va, None, None);
+        assert_eq!(reasons(&merged), ["Computed", "FromStatus"]);
+        // The recommendation is always the status's.
+        assert_eq!(merged.recommendation, Some(Recommendation::default()));
+    }
+
+    #[test]
+    fn records_of_another_uid_are_ignored() {
+        let va = va();
+        let state = ResizeState::new("web", spec("u0", "FromState"));
+        let written = spec("u0", "Written");
+        let merged = merged_status(&va, Some(&written), Some(&state));
+        assert_eq!(reasons(&merged), ["Computed", "FromStatus"]);
+    }
 }

@@ -1,12 +1,15 @@
-//! Step 5, record: the updater's part of the status (pending approvals, its conditions, the
-//! last resizes), written with server-side apply only when it changed, and the metrics of
-//! held decreases.
+//! Step 5, record: the updater's record of the object (pending approvals, its conditions, the
+//! last resizes), written to its ResizeState with server-side apply only when it changed, and
+//! the metrics of held decreases. The object's status is the recommender's: it mirrors the
+//! ResizeState there.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tailor_crds::quantity::format_memory_bytes;
+use tailor_crds::resize_state::{
+    HPA_CONFLICT_REASON, ResizeState, ResizeStateSpec, updater_condition,
+};
 use tailor_crds::v1alpha1::{
     APPROVE_MEMORY_DECREASE_ANNOTATION, PendingApproval, ResizeRecord, ResourceName,
     VerticalAutoscaler, VerticalAutoscalerStatus, condition,
@@ -16,7 +19,7 @@ use super::act::Acted;
 use super::events::truncate;
 use super::follow::Followed;
 use super::observe::{Idle, Workload};
-use super::{Context, LAST_RESIZES, Planned, Written, now, uid_of, updater_condition, va_key};
+use super::{Context, LAST_RESIZES, Planned, now, uid_of, va_key};
 use crate::metrics::HeldDecrease;
 use crate::plan::approval::{self, Pending};
 
@@ -174,7 +177,7 @@ fn hpa_condition(w: &Workload) -> Option<Cond> {
     Some(cond(
         condition::CONFIG_UNSUPPORTED,
         true,
-        "HpaConflict",
+        HPA_CONFLICT_REASON,
         format!(
             "HorizontalPodAutoscaler {} scales {}/{} on {}: tailor leaves {} alone (set updatePolicy.hpaConflict: Resize to resize it anyway)",
             w.hpa_names.join(", "),
@@ -220,18 +223,30 @@ fn same_conditions(status: &VerticalAutoscalerStatus, conditions: &[Cond]) -> bo
         })
 }
 
-/// Applies the updater's part of the status. Fields it leaves out are dropped from what it
-/// owns; the recommender's fields are untouched.
-async fn write(
-    ctx: &Context,
+/// The ResizeState holding `spec`: named as the object, owned by it (garbage-collected with
+/// it). Pure.
+fn resize_state(va: &VerticalAutoscaler, spec: ResizeStateSpec) -> ResizeState {
+    let mut state = ResizeState::new(&va.name_any(), spec);
+    state.metadata.namespace = va.namespace();
+    state.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: VerticalAutoscaler::api_version(&()).into_owned(),
+        kind: VerticalAutoscaler::kind(&()).into_owned(),
+        name: va.name_any(),
+        uid: uid_of(va),
+        controller: Some(true),
+        block_owner_deletion: None,
+    }]);
+    state
+}
+
+/// The conditions as written: a condition keeps its transition time while its status stays.
+fn conditions_at(
     va: &VerticalAutoscaler,
     previous: &VerticalAutoscalerStatus,
-    pending: Vec<PendingApproval>,
     conditions: Vec<Cond>,
-    records: Vec<ResizeRecord>,
-) {
+) -> Vec<Condition> {
     let stamp = now();
-    let conditions: Vec<Condition> = conditions
+    conditions
         .into_iter()
         .map(|(type_, status_, reason, message)| Condition {
             last_transition_time: previous
@@ -245,21 +260,27 @@ async fn write(
             message: truncate(&message, 32_000),
             observed_generation: va.metadata.generation,
         })
-        .collect();
-    let count = i32::try_from(pending.len()).unwrap_or(i32::MAX);
-    let status = VerticalAutoscalerStatus {
-        pending_approval_count: Some(count),
+        .collect()
+}
+
+/// Applies the updater's record of the object to its ResizeState (created if absent). Fields
+/// it leaves out are dropped; nothing else writes a ResizeState.
+async fn write(
+    ctx: &Context,
+    va: &VerticalAutoscaler,
+    previous: &VerticalAutoscalerStatus,
+    pending: Vec<PendingApproval>,
+    conditions: Vec<Cond>,
+    records: Vec<ResizeRecord>,
+) {
+    let spec = ResizeStateSpec {
+        vertical_autoscaler_uid: uid_of(va),
         pending_approvals: pending,
-        conditions,
+        conditions: conditions_at(va, previous, conditions),
         last_resizes: records,
-        ..Default::default()
     };
-    let patch = json!({
-        "apiVersion": VerticalAutoscaler::api_version(&()),
-        "kind": VerticalAutoscaler::kind(&()),
-        "status": status,
-    });
-    let api: Api<VerticalAutoscaler> =
+    let state = resize_state(va, spec.clone());
+    let api: Api<ResizeState> =
         Api::namespaced(ctx.client.clone(), &va.namespace().unwrap_or_default());
     if !ctx.options.fence.holds() {
         ctx.metrics.request("fenced");
@@ -267,26 +288,49 @@ async fn write(
     }
     ctx.metrics.request("status");
     match api
-        .patch_status(
+        .patch(
             &va.name_any(),
             &PatchParams::apply(super::FIELD_MANAGER).force(),
-            &Patch::Apply(patch),
+            &Patch::Apply(&state),
         )
         .await
     {
         Ok(_) => {
-            ctx.memory().written.insert(
-                va_key(va),
-                Written {
-                    uid: uid_of(va),
-                    pending: status.pending_approvals,
-                    conditions: status.conditions,
-                    records: status.last_resizes,
-                },
-            );
+            ctx.memory().written.insert(va_key(va), spec);
         }
         Err(e) => {
-            tracing::warn!(va = %format!("{}/{}", va.namespace().unwrap_or_default(), va.name_any()), error = %e, "status not written")
+            tracing::warn!(va = %format!("{}/{}", va.namespace().unwrap_or_default(), va.name_any()), error = %e, "ResizeState not written")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tailor_crds::resize_state::ResizeStateSpec;
+    use tailor_crds::v1alpha1::VerticalAutoscaler;
+
+    #[test]
+    fn a_resize_state_is_named_and_owned_as_its_object() {
+        let va: VerticalAutoscaler = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tailor.dev/v1alpha1", "kind": "VerticalAutoscaler",
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u1"},
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}},
+        }))
+        .unwrap();
+        let spec = ResizeStateSpec {
+            vertical_autoscaler_uid: "u1".into(),
+            ..Default::default()
+        };
+        let state = serde_json::to_value(super::resize_state(&va, spec)).unwrap();
+        assert_eq!(
+            state,
+            serde_json::json!({
+                "apiVersion": "tailor.dev/v1alpha1", "kind": "ResizeState",
+                "metadata": {"name": "web", "namespace": "shop", "ownerReferences": [{
+                    "apiVersion": "tailor.dev/v1alpha1", "kind": "VerticalAutoscaler",
+                    "name": "web", "uid": "u1", "controller": true}]},
+                "spec": {"verticalAutoscalerUid": "u1"},
+            })
+        );
     }
 }

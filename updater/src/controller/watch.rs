@@ -12,6 +12,7 @@ use kube::api::Api;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
+use tailor_crds::resize_state::ResizeState;
 use tailor_crds::v1alpha1::VerticalAutoscaler;
 use tailor_runtime::workload::Owners;
 use tokio::sync::mpsc;
@@ -66,6 +67,8 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
     let (hpas, hpa_stream) =
         tailor_runtime::cache(Api::<HorizontalPodAutoscaler>::all(client.clone()));
     let vpas = vpa_cache(&client).await;
+    // Its own records: where it left off (the pending approvals, the resizes it follows).
+    let (states, state_stream) = tailor_runtime::cache(Api::<ResizeState>::all(client.clone()));
     let (va_store, va_writer) = reflector::store::<VerticalAutoscaler>();
     let (events, event_sender) = events::Events::new(
         client.clone(),
@@ -78,6 +81,7 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
         options,
         metrics,
         vas: va_store,
+        states,
         pods: pod_store,
         owners: Owners { replicasets, jobs },
         hpas,
@@ -88,7 +92,9 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
     });
     let (queue, work) = mpsc::unbounded_channel::<Key>();
 
-    tracing::info!("starting watches of VerticalAutoscalers, pods, ReplicaSets, Jobs and HPAs");
+    tracing::info!(
+        "starting watches of VerticalAutoscalers, ResizeStates, pods, ReplicaSets, Jobs and HPAs"
+    );
     // A VerticalAutoscaler changes: its spec, its recommendation, its approval annotation.
     let va_queue = queue.clone();
     let va_stream = reflector::reflector(
@@ -151,6 +157,7 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
         tasks.spawn(vpa_stream);
     }
     tasks.spawn(va_stream);
+    tasks.spawn(state_stream);
     tasks.spawn(timer);
     tasks.spawn(worker);
     while tasks.join_next().await.is_some() {}
@@ -181,7 +188,8 @@ async fn work_loop(ctx: Arc<Context>, work: mpsc::UnboundedReceiver<Key>) {
         ctx.owners.replicasets.wait_until_ready(),
         ctx.owners.jobs.wait_until_ready(),
         ctx.hpas.wait_until_ready(),
-        ctx.vas.wait_until_ready()
+        ctx.vas.wait_until_ready(),
+        ctx.states.wait_until_ready()
     );
     if let Some(vpas) = &ctx.vpas {
         let _ = vpas.wait_until_ready().await;

@@ -1,6 +1,7 @@
 //! What the updater's end-to-end tests share: a real API server, the node simulator, workloads
 //! whose pods the simulator runs, VerticalAutoscalers whose recommendation the test writes (as
-//! the recommender would), and the `tailor-updater` binary as a process.
+//! the recommender would), the updater's records (its ResizeStates: no recommender runs here to
+//! mirror them into the status), and the `tailor-updater` binary as a process.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)] // tests may panic
 
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
+use tailor_crds::resize_state::{ResizeState, ResizeStateSpec};
 use tailor_crds::v1alpha1::VerticalAutoscaler;
 use tailor_e2e::ControlPlane;
 use tailor_e2e::process::ServerProcess;
@@ -255,6 +257,63 @@ impl Env {
             )
             .await
             .unwrap();
+    }
+
+    /// The updater's records (ResizeStates).
+    pub fn states(&self) -> Api<ResizeState> {
+        Api::namespaced(self.cp.client(), &self.ns)
+    }
+
+    /// The updater's record of `va` (its ResizeState, which must belong to the object of that
+    /// name now), or an empty one when it has written none.
+    pub async fn state(&self, va: &str) -> ResizeStateSpec {
+        let Some(state) = self.states().get_opt(va).await.unwrap() else {
+            return ResizeStateSpec::default();
+        };
+        let object = self.vas().get_opt(va).await.unwrap();
+        if let Some(object) = object {
+            assert_eq!(
+                object.metadata.uid.as_deref(),
+                Some(state.spec.vertical_autoscaler_uid.as_str()),
+                "the ResizeState {va} belongs to another object"
+            );
+            let owner = &state.metadata.owner_references.as_ref().unwrap()[0];
+            assert_eq!(
+                (
+                    owner.kind.as_str(),
+                    Some(owner.uid.as_str()),
+                    owner.controller
+                ),
+                (
+                    "VerticalAutoscaler",
+                    object.metadata.uid.as_deref(),
+                    Some(true)
+                ),
+                "the ResizeState {va} is owned by its object"
+            );
+        }
+        state.spec
+    }
+
+    /// Waits until the updater's record of `va` satisfies `check`.
+    pub async fn wait_state(
+        &self,
+        va: &str,
+        what: &str,
+        check: impl Fn(&ResizeStateSpec) -> bool,
+    ) -> ResizeStateSpec {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let s = self.state(va).await;
+            if check(&s) {
+                return s;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{va}: not {what}: {s:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     pub async fn wait_pod(&self, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
@@ -523,12 +582,12 @@ pub fn applied(p: &Pod, container: &str, kind: &str, resource: &str, value: &str
         && actual(p, container, kind, resource).as_deref() == Some(value)
 }
 
+/// The updater's condition `type_` in its record: (status, reason, message).
 pub fn condition<'a>(
-    va: &'a VerticalAutoscaler,
+    state: &'a ResizeStateSpec,
     type_: &str,
 ) -> Option<(&'a str, &'a str, &'a str)> {
-    va.status
-        .as_ref()?
+    state
         .conditions
         .iter()
         .find(|c| c.type_ == type_)
