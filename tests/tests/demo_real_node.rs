@@ -7,7 +7,7 @@
 //! Needs the real node (root, `make test-deps`); `TAILOR_REAL_NODE=skip` skips it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-use std::process::Command;
+mod common;
 
 use tailor_e2e::real_node::{self, Requirement};
 
@@ -56,20 +56,7 @@ fn demo_on_a_real_node_reaches_the_expected_outcome() {
         eprintln!("real-node tests skipped ({}=skip)", real_node::SWITCH);
         return;
     }
-    let bins = tailor_e2e::cargo::build_tailor_binaries().unwrap();
-    let dir = bins["tailor-recommender"].parent().unwrap().to_path_buf();
-    let out = Command::new(env!("CARGO_BIN_EXE_tailor-demo"))
-        .args(["--real-node", "--ci", "--timeout", "150"])
-        .env("TAILOR_BIN_DIR", &dir)
-        .output()
-        .expect("tailor-demo runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "tailor-demo --real-node --ci failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
+    let (stdout, stderr) = common::run_demo(&["--real-node", "--ci", "--timeout", "150"]);
     for line in [
         "scaled by 0.05",
         "(HeapHint)",

@@ -711,11 +711,31 @@ async fn prometheus_scrapes_metrics_that_match_the_simulated_usage() {
     })
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+    let sel = format!("namespace=\"{ns}\",pod=\"steady\",container=\"app\"");
+    // Both endpoints scraped (a loaded machine can miss the first scrapes).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let now = loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let mut scraped = true;
+        for metric in [
+            "container_memory_working_set_bytes",
+            "kube_pod_container_status_restarts_total",
+        ] {
+            let found = prom.query(&format!("{metric}{{{sel}}}"), now).await;
+            scraped &= found.is_ok_and(|r| r.len() == 1);
+        }
+        if scraped {
+            break now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Prometheus did not scrape the simulator"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let one = |q: &str| {
         let prom = &prom;
         let q = q.to_owned();
@@ -725,7 +745,6 @@ async fn prometheus_scrapes_metrics_that_match_the_simulated_usage() {
             r[0].value.1.parse::<f64>().unwrap()
         }
     };
-    let sel = format!("namespace=\"{ns}\",pod=\"steady\",container=\"app\"");
     // Exact for gauges the model holds constant.
     assert_eq!(
         one(&format!("container_memory_working_set_bytes{{{sel}}}")).await,

@@ -102,6 +102,16 @@ fn clamp(value: i64, min: Option<i64>, max: Option<i64>) -> i64 {
     max.map_or(v, |m| v.min(m))
 }
 
+/// Whether a running container is resized, or a new one sized at creation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// A running container: `minChange` and the memory-decrease route apply.
+    Resize,
+    /// A container not started yet: the target goes as it is (nothing runs to disturb), and
+    /// memory never below the floor.
+    Admission,
+}
+
 /// What a container's planning needs.
 struct Cx<'a> {
     input: &'a PodInput<'a>,
@@ -109,11 +119,12 @@ struct Cx<'a> {
     policy: &'a ContainerPolicy,
     rec: &'a ContainerRecommendation,
     name: &'a str,
+    mode: Mode,
 }
 
 /// Plans one container into `new` (a copy of `cur`), adding its change, if any, to `plan`.
 pub(super) fn plan_container(
-    input: &PodInput<'_>,
+    (input, mode): (&PodInput<'_>, Mode),
     qos: Qos,
     container: &Container,
     cur: &ContainerResources,
@@ -149,11 +160,15 @@ pub(super) fn plan_container(
         policy: &policy,
         rec,
         name,
+        mode,
     };
     for resource in sized {
         plan_resource(&cx, resource, cur, new, plan);
     }
-    let approval = route_memory(&cx, container, cur, new, plan);
+    let approval = match mode {
+        Mode::Resize => route_memory(&cx, container, cur, new, plan),
+        Mode::Admission => None,
+    };
     if new != cur {
         let mut change = ContainerChange {
             container: name.to_owned(),
@@ -226,11 +241,16 @@ fn plan_resource(
         let message = format!("the recommendation has no {what} target");
         return decline(plan, DeclineReason::MissingTarget, message);
     };
-    let target = clamp(target, w.min, w.max);
-    let min_change = match resource {
-        ResourceName::Cpu => cx.input.spec.update_policy.min_change.cpu,
-        ResourceName::Memory => cx.input.spec.update_policy.min_change.memory,
+    let mut target = clamp(target, w.min, w.max);
+    let min_change = match (cx.mode, resource) {
+        (Mode::Admission, _) => 0.0,
+        (Mode::Resize, ResourceName::Cpu) => cx.input.spec.update_policy.min_change.cpu,
+        (Mode::Resize, ResourceName::Memory) => cx.input.spec.update_policy.min_change.memory,
     };
+    if cx.mode == Mode::Admission && resource == ResourceName::Memory {
+        // A new process: never below the floor, even when maxAllowed is lower.
+        target = target.max(w.floor.unwrap_or(0));
+    }
     let cur_req = cur.requests.get(resource);
     match decide(resource, cur_req, target, cx.rec, min_change, w.floor) {
         Ok(Ok(want)) => apply(cx, resource, want, &w, cur, new, plan),

@@ -14,6 +14,8 @@
 //! - [`declined`]: every reason a change is declined ([`PodPlan::declined`]), and what is not
 //!   a decline.
 //! - [`approval`]: approval ids and the workload's pending approvals.
+//! - [`admission`]: sizing a pod at its creation (the same rules, without `minChange` or the
+//!   memory-decrease route: nothing runs yet).
 //! - [`workload`]: which of a workload's planned resizes go now (restart pacing, Infeasible).
 //! - [`refused`]: a memory decrease the kubelet refused, and taking it back.
 //! - [`guard`]: when the updater may act at all (a current recommendation, one owner per
@@ -22,6 +24,7 @@
 //! - [`hpa`]: which resources an HPA scales the workload on.
 //! - [`resources`]: reading a pod's resources, QoS class and resize state.
 
+pub mod admission;
 pub mod approval;
 mod container;
 pub mod declined;
@@ -39,7 +42,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use tailor_crds::v1alpha1::{ContainerRecommendation, ResourceName, VerticalAutoscalerSpec};
 
-use container::plan_container;
+use container::{Mode, plan_container};
 pub use declined::{DeclineReason, Declined};
 use memory::Approved;
 use resources::{Amounts, ContainerResources, Qos, ResizeStatus};
@@ -208,10 +211,6 @@ fn readable(pod: &Pod) -> Result<Readable<'_>, Box<PodPlan>> {
     if phase != "Running" {
         return Err(Box::new(PodPlan::skipped(Skip::NotRunning(phase))));
     }
-    let Some(spec) = pod.spec.as_ref() else {
-        // Never from the API server (a pod always has a spec); nothing to name a container by.
-        return Err(Box::new(PodPlan::skipped(Skip::Invalid("no spec".into()))));
-    };
     let resize = ResizeStatus::of(pod);
     if !resize.synced {
         return Err(Box::new(PodPlan::skipped(Skip::NotSynced)));
@@ -219,6 +218,15 @@ fn readable(pod: &Pod) -> Result<Readable<'_>, Box<PodPlan>> {
     if resize.in_progress.is_some() {
         return Err(Box::new(PodPlan::skipped(Skip::InProgress)));
     }
+    read_resources(pod)
+}
+
+/// The pod's resources and QoS class, or the plan that declines an unreadable one.
+fn read_resources(pod: &Pod) -> Result<Readable<'_>, Box<PodPlan>> {
+    let Some(spec) = pod.spec.as_ref() else {
+        // Never from the API server (a pod always has a spec); nothing to name a container by.
+        return Err(Box::new(PodPlan::skipped(Skip::Invalid("no spec".into()))));
+    };
     let mut unreadable = Vec::new();
     let mut read = |c: &Container| {
         ContainerResources::read(c.resources.as_ref()).unwrap_or_else(|e| {
@@ -259,6 +267,11 @@ pub fn plan_pod(input: &PodInput<'_>) -> PodPlan {
         Ok(pod) => pod,
         Err(plan) => return *plan,
     };
+    plan_containers(input, Mode::Resize, &pod)
+}
+
+/// Plans every container of a readable pod, keeping its QoS class.
+fn plan_containers(input: &PodInput<'_>, mode: Mode, pod: &Readable<'_>) -> PodPlan {
     if pod.qos == Qos::BestEffort {
         return best_effort(input, pod.spec);
     }
@@ -266,12 +279,12 @@ pub fn plan_pod(input: &PodInput<'_>) -> PodPlan {
     let mut planned = pod.current.clone();
     let containers = pod.spec.containers.iter().zip(&pod.current);
     for ((container, cur), new) in containers.zip(planned.iter_mut()) {
-        plan_container(input, pod.qos, container, cur, new, &mut plan);
+        plan_container((input, mode), pod.qos, container, cur, new, &mut plan);
     }
     plan.declined
         .extend(declined::missing_containers(input, pod.spec));
     if !plan.changes.is_empty() && resources::qos(planned.iter().chain(&pod.init)) != pod.qos {
-        return qos_change(plan, &pod, &planned);
+        return qos_change(plan, pod, &planned);
     }
     plan
 }

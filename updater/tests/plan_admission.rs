@@ -1,0 +1,183 @@
+//! Sizing a pod at its creation (`plan::admission`): the resize rules without `minChange` or
+//! the memory-decrease route, memory never below the floor, on pods built in memory.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod plan_support;
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::Pod;
+use plan_support::*;
+use serde_json::{Value, json};
+use tailor_crds::v1alpha1::{ContainerRecommendation, ResourceName, VerticalAutoscalerSpec};
+use tailor_updater::plan::admission::size;
+use tailor_updater::plan::resources::{Qos, qos};
+use tailor_updater::plan::{DeclineReason, PodInput, PodPlan, Skip};
+
+/// A pod as submitted: no status.
+fn new_pod(containers: Value) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"generateName": "w-", "namespace": "ns"},
+        "spec": {"containers": containers},
+    }))
+    .unwrap()
+}
+
+fn sized(pod: &Pod, spec: &VerticalAutoscalerSpec, recs: &[ContainerRecommendation]) -> PodPlan {
+    sized_with(pod, spec, recs, &BTreeSet::new())
+}
+
+fn sized_with(
+    pod: &Pod,
+    spec: &VerticalAutoscalerSpec,
+    recs: &[ContainerRecommendation],
+    blocked: &BTreeSet<ResourceName>,
+) -> PodPlan {
+    size(&PodInput {
+        pod,
+        spec,
+        recommendation: recs,
+        blocked,
+        approved: &[],
+    })
+}
+
+#[test]
+fn a_new_pod_gets_the_target_both_ways_without_min_change_or_approval() {
+    let p = new_pod(json!([container(
+        "app",
+        json!({"cpu": "500m", "memory": "1Gi"}),
+        json!({"cpu": "1", "memory": "2Gi"})
+    )]));
+    // ManualApproval (the default) and a 4% CPU change: both go at creation.
+    let plan = sized(
+        &p,
+        &spec(json!({})),
+        &[rec(
+            "app",
+            json!({"cpu": "520m", "memory": "512Mi"}),
+            json!({}),
+        )],
+    );
+    assert!(plan.skip.is_none(), "{plan:?}");
+    assert!(plan.held.is_empty(), "no approval at creation: {plan:?}");
+    let c = &plan.changes[0];
+    assert_eq!(c.to.requests, amounts(Some(520), Some(512 * MI)));
+    // Limits keep their ratio to the requests (RequestsAndLimits).
+    assert_eq!(c.to.limits, amounts(Some(1040), Some(1024 * MI)));
+    assert_eq!(c.approval, None);
+    // The same on a running pod holds the memory cut and leaves the CPU (minChange).
+    let running = plan_support::plan(
+        &pod(json!([container(
+            "app",
+            json!({"cpu": "500m", "memory": "1Gi"}),
+            json!({"cpu": "1", "memory": "2Gi"})
+        )])),
+        &spec(json!({})),
+        &[rec(
+            "app",
+            json!({"cpu": "520m", "memory": "512Mi"}),
+            json!({}),
+        )],
+    );
+    assert!(
+        !running.resizes() && !running.held.is_empty(),
+        "{running:?}"
+    );
+}
+
+#[test]
+fn memory_never_goes_below_the_floor_even_under_max_allowed() {
+    let p = new_pod(json!([container(
+        "app",
+        json!({"cpu": "500m", "memory": "1Gi"}),
+        json!({})
+    )]));
+    let s = spec(json!({"resourcePolicy": {"containerPolicies": [
+        {"containerName": "app", "maxAllowed": {"memory": "256Mi"}, "minAllowed": {"cpu": "300m"}}]}}));
+    let plan = sized(
+        &p,
+        &s,
+        &[rec(
+            "app",
+            json!({"cpu": "100m", "memory": "600Mi"}),
+            json!({"memoryFloor": {"value": "400Mi", "reason": "HeapHint"}}),
+        )],
+    );
+    let to = plan.changes[0].to.requests;
+    assert_eq!(to.cpu, Some(300), "minAllowed");
+    assert_eq!(to.memory, Some(400 * MI), "maxAllowed, then the floor");
+}
+
+#[test]
+fn the_qos_class_and_the_policy_are_kept() {
+    // Guaranteed: requests and limits move together.
+    let g = new_pod(json!([container(
+        "app",
+        json!({"cpu": "1", "memory": "1Gi"}),
+        json!({"cpu": "1", "memory": "1Gi"})
+    )]));
+    let plan = sized(
+        &g,
+        &spec(json!({})),
+        &[rec(
+            "app",
+            json!({"cpu": "2", "memory": "512Mi"}),
+            json!({}),
+        )],
+    );
+    let to = plan.changes[0].to;
+    assert_eq!(to.requests, to.limits);
+    assert_eq!(qos([&to]), Qos::Guaranteed);
+    // mode Off, controlledResources and an HPA-scaled resource.
+    let two = new_pod(json!([
+        container("app", json!({"cpu": "500m", "memory": "256Mi"}), json!({})),
+        container("side", json!({"cpu": "100m", "memory": "64Mi"}), json!({}))
+    ]));
+    let s = spec(json!({"resourcePolicy": {"containerPolicies": [
+        {"containerName": "side", "mode": "Off"},
+        {"containerName": "app", "controlledResources": ["cpu", "memory"]}]}}));
+    let recs = [
+        rec("app", json!({"cpu": "1", "memory": "512Mi"}), json!({})),
+        rec("side", json!({"cpu": "1", "memory": "512Mi"}), json!({})),
+    ];
+    let plan = sized_with(&two, &s, &recs, &BTreeSet::from([ResourceName::Cpu]));
+    assert_eq!(plan.changes.len(), 1, "{plan:?}");
+    assert_eq!(plan.changes[0].container, "app");
+    assert_eq!(
+        plan.changes[0].to.requests,
+        amounts(Some(500), Some(512 * MI)),
+        "CPU left to the HPA"
+    );
+    assert!(
+        plan.declined
+            .iter()
+            .any(|d| d.reason == DeclineReason::HpaConflict)
+    );
+}
+
+#[test]
+fn what_cannot_be_sized_is_left_as_submitted_and_said() {
+    // No recommendation for the container.
+    let p = new_pod(json!([container(
+        "app",
+        json!({"cpu": "500m", "memory": "256Mi"}),
+        json!({})
+    )]));
+    let plan = sized(&p, &spec(json!({})), &[]);
+    assert!(!plan.resizes());
+    assert!(
+        plan.declined
+            .iter()
+            .any(|d| d.reason == DeclineReason::NoRecommendation)
+    );
+    // BestEffort: may not gain requests.
+    let be = new_pod(json!([{"name": "app", "image": "x"}]));
+    let plan = sized(
+        &be,
+        &spec(json!({})),
+        &[rec("app", json!({"cpu": "1", "memory": "1Gi"}), json!({}))],
+    );
+    assert_eq!(plan.skip, Some(Skip::BestEffort));
+    assert!(!plan.resizes());
+}
