@@ -181,3 +181,73 @@ fn what_cannot_be_sized_is_left_as_submitted_and_said() {
     assert_eq!(plan.skip, Some(Skip::BestEffort));
     assert!(!plan.resizes());
 }
+
+/// Applies `ops` to `pod` as the API server applies an admission webhook's JSON Patch.
+fn apply(pod: &Pod, ops: &[Value]) -> Pod {
+    let mut doc = serde_json::to_value(pod).unwrap();
+    let p: json_patch::Patch = serde_json::from_value(Value::Array(ops.to_vec())).unwrap();
+    json_patch::patch(&mut doc, &p).unwrap();
+    serde_json::from_value(doc).unwrap()
+}
+
+#[test]
+fn the_patch_writes_cpu_and_memory_only_and_records_the_template() {
+    let p = new_pod(json!([
+        {"name": "sidecar", "image": "x"},
+        {"name": "app", "image": "x", "resources": {
+            "requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "1Gi"},
+            "limits": {"memory": "2Gi"}}},
+        {"name": "bare", "image": "x", "resources": {"limits": {"memory": "128Mi"}}}
+    ]));
+    let s = spec(
+        json!({"resourcePolicy": {"containerPolicies": [{"containerName": "sidecar", "mode": "Off"}]}}),
+    );
+    let recs = [
+        rec("app", json!({"cpu": "250m", "memory": "600Mi"}), json!({})),
+        rec("bare", json!({"cpu": "100m", "memory": "128Mi"}), json!({})),
+    ];
+    let plan = sized(&p, &s, &recs);
+    let source = tailor_updater::plan::admission::Source {
+        verticalautoscaler: "w",
+        generation: Some(3),
+    };
+    let ops = tailor_updater::plan::admission::patch(&p, &plan, &source);
+    let out = apply(&p, &ops);
+    let spec = out.spec.as_ref().unwrap();
+    let res = |i: usize| spec.containers[i].resources.clone().unwrap_or_default();
+    let q = |m: &Option<
+        std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    >,
+             k: &str| { m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone()) };
+    assert_eq!(spec.containers[0].resources, None, "mode Off: untouched");
+    let app = res(1);
+    assert_eq!(q(&app.requests, "cpu").as_deref(), Some("250m"));
+    assert_eq!(q(&app.requests, "memory").as_deref(), Some("600Mi"));
+    assert_eq!(
+        q(&app.requests, "ephemeral-storage").as_deref(),
+        Some("1Gi"),
+        "other resources stay"
+    );
+    assert_eq!(
+        q(&app.limits, "memory").as_deref(),
+        Some("1200Mi"),
+        "the limit keeps its ratio"
+    );
+    // A container with limits only gains requests.
+    let bare = res(2);
+    assert_eq!(q(&bare.requests, "cpu").as_deref(), Some("100m"));
+    let note = &out.metadata.annotations.as_ref().unwrap()
+        [tailor_updater::plan::admission::SIZED_ANNOTATION];
+    let note: Value = serde_json::from_str(note).unwrap();
+    assert_eq!(note["verticalAutoscaler"], "w");
+    assert_eq!(note["generation"], 3);
+    assert_eq!(note["original"]["app"]["requests"]["memory"], "1Gi");
+    assert_eq!(note["original"]["app"]["limits"]["memory"], "2Gi");
+    assert!(note["original"].get("sidecar").is_none(), "{note}");
+    // Nothing to change: no patch at all.
+    let again = sized(&out, &s, &recs);
+    assert!(
+        tailor_updater::plan::admission::patch(&out, &again, &source).is_empty(),
+        "{again:?}"
+    );
+}

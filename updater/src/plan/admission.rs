@@ -9,10 +9,22 @@
 //! - memory never below the recommendation's floor, even when `maxAllowed` is lower.
 //!
 //! The pod is read as submitted (no status yet). What it returns is a [`PodPlan`] whose
-//! `changes` are the containers' new resources, `from` the template's.
+//! `changes` are the containers' new resources, `from` the template's. [`patch`] turns it into
+//! the JSON Patch an admission webhook answers with: only the `cpu` and `memory` keys of the
+//! changed containers are written (other resources stay), and the annotation
+//! [`SIZED_ANNOTATION`] records what the template asked for and the recommendation used.
+
+use serde_json::{Value, json};
+use tailor_crds::quantity::{format_cpu_millis, format_memory_bytes};
 
 use super::container::Mode;
+use super::resources::Amounts;
 use super::{PodInput, PodPlan, plan_containers, read_resources};
+
+/// The pod annotation that records a sizing at creation: the VerticalAutoscaler, the
+/// generation its recommendation was computed for, and each changed container's resources as
+/// the template gave them.
+pub const SIZED_ANNOTATION: &str = "tailor.dev/sized-at-admission";
 
 /// Sizes a pod being created. Never fails: every reason to leave (part of) it as submitted is
 /// in the plan.
@@ -21,4 +33,103 @@ pub fn size(input: &PodInput<'_>) -> PodPlan {
         Ok(pod) => plan_containers(input, Mode::Admission, &pod),
         Err(plan) => *plan,
     }
+}
+
+/// The recommendation a sizing used: its VerticalAutoscaler and the generation it was computed
+/// for (`status.recommendation.observedGeneration`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source<'a> {
+    /// The VerticalAutoscaler's name.
+    pub verticalautoscaler: &'a str,
+    /// The generation the recommendation was computed for.
+    pub generation: Option<i64>,
+}
+
+fn quantities(a: &Amounts) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(m) = a.cpu {
+        out.push(("cpu", format_cpu_millis(m).0));
+    }
+    if let Some(b) = a.memory {
+        out.push(("memory", format_memory_bytes(b).0));
+    }
+    out
+}
+
+fn as_object(q: &[(&'static str, String)]) -> Value {
+    Value::Object(q.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect())
+}
+
+/// The JSON Patch (RFC 6902) that sizes `pod` as `plan` says, or an empty one when nothing
+/// changes. `add` creates a missing map and replaces an existing key, so it serves both.
+pub fn patch(
+    pod: &k8s_openapi::api::core::v1::Pod,
+    plan: &PodPlan,
+    source: &Source<'_>,
+) -> Vec<Value> {
+    let Some(spec) = pod.spec.as_ref().filter(|_| plan.resizes()) else {
+        return Vec::new();
+    };
+    let mut ops = Vec::new();
+    let mut original = serde_json::Map::new();
+    for change in &plan.changes {
+        let Some(i) = spec
+            .containers
+            .iter()
+            .position(|c| c.name == change.container)
+        else {
+            continue;
+        };
+        let resources = spec.containers[i].resources.as_ref();
+        let base = format!("/spec/containers/{i}/resources");
+        if resources.is_none() {
+            ops.push(json!({"op": "add", "path": base, "value": {}}));
+        }
+        for (part, to, exists) in [
+            (
+                "requests",
+                &change.to.requests,
+                resources.is_some_and(|r| r.requests.is_some()),
+            ),
+            (
+                "limits",
+                &change.to.limits,
+                resources.is_some_and(|r| r.limits.is_some()),
+            ),
+        ] {
+            let q = quantities(to);
+            if q.is_empty() {
+                continue;
+            }
+            if exists {
+                for (k, v) in &q {
+                    ops.push(
+                        json!({"op": "add", "path": format!("{base}/{part}/{k}"), "value": v}),
+                    );
+                }
+            } else {
+                ops.push(
+                    json!({"op": "add", "path": format!("{base}/{part}"), "value": as_object(&q)}),
+                );
+            }
+        }
+        original.insert(
+            change.container.clone(),
+            json!({"requests": as_object(&quantities(&change.from.requests)),
+                   "limits": as_object(&quantities(&change.from.limits))}),
+        );
+    }
+    let record = json!({
+        "verticalAutoscaler": source.verticalautoscaler,
+        "generation": source.generation,
+        "original": original,
+    })
+    .to_string();
+    if pod.metadata.annotations.is_none() {
+        ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
+    }
+    // `/` in a key is `~1` in a JSON Pointer.
+    let key = SIZED_ANNOTATION.replace('~', "~0").replace('/', "~1");
+    ops.push(json!({"op": "add", "path": format!("/metadata/annotations/{key}"), "value": record}));
+    ops
 }
