@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tailor_e2e::control_plane::{ControlPlane, Options};
 use tailor_e2e::process::ServerProcess;
 
-use common::{Env, Updater, applied, container};
+use common::{Env, Updater, applied};
 
 const LEASE: &str = "tailor-updater";
 
@@ -187,18 +187,7 @@ async fn a_leader_paused_past_its_lease_makes_no_write_after_resuming() {
         .await
         .unwrap();
     let env = Env::on(cp, 1, "64", "64Gi", 0.2).await;
-    let pods = env
-        .workload(
-            "w",
-            6,
-            json!([container(
-                "app",
-                json!({"cpu": "500m", "memory": "256Mi"}),
-                json!({})
-            )]),
-        )
-        .await;
-    env.va("w", "w", json!({})).await;
+    let pods = env.plain_workload(6).await;
     let (ka, kb) = (
         service_account(&env, "updater-a").await,
         service_account(&env, "updater-b").await,
@@ -284,18 +273,7 @@ async fn a_leader_paused_past_its_lease_makes_no_write_after_resuming() {
 #[tokio::test]
 async fn a_leader_stopped_with_sigterm_releases_the_lease_to_the_standby_at_once() {
     let env = Env::start(1, "8", "32Gi", 0.2).await;
-    let pods = env
-        .workload(
-            "w",
-            1,
-            json!([container(
-                "app",
-                json!({"cpu": "500m", "memory": "256Mi"}),
-                json!({})
-            )]),
-        )
-        .await;
-    env.va("w", "w", json!({})).await;
+    let pods = env.plain_workload(1).await;
     // A long lease: without the release the standby would wait 20 s.
     let timing = ["20", "5s", "500ms"];
     let mut a = updater(&env, "a", env.cp.kubeconfig(), timing, &[]);

@@ -15,18 +15,7 @@ use common::{Env, applied, container, spec_value};
 async fn an_updater_killed_mid_resize_is_replaced_without_a_second_patch() {
     // A slow kubelet: 6 s between the patch and the change.
     let env = Env::start(1, "8", "32Gi", 6.0).await;
-    let pods = env
-        .workload(
-            "w",
-            1,
-            json!([container(
-                "app",
-                json!({"cpu": "500m", "memory": "256Mi"}),
-                json!({})
-            )]),
-        )
-        .await;
-    env.va("w", "w", json!({})).await;
+    let pods = env.plain_workload(1).await;
     let mut first = env.updater("u1", &[]);
     first.wait_ready().await;
     env.recommend(
@@ -83,18 +72,7 @@ async fn an_updater_killed_mid_resize_is_replaced_without_a_second_patch() {
 #[tokio::test]
 async fn of_two_updaters_only_the_leader_writes_and_the_standby_takes_over() {
     let env = Env::start(1, "8", "32Gi", 0.3).await;
-    let pods = env
-        .workload(
-            "w",
-            2,
-            json!([container(
-                "app",
-                json!({"cpu": "500m", "memory": "256Mi"}),
-                json!({})
-            )]),
-        )
-        .await;
-    env.va("w", "w", json!({})).await;
+    let pods = env.plain_workload(2).await;
     let mut a = env.updater("a", &[]);
     let mut b = env.updater("b", &[]);
     let deadline = tokio::time::Instant::now() + common::WAIT;

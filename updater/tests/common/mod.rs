@@ -128,6 +128,15 @@ impl Env {
         pods[0].clone()
     }
 
+    /// The StatefulSet `w` of `replicas` pods with one container `app` requesting 500m CPU and
+    /// 256Mi (no limits), and its VerticalAutoscaler `w` with the default policy.
+    pub async fn plain_workload(&self, replicas: usize) -> Vec<String> {
+        let c = container("app", json!({"cpu": "500m", "memory": "256Mi"}), json!({}));
+        let pods = self.workload("w", replicas, json!([c])).await;
+        self.va("w", "w", json!({})).await;
+        pods
+    }
+
     /// Sets the simulated usage of `pod`'s container `app` to a constant `memory`.
     pub async fn set_usage(&self, pod: &str, memory: &str) {
         self.pods()
