@@ -136,7 +136,7 @@ pub async fn run(
 
     tracing::info!("starting watches of pods, ReplicaSets, Jobs and VerticalAutoscalers");
 
-    let (queue, work) = mpsc::unbounded_channel::<ObjectRef<VerticalAutoscaler>>();
+    let (queue, keys) = mpsc::unbounded_channel::<ObjectRef<VerticalAutoscaler>>();
     // Spec changes (new generation) trigger at once, and so does a memory decrease the
     // updater took back (its usage raises the floor); other status writes do not. Every change
     // is looked at by the mirror.
@@ -170,85 +170,8 @@ pub async fn run(
         ctx.options.fence.clone(),
         (mirror_queue, mirror_keys),
     );
-    let refresh_vas = vas.clone();
-    let refresh = ctx.options.refresh;
-    let timer_metrics = ctx.metrics.clone();
-    let timer_ctx = ctx.clone();
-    let timer = async move {
-        let mut interval = tokio::time::interval(refresh);
-        interval.tick().await;
-        loop {
-            interval.tick().await;
-            let state = refresh_vas.state();
-            // Deleted objects' series go away.
-            timer_metrics.retain(
-                &state
-                    .iter()
-                    .map(|va| (va.namespace().unwrap_or_default(), va.name_any()))
-                    .collect(),
-            );
-            // Deleted objects' cached history goes away.
-            timer_ctx
-                .cache
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .retain(|k, _| {
-                    state
-                        .iter()
-                        .any(|va| va.namespace().as_ref() == Some(&k.0) && va.name_any() == k.1)
-                });
-            if state.is_empty() {
-                timer_metrics.pass_done(now(), 0.0);
-            }
-            for va in state {
-                let _ = queue.send(ObjectRef::from_obj(va.as_ref()));
-            }
-        }
-    };
-    let worker = async move {
-        // Wait for the caches, so the first pass sees every pod.
-        let _ = tokio::join!(
-            ctx.pods.wait_until_ready(),
-            ctx.replicasets.wait_until_ready(),
-            ctx.jobs.wait_until_ready(),
-            vas.wait_until_ready()
-        );
-        tracing::info!(
-            verticalautoscalers = vas.len(),
-            pods = ctx.pods.len(),
-            "caches synced; first pass starts"
-        );
-        if vas.is_empty() {
-            // Nothing to compute: the first pass is trivially over.
-            ctx.metrics.pass_done(now(), 0.0);
-        }
-        // Each object is computed by one task at a time; triggers merge.
-        let mut pass_start: Option<f64> = None;
-        tailor_runtime::queue::run(
-            work,
-            ctx.options.concurrency,
-            |key: ObjectRef<VerticalAutoscaler>| {
-                let (ctx, vas) = (ctx.clone(), vas.clone());
-                async move {
-                    if let Some(va) = vas.get(&key) {
-                        reconcile(&ctx, &va).await;
-                    }
-                }
-            },
-            |progress| match progress {
-                Progress::Received => {
-                    pass_start.get_or_insert_with(now);
-                }
-                // Every queued object is computed: a pass is over.
-                Progress::Idle => {
-                    let end = now();
-                    ctx.metrics
-                        .pass_done(end, end - pass_start.take().unwrap_or(end));
-                }
-            },
-        )
-        .await;
-    };
+    let timer = refresh(ctx.clone(), vas.clone(), queue);
+    let worker = work(ctx, vas, keys);
     // Each watch in a task of its own; dropping `run` drops the set, which aborts them.
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(pod_stream);
@@ -259,6 +182,93 @@ pub async fn run(
     tasks.spawn(timer);
     tasks.spawn(worker);
     while tasks.join_next().await.is_some() {}
+}
+
+/// Every `refresh` interval: every object is queued again, and the metrics and cached history
+/// of deleted objects go.
+async fn refresh(
+    ctx: Arc<Context>,
+    vas: Store<VerticalAutoscaler>,
+    queue: mpsc::UnboundedSender<ObjectRef<VerticalAutoscaler>>,
+) {
+    let mut interval = tokio::time::interval(ctx.options.refresh);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        let state = vas.state();
+        // Deleted objects' series go away.
+        ctx.metrics.retain(
+            &state
+                .iter()
+                .map(|va| (va.namespace().unwrap_or_default(), va.name_any()))
+                .collect(),
+        );
+        // Deleted objects' cached history goes away.
+        ctx.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|k, _| {
+                state
+                    .iter()
+                    .any(|va| va.namespace().as_ref() == Some(&k.0) && va.name_any() == k.1)
+            });
+        if state.is_empty() {
+            ctx.metrics.pass_done(now(), 0.0);
+        }
+        for va in state {
+            let _ = queue.send(ObjectRef::from_obj(va.as_ref()));
+        }
+    }
+}
+
+/// Once the caches are synced, computes the queued objects, each by one task at a time
+/// (triggers merge), and reports when a pass is over.
+async fn work(
+    ctx: Arc<Context>,
+    vas: Store<VerticalAutoscaler>,
+    work: mpsc::UnboundedReceiver<ObjectRef<VerticalAutoscaler>>,
+) {
+    // Wait for the caches, so the first pass sees every pod.
+    let _ = tokio::join!(
+        ctx.pods.wait_until_ready(),
+        ctx.replicasets.wait_until_ready(),
+        ctx.jobs.wait_until_ready(),
+        vas.wait_until_ready()
+    );
+    tracing::info!(
+        verticalautoscalers = vas.len(),
+        pods = ctx.pods.len(),
+        "caches synced; first pass starts"
+    );
+    if vas.is_empty() {
+        // Nothing to compute: the first pass is trivially over.
+        ctx.metrics.pass_done(now(), 0.0);
+    }
+    let mut pass_start: Option<f64> = None;
+    tailor_runtime::queue::run(
+        work,
+        ctx.options.concurrency,
+        |key: ObjectRef<VerticalAutoscaler>| {
+            let (ctx, vas) = (ctx.clone(), vas.clone());
+            async move {
+                if let Some(va) = vas.get(&key) {
+                    reconcile(&ctx, &va).await;
+                }
+            }
+        },
+        |progress| match progress {
+            Progress::Received => {
+                pass_start.get_or_insert_with(now);
+            }
+            // Every queued object is computed: a pass is over.
+            Progress::Idle => {
+                let end = now();
+                ctx.metrics
+                    .pass_done(end, end - pass_start.take().unwrap_or(end));
+            }
+        },
+    )
+    .await;
 }
 
 /// Pods currently belonging to the workload, from the caches.

@@ -67,3 +67,33 @@ pub fn build_tailor_binaries() -> Result<BTreeMap<String, PathBuf>, String> {
     }
     Ok(found)
 }
+
+/// The arguments of `tailor-updater run` for a test: its admin port, `identity`, a Lease in
+/// `default` with short timings (3 s lease, 2 s renew deadline, 500 ms retry), a 2 s resync and
+/// back-off, and debug logs.
+pub fn updater_test_args(identity: &str, admin_port: u16) -> Vec<String> {
+    [
+        "run",
+        "--admin-addr",
+        &format!("127.0.0.1:{admin_port}"),
+        "--lease-namespace",
+        "default",
+        "--lease-duration-seconds",
+        "3",
+        "--leader-elect-renew-deadline",
+        "2s",
+        "--leader-elect-retry-period",
+        "500ms",
+        "--identity",
+        identity,
+        "--resync-seconds",
+        "2",
+        "--backoff-seconds",
+        "2",
+        "--log",
+        "info,tailor_updater=debug",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}

@@ -294,35 +294,17 @@ fn container(requests: (&str, &str), limits: (&str, &str), restart_on_memory: bo
 
 fn updater(cp: &ControlPlane, exe: &std::path::Path, prometheus: &str) -> ServerProcess {
     let port = tailor_e2e::free_port().unwrap();
-    let args: Vec<String> = [
-        "run",
-        "--admin-addr",
-        &format!("127.0.0.1:{port}"),
-        "--lease-namespace",
-        "default",
-        "--lease-duration-seconds",
-        "3",
-        "--leader-elect-renew-deadline",
-        "2s",
-        "--leader-elect-retry-period",
-        "500ms",
-        "--identity",
-        "real",
-        "--resync-seconds",
-        "2",
-        "--backoff-seconds",
-        "2",
-        "--log",
-        "info,tailor_updater=debug",
-        "--prometheus-url",
-        prometheus,
-        // cAdvisor's figures can be some seconds old: a few scrapes of them.
-        "--usage-window-seconds",
-        "30",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let mut args = tailor_e2e::cargo::updater_test_args("real", port);
+    // cAdvisor's figures can be some seconds old: a few scrapes of them.
+    args.extend(
+        [
+            "--prometheus-url",
+            prometheus,
+            "--usage-window-seconds",
+            "30",
+        ]
+        .map(str::to_owned),
+    );
     ServerProcess::spawn_with_env(
         "tailor-updater",
         exe,

@@ -412,30 +412,7 @@ impl Env {
     /// Starts `tailor-updater run` with the admin kubeconfig and fast timers.
     pub fn updater(&self, identity: &str, extra: &[&str]) -> Updater {
         let port = tailor_e2e::free_port().unwrap();
-        let mut args: Vec<String> = [
-            "run",
-            "--admin-addr",
-            &format!("127.0.0.1:{port}"),
-            "--lease-namespace",
-            "default",
-            "--lease-duration-seconds",
-            "3",
-            "--leader-elect-renew-deadline",
-            "2s",
-            "--leader-elect-retry-period",
-            "500ms",
-            "--identity",
-            identity,
-            "--resync-seconds",
-            "2",
-            "--backoff-seconds",
-            "2",
-            "--log",
-            "info,tailor_updater=debug",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+        let mut args = tailor_e2e::cargo::updater_test_args(identity, port);
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let log = self.cp.dir().join(format!("updater-{identity}.log"));
         let process = ServerProcess::spawn_with_env(
