@@ -78,8 +78,9 @@ const TARGET_KIND_MESSAGE: &str = "targetRef must name a Deployment, StatefulSet
 
 /// A `VerticalAutoscaler` sizes the CPU and memory of one workload's containers.
 ///
-/// The recommender writes `status.recommendation` for every object; the updater resizes the
-/// running pods in place only when `updatePolicy.updateMode` is `InPlace`.
+/// The recommender writes `status.recommendation` for every object; the updater sizes new pods
+/// at creation when `updatePolicy.updateMode` is `Initial` or `InPlace`, and resizes running
+/// pods in place only when it is `InPlace`.
 // Each `printcolumn(...)` repeats `type_ = "string"`; clippy reads that as a duplicate.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -89,7 +90,7 @@ const TARGET_KIND_MESSAGE: &str = "targetRef must name a Deployment, StatefulSet
     kind = "VerticalAutoscaler",
     plural = "verticalautoscalers",
     shortname = "va",
-    doc = "A VerticalAutoscaler sizes the CPU and memory of one workload's containers from their usage history, and (with updateMode InPlace) resizes its running pods in place.",
+    doc = "A VerticalAutoscaler sizes the CPU and memory of one workload's containers from their usage history, sizes new pods at creation (updateMode Initial or InPlace) and resizes running pods in place (InPlace).",
     category = "tailor",
     namespaced,
     status = "VerticalAutoscalerStatus",
@@ -162,15 +163,26 @@ pub struct TargetRef {
     pub name: String,
 }
 
-/// `Off` only recommends; `InPlace` resizes running pods and never evicts them.
+/// `Off` only recommends; `Initial` sizes pods when they are created; `InPlace` does that and
+/// resizes running pods too. None of them ever evicts a pod.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum UpdateMode {
     /// Recommend only: status and metrics are written, pods are never touched. The default, so
     /// that nothing changes until someone has reviewed the recommendations.
     #[default]
     Off,
-    /// Resize running pods through the `resize` subresource.
+    /// Size pods when they are created (the admission webhook), never resize a running pod.
+    Initial,
+    /// Size pods when they are created, and resize running pods through the `resize`
+    /// subresource.
     InPlace,
+}
+
+impl UpdateMode {
+    /// Whether pods are sized at creation (`Initial` and `InPlace`).
+    pub fn sizes_new_pods(self) -> bool {
+        matches!(self, Self::Initial | Self::InPlace)
+    }
 }
 
 /// What the updater does with a recommendation below the current memory limit.
@@ -200,7 +212,8 @@ pub enum HpaConflict {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdatePolicy {
-    /// `Off` (recommend only, the default) or `InPlace` (resize running pods).
+    /// `Off` (recommend only, the default), `Initial` (size pods when they are created) or
+    /// `InPlace` (size them when they are created, and resize running pods).
     #[serde(default)]
     pub update_mode: UpdateMode,
 

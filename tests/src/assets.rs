@@ -30,6 +30,25 @@ fn kube_assets_in(dir: Option<PathBuf>) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// `kube-controller-manager`, for the tests that need the real Deployment and ReplicaSet
+/// controllers: in `$TAILOR_CONTROLLER_MANAGER` (a directory), else in `$KUBEBUILDER_ASSETS`.
+/// `make test` sets the first from `hack/controller-manager.sh`.
+pub fn controller_manager() -> Result<PathBuf> {
+    let hint = "run the tests with `make test`, or export TAILOR_CONTROLLER_MANAGER=$(hack/controller-manager.sh) \
+                (it builds kube-controller-manager from the Go module proxy once and caches it)";
+    let dirs = [
+        std::env::var_os("TAILOR_CONTROLLER_MANAGER"),
+        std::env::var_os("KUBEBUILDER_ASSETS"),
+    ];
+    dirs.into_iter()
+        .flatten()
+        .map(|d| PathBuf::from(d).join("kube-controller-manager"))
+        .find(|p| is_executable(p))
+        .ok_or_else(|| {
+            HarnessError::MissingBinary(format!("no kube-controller-manager found: {hint}"))
+        })
+}
+
 /// `name` from `$PATH` (Debian's `prometheus` package installs `prometheus` and `promtool`).
 pub fn prometheus_binary(name: &str) -> Result<PathBuf> {
     find_in_path(name).ok_or_else(|| {

@@ -44,6 +44,7 @@ rules:
 ///
 /// Dropping it stops both processes and deletes the data directory (fields drop in order).
 pub struct ControlPlane {
+    controllers: Option<ServerProcess>,
     apiserver: ServerProcess,
     etcd: ServerProcess,
     client: kube::Client,
@@ -196,6 +197,7 @@ impl ControlPlane {
             kubeconfig.display()
         );
         Ok(Self {
+            controllers: None,
             apiserver,
             etcd,
             client,
@@ -204,6 +206,28 @@ impl ControlPlane {
             kubeconfig,
             dir,
         })
+    }
+
+    /// Starts kube-controller-manager with the Deployment and ReplicaSet controllers only, so
+    /// that Deployments create, scale and roll out their pods as on a cluster. (The tests that
+    /// create pods themselves, for StatefulSets, run without it.)
+    pub async fn start_workload_controllers(&mut self) -> Result<()> {
+        let binary = crate::assets::controller_manager()?;
+        let args = vec![
+            format!("--kubeconfig={}", self.kubeconfig.display()),
+            "--controllers=deployment-controller,replicaset-controller".into(),
+            "--leader-elect=false".into(),
+            "--secure-port=0".into(),
+            "--concurrent-deployment-syncs=10".into(),
+            "--concurrent-replicaset-syncs=10".into(),
+            "--kube-api-qps=500".into(),
+            "--kube-api-burst=1000".into(),
+            "--v=0".into(),
+        ];
+        let log = self.dir.path().join("kube-controller-manager.log");
+        let process = ServerProcess::spawn("kube-controller-manager", &binary, &args, &log)?;
+        self.controllers = Some(process);
+        Ok(())
     }
 
     /// An admin (`system:masters`) client.

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use tailor_recommender::prometheus::{Access, Config, MetricNames, Prometheus};
 use tailor_runtime::lease::{self, LeaseConfig, TimingArgs};
+use tailor_updater::admission;
 use tailor_updater::controller::{self, Options, UsageSource};
 use tailor_updater::metrics::Metrics;
 
@@ -66,6 +67,100 @@ struct RunArgs {
     identity: Option<String>,
     #[command(flatten, next_help_heading = "Usage now (Prometheus)")]
     usage: UsageArgs,
+    #[command(flatten, next_help_heading = "Admission webhook")]
+    webhook: WebhookArgs,
+}
+
+/// Where the serving certificate of the admission webhook comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum WebhookCerts {
+    /// No webhook: new pods are not sized at creation, and the memory gate's approval check
+    /// is not served.
+    None,
+    /// tailor makes its own CA and serving certificate in `--webhook-secret`, keeps the
+    /// webhook configurations' caBundle current, and rotates both before they expire.
+    SelfManaged,
+    /// `tls.crt` and `tls.key` in `--webhook-cert-dir` (e.g. a cert-manager Certificate's
+    /// Secret, mounted), re-read when they change.
+    Files,
+}
+
+/// The admission webhook every replica serves (sizing pods at creation, the memory gate).
+#[derive(Debug, ClapArgs)]
+struct WebhookArgs {
+    /// Serve the webhook, and where its certificate comes from.
+    #[arg(long, env = "TAILOR_WEBHOOK_CERTS", value_enum, default_value_t = WebhookCerts::None)]
+    webhook_certs: WebhookCerts,
+    /// Where the webhook listens (HTTPS).
+    #[arg(long, env = "TAILOR_WEBHOOK_ADDR", default_value = "0.0.0.0:9443")]
+    webhook_addr: std::net::SocketAddr,
+    /// With `files`: the directory holding tls.crt and tls.key.
+    #[arg(long, env = "TAILOR_WEBHOOK_CERT_DIR", default_value = "/tls")]
+    webhook_cert_dir: std::path::PathBuf,
+    /// With `self-managed`: the Secret (in the updater's namespace) holding the CA and the
+    /// serving certificate.
+    #[arg(long, env = "TAILOR_WEBHOOK_SECRET", default_value = "tailor-webhook-tls")]
+    webhook_secret: String,
+    /// With `self-managed`: the Mutating- and ValidatingWebhookConfigurations whose caBundle
+    /// is kept current.
+    #[arg(long, env = "TAILOR_WEBHOOK_CONFIGURATIONS", value_delimiter = ',', default_value = "tailor")]
+    webhook_configurations: Vec<String>,
+    /// With `self-managed`: the serving certificate's names (DNS names or IP addresses).
+    #[arg(
+        long,
+        env = "TAILOR_WEBHOOK_NAMES",
+        value_delimiter = ',',
+        default_value = "tailor-webhook.tailor-system.svc,tailor-webhook.tailor-system.svc.cluster.local"
+    )]
+    webhook_names: Vec<String>,
+    /// With `self-managed`: the serving certificate's lifetime in seconds (renewed when a
+    /// third is left); the CA lives ten times as long.
+    #[arg(long, env = "TAILOR_WEBHOOK_CERT_VALIDITY_SECONDS", default_value_t = 31_536_000)]
+    webhook_cert_validity_seconds: u64,
+    /// With `self-managed`: how often the Secret and the caBundles are checked (seconds).
+    #[arg(long, env = "TAILOR_WEBHOOK_CERT_CHECK_SECONDS", default_value_t = 60)]
+    webhook_cert_check_seconds: u64,
+    /// The user the updater's requests come as: its resizes pass the memory gate.
+    #[arg(
+        long,
+        env = "TAILOR_UPDATER_USERNAME",
+        default_value = "system:serviceaccount:tailor-system:tailor-updater"
+    )]
+    updater_username: String,
+}
+
+impl WebhookArgs {
+    fn config(&self, namespace: &str, identity: &str) -> Result<Option<admission::Config>, String> {
+        let certificates = match self.webhook_certs {
+            WebhookCerts::None => return Ok(None),
+            WebhookCerts::Files => admission::Certificates::Files(self.webhook_cert_dir.clone()),
+            WebhookCerts::SelfManaged => {
+                if self.webhook_names.iter().all(|n| n.trim().is_empty()) {
+                    return Err("--webhook-names must name the webhook's Service".into());
+                }
+                if self.webhook_cert_validity_seconds < 60 {
+                    return Err(format!(
+                        "--webhook-cert-validity-seconds must be at least 60, got {}",
+                        self.webhook_cert_validity_seconds
+                    ));
+                }
+                admission::Certificates::SelfManaged(admission::certs::Settings {
+                    namespace: namespace.to_owned(),
+                    secret: self.webhook_secret.clone(),
+                    configurations: self.webhook_configurations.clone(),
+                    names: self.webhook_names.clone(),
+                    validity: Duration::from_secs(self.webhook_cert_validity_seconds),
+                    check: Duration::from_secs(self.webhook_cert_check_seconds.max(1)),
+                })
+            }
+        };
+        Ok(Some(admission::Config {
+            addr: self.webhook_addr,
+            certificates,
+            updater_username: self.updater_username.clone(),
+            identity: identity.to_owned(),
+        }))
+    }
 }
 
 /// Where the updater reads a container's working set right before a memory decrease that
@@ -156,6 +251,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("admin address {}: {e}", args.admin_addr))?;
             let admin = tokio::spawn(tailor_runtime::admin::serve(listener, metrics.clone()));
+            let webhook = match args.webhook.config(&args.lease_namespace, &identity)? {
+                Some(config) => {
+                    let listener = admission::bind(&config, &metrics).await?;
+                    let run = admission::run(client.clone(), config, listener, metrics.clone());
+                    Some(tokio::spawn(run))
+                }
+                None => None,
+            };
             let work = {
                 let (client, metrics, options) = (client.clone(), metrics.clone(), options.clone());
                 move |fence| {
@@ -179,6 +282,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .unwrap_or(Ok(()));
             tracing::info!("shutting down");
             admin.abort();
+            if let Some(w) = webhook {
+                w.abort();
+            }
             result
         }
     }

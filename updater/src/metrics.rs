@@ -12,6 +12,9 @@
 //! | `tailor_updater_resize_started_timestamp_seconds` | `namespace`, `verticalautoscaler`, `pod`, `state` = `in_progress`, `deferred`, `infeasible`, `error` | when the kubelet set the condition of a resize that is not finished; present only while it is not |
 //! | `tailor_updater_pending_approval_since_timestamp_seconds` | `namespace`, `verticalautoscaler`, `container`, `id`, `from`, `to` | when each memory decrease awaiting approval was first held |
 //! | `tailor_updater_oom_kills_after_resize_total` | `namespace`, `verticalautoscaler`, `container` | OOM kills of a container within 24 h after tailor resized its pod |
+//!
+//! The admission webhook's metrics (`tailor_admission_*`) are in
+//! [`crate::admission::metrics`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -146,6 +149,8 @@ pub struct Metrics {
     ready: AtomicBool,
     standby: AtomicBool,
     issued: AtomicU64,
+    /// The admission webhook's metrics.
+    pub admission: crate::admission::metrics::AdmissionMetrics,
 }
 
 impl Default for Metrics {
@@ -218,6 +223,8 @@ impl Metrics {
             "1 on the replica that writes",
             leader.clone(),
         );
+        let admission = crate::admission::metrics::AdmissionMetrics::default();
+        admission.register(&mut registry);
         Self {
             registry,
             resizes,
@@ -236,6 +243,7 @@ impl Metrics {
             ready: AtomicBool::new(false),
             standby: AtomicBool::new(true),
             issued: AtomicU64::new(0),
+            admission,
         }
     }
 
@@ -385,7 +393,10 @@ impl tailor_runtime::admin::Admin for Metrics {
     }
 
     fn not_ready(&self) -> Option<&'static str> {
-        // A standby is ready: it serves metrics and waits for the lease.
+        if self.admission.waiting() {
+            return Some("the admission webhook has no certificate or its caches are not synced");
+        }
+        // A standby is ready: it serves metrics, the webhook, and waits for the lease.
         if self.standby.load(Ordering::Relaxed) || self.ready.load(Ordering::Relaxed) {
             None
         } else {

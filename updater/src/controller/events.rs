@@ -27,7 +27,7 @@ const SERIES_TTL: Duration = Duration::from_secs(600);
 
 /// Normal or Warning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(super) enum Kind {
+pub(crate) enum Kind {
     Normal,
     Warning,
 }
@@ -45,14 +45,14 @@ struct Queued {
 type SeriesKey = (String, String, String, Kind, String, String);
 
 /// The sending side, held by the reconciles.
-pub(super) struct Events {
+pub(crate) struct Events {
     tx: mpsc::Sender<Queued>,
     metrics: Arc<Metrics>,
 }
 
 impl Events {
     /// A queue, and the future that sends what it receives (run it until shutdown).
-    pub(super) fn new(
+    pub(crate) fn new(
         client: kube::Client,
         reporter: (String, String),
         metrics: Arc<Metrics>,
@@ -74,7 +74,7 @@ impl Events {
     }
 
     /// Publishes an Event without holding up the reconcile.
-    pub(super) fn send(&self, regarding: ObjectReference, kind: Kind, reason: &str, note: String) {
+    pub(crate) fn send(&self, regarding: ObjectReference, kind: Kind, reason: &str, note: String) {
         let item = Queued {
             regarding,
             kind,

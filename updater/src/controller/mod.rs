@@ -22,7 +22,7 @@
 //! from the pods' specs and never patches the same resize twice.
 
 mod act;
-mod events;
+pub(crate) mod events;
 mod follow;
 mod observe;
 mod pods;

@@ -327,7 +327,7 @@ fn owner_instead(ctx: &Context, va: &VerticalAutoscaler, pods: &[Arc<Pod>]) -> O
         .vas
         .state()
         .iter()
-        .filter(|o| o.namespace() == ns && o.spec.update_policy.update_mode == UpdateMode::InPlace)
+        .filter(|o| o.namespace() == ns && o.spec.update_policy.update_mode.sizes_new_pods())
         .filter(|o| {
             let t = &o.spec.target_ref;
             controllers.contains(&(t.kind.clone(), t.name.clone()))

@@ -17,6 +17,7 @@
 //! - [`admission`]: sizing a pod at its creation (the same rules, without `minChange` or the
 //!   memory-decrease route: nothing runs yet).
 //! - [`workload`]: which of a workload's planned resizes go now (restart pacing, Infeasible).
+//! - [`gate`]: the memory gate's check of a person's approval annotation on a pod.
 //! - [`refused`]: a memory decrease the kubelet refused, and taking it back.
 //! - [`guard`]: when the updater may act at all (a current recommendation, one owner per
 //!   workload) and the re-check before each patch.
@@ -28,6 +29,7 @@ pub mod admission;
 pub mod approval;
 mod container;
 pub mod declined;
+pub mod gate;
 pub mod guard;
 pub mod hpa;
 pub mod limits;

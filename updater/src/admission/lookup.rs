@@ -1,0 +1,197 @@
+//! What the webhook reads, from caches every replica keeps (leader or not): the
+//! VerticalAutoscalers, ResizeStates (pending approvals), HorizontalPodAutoscalers, and the
+//! metadata of ReplicaSets and Jobs (to find a pod's workload). A ReplicaSet or Job created a
+//! moment ago may not be cached yet when its first pods arrive; it is then read from the API
+//! server (a GET with a one-second timeout).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
+use tailor_crds::resize_state::ResizeState;
+use tailor_crds::v1alpha1::{HpaConflict, PendingApproval, ResourceName, VerticalAutoscaler};
+use tailor_runtime::workload::{Owners, controller_of};
+
+use crate::plan::guard::{self, Claimant};
+
+/// The caches, and a client for what they miss.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)] // kube's Store is not Debug
+pub struct Lookup {
+    pub client: kube::Client,
+    pub vas: Store<VerticalAutoscaler>,
+    pub states: Store<ResizeState>,
+    pub hpas: Store<HorizontalPodAutoscaler>,
+    pub owners: Owners,
+}
+
+/// The futures that keep a [`Lookup`] current.
+pub type Watches = Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>;
+
+impl Lookup {
+    /// The caches and the watches that fill them (run each in a task).
+    pub fn start(client: kube::Client) -> (Self, Watches) {
+        let (vas, va_run) = tailor_runtime::cache(Api::<VerticalAutoscaler>::all(client.clone()));
+        let (states, state_run) = tailor_runtime::cache(Api::<ResizeState>::all(client.clone()));
+        let (hpas, hpa_run) =
+            tailor_runtime::cache(Api::<HorizontalPodAutoscaler>::all(client.clone()));
+        let (replicasets, rs_run) =
+            tailor_runtime::cache(Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()));
+        let (jobs, job_run) =
+            tailor_runtime::cache(Api::<PartialObjectMeta<Job>>::all(client.clone()));
+        let lookup = Self {
+            client,
+            vas,
+            states,
+            hpas,
+            owners: Owners { replicasets, jobs },
+        };
+        let watches: Watches = vec![
+            Box::pin(va_run),
+            Box::pin(state_run),
+            Box::pin(hpa_run),
+            Box::pin(rs_run),
+            Box::pin(job_run),
+        ];
+        (lookup, watches)
+    }
+
+    /// Waits until every cache has listed once.
+    pub async fn synced(&self) {
+        let _ = tokio::join!(
+            self.vas.wait_until_ready(),
+            self.states.wait_until_ready(),
+            self.hpas.wait_until_ready(),
+            self.owners.replicasets.wait_until_ready(),
+            self.owners.jobs.wait_until_ready(),
+        );
+    }
+
+    /// The controller owner of the ReplicaSet or Job `name` in `ns`: from the cache, else read.
+    async fn parent(&self, kind: &str, ns: &str, name: &str) -> Option<(String, String)> {
+        let cached = match kind {
+            "ReplicaSet" => self
+                .owners
+                .replicasets
+                .get(&ObjectRef::new(name).within(ns))
+                .map(|o| controller_of(o.metadata.owner_references.as_ref())),
+            "Job" => self
+                .owners
+                .jobs
+                .get(&ObjectRef::new(name).within(ns))
+                .map(|o| controller_of(o.metadata.owner_references.as_ref())),
+            _ => return None,
+        };
+        if let Some(parent) = cached {
+            return parent;
+        }
+        let read = async {
+            match kind {
+                "ReplicaSet" => Api::<ReplicaSet>::namespaced(self.client.clone(), ns)
+                    .get_metadata_opt(name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|o| o.metadata),
+                _ => Api::<Job>::namespaced(self.client.clone(), ns)
+                    .get_metadata_opt(name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|o| o.metadata),
+            }
+        };
+        let meta = tokio::time::timeout(Duration::from_secs(1), read)
+            .await
+            .ok()
+            .flatten()?;
+        controller_of(meta.owner_references.as_ref())
+    }
+
+    /// The workload (kind, name) a pod being created in `ns` belongs to: a Deployment through
+    /// its ReplicaSet, a CronJob through its Job, any other controller directly.
+    pub async fn workload_of(&self, ns: &str, pod: &Pod) -> Option<(String, String)> {
+        let (kind, name) = controller_of(pod.metadata.owner_references.as_ref())?;
+        match self.parent(&kind, ns, &name).await {
+            Some((pk, pn)) if matches!(pk.as_str(), "Deployment" | "CronJob") => Some((pk, pn)),
+            _ => Some((kind, name)),
+        }
+    }
+
+    /// The VerticalAutoscaler that sizes the workload's new pods: of those in `ns` targeting
+    /// it with `Initial` or `InPlace`, the oldest (the updater's one-owner rule).
+    pub fn autoscaler_for(
+        &self,
+        ns: &str,
+        kind: &str,
+        name: &str,
+    ) -> Option<Arc<VerticalAutoscaler>> {
+        let mut candidates: Vec<Arc<VerticalAutoscaler>> = self
+            .vas
+            .state()
+            .into_iter()
+            .filter(|v| v.namespace().as_deref() == Some(ns))
+            .filter(|v| v.spec.target_ref.kind == kind && v.spec.target_ref.name == name)
+            .collect();
+        let sizing: Vec<Claimant> = candidates
+            .iter()
+            .filter(|v| v.spec.update_policy.update_mode.sizes_new_pods())
+            .map(|v| claimant(v))
+            .collect();
+        let first = sizing.iter().find(|c| guard::owner(c, &sizing).is_none())?;
+        let uid = first.uid.clone();
+        candidates.retain(|v| v.uid().as_deref() == Some(uid.as_str()));
+        candidates.pop()
+    }
+
+    /// Resources an HPA scales the autoscaler's workload on (left alone), unless it opts in.
+    pub fn blocked(&self, va: &VerticalAutoscaler) -> BTreeSet<ResourceName> {
+        if va.spec.update_policy.hpa_conflict != HpaConflict::Skip {
+            return BTreeSet::new();
+        }
+        let ns = va.namespace();
+        let hpas: Vec<_> = self
+            .hpas
+            .state()
+            .into_iter()
+            .filter(|h| h.namespace() == ns)
+            .collect();
+        let t = &va.spec.target_ref;
+        crate::plan::hpa::scaled_resources(hpas.iter().map(AsRef::as_ref), &t.kind, &t.name).0
+    }
+
+    /// Every pending approval in `ns`, from the ResizeStates of live VerticalAutoscalers.
+    pub fn pending_in(&self, ns: &str) -> Vec<PendingApproval> {
+        self.states
+            .state()
+            .into_iter()
+            .filter(|s| s.namespace().as_deref() == Some(ns))
+            .filter(|s| {
+                self.vas
+                    .get(&ObjectRef::new(&s.name_any()).within(ns))
+                    .is_some_and(|v| v.uid().as_deref() == Some(&s.spec.vertical_autoscaler_uid))
+            })
+            .flat_map(|s| s.spec.pending_approvals.clone())
+            .collect()
+    }
+}
+
+fn claimant(v: &VerticalAutoscaler) -> Claimant {
+    Claimant {
+        name: format!("VerticalAutoscaler/{}", v.name_any()),
+        uid: v.uid().unwrap_or_default(),
+        created: v
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(0, |t| t.0.as_second()),
+    }
+}
