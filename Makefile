@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 
-.PHONY: help demo demo-ci demo-real-node test test-deps lint fmt crds observability unit bench-sim bench-recommender bench-updater
+.PHONY: help demo demo-ci demo-real-node test test-deps lint fmt crds observability unit bench-sim bench-recommender bench-updater bench-admission
 
 demo: ## the whole system on this machine: API server, simulated nodes, Prometheus with a week of history, recommender, updater (Ctrl-C stops it)
 	hack/install-prometheus.sh
@@ -33,19 +33,24 @@ bench-recommender: ## recommender benchmark: 2,000 workloads, 14 days (first, st
 bench-updater: ## updater benchmark: 1,000 VerticalAutoscalers over 5,000 pods, every recommendation changed at once
 	hack/bench-updater.sh
 
+bench-admission: ## admission benchmark: 1,000 pod creates with the webhook and 1,000 without, side by side
+	hack/bench-admission.sh
+
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 test: test-deps lint ## install what the tests need, check formatting and lints, run every test
-	KUBEBUILDER_ASSETS="$$(hack/test-binaries.sh)" $(CARGO) test --workspace --all-targets
+	KUBEBUILDER_ASSETS="$$(hack/test-binaries.sh)" TAILOR_CONTROLLER_MANAGER="$$(hack/controller-manager.sh)" \
+	  $(CARGO) test --workspace --all-targets
 
-test-deps: ## kube-apiserver + etcd, helm + kustomize, a kubelet (built once, cached), Prometheus and containerd (Debian packages), the real-node image
+test-deps: ## kube-apiserver + etcd + kube-controller-manager, helm + kustomize, a kubelet (built once, cached), Prometheus and containerd (Debian packages), the real-node image
 	hack/install-prometheus.sh
 	@if [ "$${TAILOR_REAL_NODE:-}" = skip ]; then echo "real node: skipped (TAILOR_REAL_NODE=skip)"; \
 	  else hack/real-node.sh all; fi
 	@tools="$$(hack/tools.sh)" && "$$tools/helm" version --short && "$$tools/kustomize" version
 	@assets="$$(hack/test-binaries.sh)" && echo "test binaries in $$assets:" && \
 	  "$$assets/kube-apiserver" --version && "$$assets/etcd" --version | head -n1 && \
+	  "$$(hack/controller-manager.sh)/kube-controller-manager" --version && \
 	  prometheus --version 2>&1 | head -n1 && promtool --version 2>&1 | head -n1
 
 unit: ## the tests that need no servers

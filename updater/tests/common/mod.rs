@@ -4,6 +4,8 @@
 //! mirror them into the status), and the `tailor-updater` binary as a process.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)] // tests may panic
 
+pub mod admission;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

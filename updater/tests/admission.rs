@@ -1,0 +1,285 @@
+//! The admission webhook on a real API server with the real Deployment and ReplicaSet
+//! controllers: new pods sized at creation (`Initial` and `InPlace`, QoS classes kept, `Off`
+//! never mutated), a rollout under a pending approval, the webhook down, certificate rotation,
+//! and the memory gate's approval check.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::time::Duration;
+
+use common::admission::{qos, sized};
+use common::{Env, restart_count, spec_value};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+fn burstable(cpu: &str, memory: &str, limit: &str) -> serde_json::Value {
+    json!([{"name": "app", "image": "busybox",
+            "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": limit}}}])
+}
+
+fn target(cpu: &str, memory: &str, floor: &str) -> serde_json::Value {
+    json!([{"containerName": "app", "target": {"cpu": cpu, "memory": memory},
+            "memoryFloor": {"value": floor, "reason": "Peak"}}])
+}
+
+fn request(p: &Pod, resource: &str) -> Option<String> {
+    spec_value(p, "app", "requests", resource)
+}
+
+fn limit(p: &Pod, resource: &str) -> Option<String> {
+    spec_value(p, "app", "limits", resource)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_out_sizes_the_new_pods_at_creation_and_initial_never_resizes_a_running_one() {
+    let env = Env::with_controllers(1, "8", "16Gi").await;
+    let (updater, _) = env.webhook_updater("a", &[]).await;
+    env.deployment("web", 1, burstable("100m", "128Mi", "256Mi"))
+        .await;
+    let first = env.wait_deployment("web", 1, "at the template", |_| true).await;
+    let first = first[0].metadata.name.clone().unwrap();
+
+    env.deployment_va("web", "web", json!({"updatePolicy": {"updateMode": "Initial"}}))
+        .await;
+    env.recommend("web", target("250m", "200Mi", "150Mi")).await;
+    env.patch_deployment("web", json!({"spec": {"replicas": 3}}))
+        .await;
+    let pods = env
+        .wait_deployment("web", 3, "", |_| true)
+        .await;
+    let new: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.metadata.name.as_deref() != Some(first.as_str()))
+        .collect();
+    assert_eq!(new.len(), 2);
+    for p in &new {
+        assert!(sized(p), "{:?} not sized", p.metadata.name);
+        assert_eq!(request(p, "cpu").as_deref(), Some("250m"));
+        assert_eq!(request(p, "memory").as_deref(), Some("200Mi"));
+        // The limit keeps its ratio to the request (x2).
+        assert_eq!(limit(p, "memory").as_deref(), Some("400Mi"));
+        assert_eq!(qos(p), "Burstable");
+        assert_eq!(restart_count(p, "app"), 0);
+        let record: serde_json::Value = serde_json::from_str(
+            &p.metadata.annotations.as_ref().unwrap()[common::admission::SIZED],
+        )
+        .unwrap();
+        assert_eq!(record["verticalAutoscaler"], "web");
+        assert_eq!(record["original"]["app"]["requests"]["memory"], "128Mi");
+    }
+    // Initial: the pod that was running keeps the template's values, and nothing is resized.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let running = env.pods().get(&first).await.unwrap();
+    assert!(!sized(&running));
+    assert_eq!(request(&running, "cpu").as_deref(), Some("100m"));
+    assert_eq!(request(&running, "memory").as_deref(), Some("128Mi"));
+    assert_eq!(
+        updater.metric("tailor_updater_resizes_total{outcome=\"issued\"").await,
+        0.0
+    );
+    assert!(
+        updater
+            .metric("tailor_admission_requests_total{webhook=\"size\",outcome=\"sized\"}")
+            .await
+            >= 2.0
+    );
+    assert!(
+        updater
+            .metric("tailor_admission_duration_seconds_count{webhook=\"size\"}")
+            .await
+            >= 2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guaranteed_stays_guaranteed_off_and_stale_are_never_mutated() {
+    let env = Env::with_controllers(1, "8", "16Gi").await;
+    let (_updater, _) = env.webhook_updater("a", &[]).await;
+    let guaranteed = json!([{"name": "app", "image": "busybox",
+        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"},
+                      "limits": {"cpu": "500m", "memory": "512Mi"}}}]);
+    for (name, mode) in [("db", "InPlace"), ("batch", "Off"), ("stale", "Initial")] {
+        env.deployment_va(name, name, json!({"updatePolicy": {"updateMode": mode}}))
+            .await;
+        env.recommend(name, target("300m", "384Mi", "300Mi")).await;
+    }
+    // A spec change after the recommendation: it is no longer current.
+    env.vas()
+        .patch(
+            "stale",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"updatePolicy": {"minChange": {"cpu": 0.2}}}})),
+        )
+        .await
+        .unwrap();
+    for name in ["db", "batch", "stale"] {
+        env.deployment(name, 2, guaranteed.clone()).await;
+    }
+    let db = env.wait_deployment("db", 2, "sized", sized).await;
+    for p in &db {
+        assert_eq!(request(p, "cpu").as_deref(), Some("300m"));
+        assert_eq!(limit(p, "cpu").as_deref(), Some("300m"));
+        assert_eq!(request(p, "memory").as_deref(), Some("384Mi"));
+        assert_eq!(limit(p, "memory").as_deref(), Some("384Mi"));
+        assert_eq!(qos(p), "Guaranteed");
+    }
+    for name in ["batch", "stale"] {
+        for p in env.wait_deployment(name, 2, "", |_| true).await {
+            assert!(!sized(&p), "{name}: {:?} was sized", p.metadata.name);
+            assert_eq!(request(&p, "memory").as_deref(), Some("512Mi"));
+        }
+    }
+    env.wait_event("VerticalAutoscaler", "stale", "AdmissionSkipped")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_under_a_pending_approval_leaves_nothing_to_approve() {
+    let env = Env::with_controllers(1, "8", "16Gi").await;
+    env.deployment("api", 2, burstable("200m", "256Mi", "512Mi"))
+        .await;
+    env.wait_deployment("api", 2, "", |_| true).await;
+    env.deployment_va("api", "api", json!({})).await;
+    env.recommend("api", target("200m", "192Mi", "150Mi")).await;
+    let (updater, _) = env.webhook_updater("a", &[]).await;
+    updater.wait_ready().await;
+    // The cut waits for a person.
+    env.wait_state("api", "holding the cut for approval", |s| {
+        !s.pending_approvals.is_empty()
+    })
+    .await;
+    // A rollout: the new pods are created at the recommended memory.
+    env.patch_deployment(
+        "api",
+        json!({"spec": {"template": {"metadata": {"annotations": {"rollout": "2"}}}}}),
+    )
+    .await;
+    let pods = env.wait_deployment("api", 2, "sized", sized).await;
+    for p in &pods {
+        assert_eq!(request(p, "memory").as_deref(), Some("192Mi"));
+        assert_eq!(limit(p, "memory").as_deref(), Some("384Mi"));
+        assert_eq!(restart_count(p, "app"), 0);
+    }
+    env.wait_state("api", "with nothing left to approve", |s| {
+        s.pending_approvals.is_empty()
+    })
+    .await;
+    assert_eq!(
+        updater.metric("tailor_updater_resizes_total{outcome=\"issued\"").await,
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_webhook_down_pods_start_at_the_template_and_are_resized_live() {
+    let env = Env::with_controllers(1, "8", "16Gi").await;
+    env.deployment_va("web", "web", json!({})).await;
+    env.recommend("web", target("300m", "256Mi", "200Mi")).await;
+    let (mut updater, _) = env.webhook_updater("a", &[]).await;
+    updater.kill();
+    // The configurations stay registered; the webhook does not answer.
+    env.deployment("web", 1, burstable("100m", "128Mi", "256Mi"))
+        .await;
+    let pods = env.wait_deployment("web", 1, "", |_| true).await;
+    assert!(!sized(&pods[0]));
+    assert_eq!(request(&pods[0], "memory").as_deref(), Some("128Mi"));
+    // An updater without the webhook resizes it live: CPU and memory up.
+    let updater = env.updater("b", &[]);
+    updater.wait_ready().await;
+    let name = pods[0].metadata.name.clone().unwrap();
+    let p = env
+        .wait_pod(&name, "resized live", |p| {
+            common::applied(p, "app", "requests", "memory", "256Mi")
+                && common::applied(p, "app", "requests", "cpu", "300m")
+        })
+        .await;
+    assert_eq!(restart_count(&p, "app"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_rotation_keeps_the_webhook_serving() {
+    let env = Env::with_controllers(1, "8", "16Gi").await;
+    let (updater, _) = env
+        .webhook_updater("a", &["--webhook-cert-validity-seconds=60"])
+        .await;
+    let first = env.webhook_secret().await;
+    let first_cert = first.data.as_ref().unwrap()["tls.crt"].clone();
+    env.deployment_va("web", "web", json!({"updatePolicy": {"updateMode": "Initial"}}))
+        .await;
+    env.recommend("web", target("250m", "200Mi", "150Mi")).await;
+    env.deployment("web", 1, burstable("100m", "128Mi", "256Mi"))
+        .await;
+    env.wait_deployment("web", 1, "sized", sized).await;
+    // Renewed once a third of its 60 s is left.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let now = env.webhook_secret().await;
+        if now.data.as_ref().unwrap()["tls.crt"] != first_cert {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never renewed");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // Give the updater one check interval to load it, then new pods are still sized.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.patch_deployment("web", json!({"spec": {"replicas": 3}}))
+        .await;
+    env.wait_deployment("web", 3, "sized", sized).await;
+    assert!(
+        updater
+            .metric("tailor_admission_requests_total{webhook=\"size\",outcome=\"sized\"}")
+            .await
+            >= 3.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_takes_only_a_pending_approval_id_for_that_pod() {
+    let env = Env::start(1, "8", "16Gi", 0.2).await;
+    let names = env
+        .workload_annotated(
+            "db",
+            1,
+            burstable("200m", "256Mi", "512Mi"),
+            json!({"tailor.dev/approve-memory-decrease": "not-an-id"}),
+        )
+        .await;
+    env.va("db", "db", json!({})).await;
+    env.recommend("db", target("200m", "192Mi", "150Mi")).await;
+    let (_updater, _) = env.webhook_updater("a", &[]).await;
+    let state = env
+        .wait_state("db", "holding the cut", |s| !s.pending_approvals.is_empty())
+        .await;
+    let id = state.pending_approvals[0].id.clone();
+    let pod = &names[0];
+    let resize = |limit: &str| {
+        json!({"spec": {"containers": [{"name": "app",
+            "resources": {"requests": {"memory": "192Mi"}, "limits": {"memory": limit}}}]}})
+    };
+    let lower = |limit: &'static str| {
+        let pods = env.pods();
+        let body = resize(limit);
+        let pod = pod.clone();
+        async move {
+            pods.patch_subresource("resize", &pod, &PatchParams::default(), &Patch::Strategic(body))
+                .await
+        }
+    };
+    // Any value but a pending id is refused.
+    let e = lower("384Mi").await.unwrap_err().to_string();
+    assert!(e.contains("no pending approval with id not-an-id"), "{e}");
+    // The pending id, for this pod: allowed down to its value, not below.
+    env.pods()
+        .patch(
+            pod,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"tailor.dev/approve-memory-decrease": id}}})),
+        )
+        .await
+        .unwrap();
+    let e = lower("300Mi").await.unwrap_err().to_string();
+    assert!(e.contains("no pending approval"), "{e}");
+    lower("384Mi").await.expect("the approved cut passes the gate");
+}
