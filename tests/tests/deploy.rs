@@ -1,7 +1,12 @@
-//! The installable manifests, `deploy/kustomize/base` and the Helm chart `deploy/helm/tailor`:
+//! The installable manifests, `deploy/kustomize/base` (and its overlay
+//! `deploy/kustomize/cert-manager`) and the Helm chart `deploy/helm/tailor`:
 //!
-//! - both render the same objects with default values, and the chart's CRD copies hold what
+//! - both render the same objects with default values (and the overlay what the chart renders
+//!   with `webhook.certificates=cert-manager`), and the chart's CRD copies hold what
 //!   `deploy/crds/` holds;
+//! - the admission webhook's Service, configurations and certificates fit together (module
+//!   `webhook`): with the webhook down pods are still created, and the gate webhook only sees
+//!   the resizes that matter;
 //! - RBAC grants no writes on pods, only `patch` on `pods/resize` to the updater; the
 //!   Deployments are locked down; the chart's values map to the binaries' real flags;
 //! - a real kube-apiserver accepts every object (server-side apply, strict field validation);
@@ -9,13 +14,16 @@
 //! - the memory-decrease gate denies an unapproved memory-limit cut and nothing else;
 //! - the ServiceAccounts' tokens can do what the binaries need and no more (only the
 //!   recommender may patch VerticalAutoscaler status: the updater applies what is written
-//!   there), and the binaries run with them and with the manifests' flags (ready, holding their
-//!   Lease, the updater recording to its ResizeState and the recommender mirroring that).
+//!   there; the updater writes its webhook Secret and the caBundle of its own webhook
+//!   configurations only), and the binaries run with them and with the manifests' flags (ready,
+//!   holding their Lease, the updater recording to its ResizeState and the recommender
+//!   mirroring that, the updater making and serving its webhook certificate).
 //!
 //! `helm` and `kustomize` come from `$TAILOR_TOOLS` or from `hack/tools.sh`, which builds them
 //! from the Go module proxy once and caches them. The ServiceMonitor and PrometheusRule CRDs
-//! are not part of a bare API server: the tests install subsets of them from `tests/fixtures/`
-//! (strict schema for the fields tailor writes), so those objects are applied like every other.
+//! are not part of a bare API server, nor are cert-manager's Issuer and Certificate: the tests
+//! install subsets of them from `tests/fixtures/` (strict schema for the fields tailor writes),
+//! so those objects are applied like every other.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,6 +33,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
@@ -43,11 +52,15 @@ use tailor_e2e::process::ServerProcess;
 
 #[path = "deploy/status_writer.rs"]
 mod status_writer;
+#[path = "deploy/webhook.rs"]
+mod webhook;
 
 const RELEASE: &str = "tailor";
 const NAMESPACE: &str = "tailor-system";
 const CHART: &str = "deploy/helm/tailor";
 const BASE: &str = "deploy/kustomize/base";
+const CERT_MANAGER: &str = "deploy/kustomize/cert-manager";
+const CERT_MANAGER_VALUES: &str = "--set=webhook.certificates=cert-manager";
 const CRD_SOURCES: &str = "deploy/crds";
 const CRD_COPIES: &str = "deploy/helm/tailor/crds";
 const CRD_COPY_HEADER: &str =
@@ -65,6 +78,18 @@ type Key = (String, String, String, String);
 
 /// Every object the manifests install with default values.
 const EXPECTED: &[(&str, &str, &str, &str)] = &[
+    (
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+        "",
+        "tailor",
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingWebhookConfiguration",
+        "",
+        "tailor",
+    ),
     (
         "admissionregistration.k8s.io/v1",
         "ValidatingAdmissionPolicy",
@@ -173,9 +198,69 @@ const EXPECTED: &[(&str, &str, &str, &str)] = &[
     ("v1", "Namespace", "", NAMESPACE),
     ("v1", "Service", NAMESPACE, "tailor-recommender-metrics"),
     ("v1", "Service", NAMESPACE, "tailor-updater-metrics"),
+    ("v1", "Service", NAMESPACE, "tailor-webhook"),
     ("v1", "ServiceAccount", NAMESPACE, "tailor-recommender"),
     ("v1", "ServiceAccount", NAMESPACE, "tailor-updater"),
 ];
+
+/// With self-managed webhook certificates (the default) only: the updater's grants on its
+/// Secret and on the webhook configurations.
+const SELF_MANAGED_ONLY: &[(&str, &str, &str, &str)] = &[
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRole",
+        "",
+        "tailor-updater-webhook-certs",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRoleBinding",
+        "",
+        "tailor-updater-webhook-certs",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "Role",
+        NAMESPACE,
+        "tailor-updater-webhook-certs",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        NAMESPACE,
+        "tailor-updater-webhook-certs",
+    ),
+];
+
+/// With cert-manager issuing the webhook's certificate only.
+const CERT_MANAGER_ONLY: &[(&str, &str, &str, &str)] = &[
+    (
+        "cert-manager.io/v1",
+        "Certificate",
+        NAMESPACE,
+        "tailor-webhook",
+    ),
+    (
+        "cert-manager.io/v1",
+        "Issuer",
+        NAMESPACE,
+        "tailor-selfsigned",
+    ),
+];
+
+/// The objects expected with self-managed webhook certificates or with cert-manager.
+fn expected(cert_manager: bool) -> BTreeSet<Key> {
+    let extra = if cert_manager {
+        CERT_MANAGER_ONLY
+    } else {
+        SELF_MANAGED_ONLY
+    };
+    EXPECTED
+        .iter()
+        .chain(extra)
+        .map(|(a, k, n, m)| (a.to_string(), k.to_string(), n.to_string(), m.to_string()))
+        .collect()
+}
 
 // --- tools and rendering ----------------------------------------------------------------
 
@@ -618,24 +703,24 @@ fn assert_allowed<T>(result: Result<T, kube::Error>, what: &str) {
 
 // --- rendering ----------------------------------------------------------------------------
 
-#[test]
-fn kustomize_and_helm_render_the_same_objects() {
-    let kustomize = by_key(&kustomize_objects(), "kustomize");
-    let helm = by_key(&helm_objects(&[]), "helm");
-
-    let expected: BTreeSet<Key> = EXPECTED
-        .iter()
-        .map(|(a, k, n, m)| (a.to_string(), k.to_string(), n.to_string(), m.to_string()))
-        .collect();
+/// `kustomize build dir` and `helm template` with `values` render exactly `expected`, and the
+/// same objects field by field; returns the chart's objects.
+fn assert_same_renders(
+    dir: &str,
+    values: &[&str],
+    expected: &BTreeSet<Key>,
+) -> BTreeMap<Key, Value> {
+    let kustomize = by_key(&documents(&kustomize_build(dir)), dir);
+    let helm = by_key(&helm_objects(values), "helm");
     let rendered: BTreeSet<Key> = kustomize.keys().cloned().collect();
     assert_eq!(
-        rendered, expected,
-        "kustomize renders other objects than expected"
+        &rendered, expected,
+        "kustomize build {dir} renders other objects than expected"
     );
     let rendered: BTreeSet<Key> = helm.keys().cloned().collect();
     assert_eq!(
-        rendered, expected,
-        "helm renders other objects than expected"
+        &rendered, expected,
+        "helm {values:?} renders other objects than expected"
     );
 
     let mut diffs = Vec::new();
@@ -650,9 +735,15 @@ fn kustomize_and_helm_render_the_same_objects() {
     }
     assert!(
         diffs.is_empty(),
-        "kustomize and helm render different objects:\n{}",
+        "kustomize build {dir} and helm {values:?} render different objects:\n{}",
         diffs.join("\n")
     );
+    helm
+}
+
+#[test]
+fn kustomize_and_helm_render_the_same_objects() {
+    let helm = assert_same_renders(BASE, &[], &expected(false));
 
     // No Helm bookkeeping labels leak into the objects.
     for (k, o) in &helm {
@@ -662,6 +753,28 @@ fn kustomize_and_helm_render_the_same_objects() {
                 !label.starts_with("helm.sh/") && label != "app.kubernetes.io/managed-by",
                 "{k:?} carries {label}"
             );
+        }
+    }
+}
+
+#[test]
+fn cert_manager_overlay_and_helm_render_the_same_objects() {
+    let helm = assert_same_renders(CERT_MANAGER, &[CERT_MANAGER_VALUES], &expected(true));
+    let objects: Vec<Value> = helm.into_values().collect();
+    webhook::assert_cert_manager(&objects);
+    // Everything else is the base's.
+    let overlay = by_key(&documents(&kustomize_build(CERT_MANAGER)), CERT_MANAGER);
+    let base = by_key(&kustomize_objects(), BASE);
+    for (k, o) in &overlay {
+        let changed = matches!(
+            k.1.as_str(),
+            "MutatingWebhookConfiguration"
+                | "ValidatingWebhookConfiguration"
+                | "Certificate"
+                | "Issuer"
+        ) || k.3 == "tailor-updater" && k.1 == "Deployment";
+        if !changed {
+            assert_eq!(Some(o), base.get(k), "the overlay changes {k:?}");
         }
     }
 }
@@ -834,11 +947,11 @@ fn rbac_grants_no_pod_writes_and_workloads_are_locked_down() {
                 );
             }
         }
-        assert_eq!(
-            container["ports"],
-            json!([{ "name": "admin", "containerPort": 8080, "protocol": "TCP" }]),
-            "{what}"
-        );
+        let mut ports = vec![json!({ "name": "admin", "containerPort": 8080, "protocol": "TCP" })];
+        if component == "updater" {
+            ports.push(json!({ "name": "webhook", "containerPort": 9443, "protocol": "TCP" }));
+        }
+        assert_eq!(container["ports"], Value::Array(ports), "{what}");
         assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
         assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
         for probe in ["readinessProbe", "livenessProbe"] {
@@ -882,6 +995,8 @@ fn rbac_grants_no_pod_writes_and_workloads_are_locked_down() {
         binding["spec"]["matchResources"]["namespaceSelector"],
         json!({ "matchLabels": { "tailor.dev/memory-gate": "enabled" } })
     );
+
+    webhook::assert_self_managed(&objects);
 }
 
 /// The file flags name files the Deployment mounts.
@@ -1042,20 +1157,109 @@ fn helm_values_map_to_the_flags() {
     }
 }
 
+#[test]
+fn helm_webhook_values_map_to_the_objects_and_flags() {
+    let args = |objects: &[Value]| {
+        strings(
+            &find(objects, "Deployment", "tailor-updater")["spec"]["template"]["spec"]["containers"]
+                [0]["args"],
+        )
+    };
+    let objects = helm_objects(&[
+        "--set=webhook.port=10443",
+        "--set=webhook.timeoutSeconds=5",
+        "--set=webhook.certValiditySeconds=86400",
+        "--set=webhook.namespaceExclusions={kube-system,monitoring}",
+    ]);
+    let u = args(&objects);
+    for flag in [
+        "--webhook-addr=0.0.0.0:10443",
+        "--webhook-cert-validity-seconds=86400",
+        "--webhook-certs=self-managed",
+    ] {
+        assert!(u.iter().any(|a| a == flag), "updater lacks {flag}: {u:?}");
+    }
+    let container = &find(&objects, "Deployment", "tailor-updater")["spec"]["template"]["spec"]["containers"]
+        [0];
+    assert_eq!(
+        container["ports"][1],
+        json!({ "name": "webhook", "containerPort": 10443, "protocol": "TCP" })
+    );
+    let size = &find(&objects, "MutatingWebhookConfiguration", "tailor")["webhooks"][0];
+    assert_eq!(size["timeoutSeconds"], 5);
+    // The release namespace is always left out.
+    assert_eq!(
+        size["namespaceSelector"]["matchExpressions"][0]["values"],
+        json!(["kube-system", "monitoring", NAMESPACE])
+    );
+
+    // Disabled: no webhook objects, and the updater serves none.
+    let objects = helm_objects(&["--set=webhook.enabled=false"]);
+    let u = args(&objects);
+    assert!(u.iter().any(|a| a == "--webhook-certs=none"), "{u:?}");
+    assert!(
+        !u.iter()
+            .any(|a| a.starts_with("--webhook-") && a != "--webhook-certs=none"),
+        "{u:?}"
+    );
+    let rendered = by_key(&objects, "helm");
+    let mut expected = expected(false);
+    for (a, k, n, m) in EXPECTED.iter().chain(SELF_MANAGED_ONLY) {
+        if k.contains("Webhook") || m.contains("webhook") {
+            expected.remove(&(a.to_string(), k.to_string(), n.to_string(), m.to_string()));
+        }
+    }
+    assert_eq!(
+        rendered.keys().cloned().collect::<BTreeSet<Key>>(),
+        expected,
+        "helm renders other objects than expected with webhook.enabled=false"
+    );
+    let container = &find(&objects, "Deployment", "tailor-updater")["spec"]["template"]["spec"]["containers"]
+        [0];
+    assert_eq!(container["ports"].as_array().unwrap().len(), 1);
+
+    // cert-manager with the Prometheus secrets: the webhook's Secret is mounted next to them.
+    let objects = helm_objects(&[
+        CERT_MANAGER_VALUES,
+        "--set=prometheus.bearerToken.secretName=prom-token",
+        "--set=prometheus.ca.configMapName=prom-ca",
+    ]);
+    webhook::assert_cert_manager(&objects);
+    assert_files_mounted(
+        find(&objects, "Deployment", "tailor-updater"),
+        &["--prometheus-token-file", "--prometheus-ca-file"],
+    );
+
+    match helm_template(&["--set=webhook.certificates=vault"]) {
+        Err(e) => assert!(
+            e.contains("webhook.certificates must be self-managed or cert-manager"),
+            "{e}"
+        ),
+        Ok(_) => panic!("webhook.certificates=vault must be refused"),
+    }
+}
+
 // --- the API server -------------------------------------------------------------------------
 
 #[tokio::test]
 async fn rendered_objects_are_accepted_by_the_api_server() -> anyhow::Result<()> {
-    let objects = kustomize_objects();
     let cp = ControlPlane::start().await?;
     let client = cp.client();
-    apply_all(&client, &objects).await?;
+    apply_and_read_back(&client, &kustomize_objects()).await?;
+    // The cert-manager overlay over it, with subsets of cert-manager's CRDs.
+    webhook::install_cert_manager_crds(&client).await?;
+    apply_and_read_back(&client, &documents(&kustomize_build(CERT_MANAGER))).await?;
+    Ok(())
+}
 
-    // Read back: everything sent is stored (nothing pruned or rewritten).
+/// Applies `objects`, then reads them back: everything sent is stored (nothing pruned or
+/// rewritten).
+async fn apply_and_read_back(client: &kube::Client, objects: &[Value]) -> anyhow::Result<()> {
+    apply_all(client, objects).await?;
     let mut problems = Vec::new();
-    for obj in &objects {
+    for obj in objects {
         let (_, kind, namespace, name) = key(obj);
-        let stored = api_for(&client, obj).await?.get(&name).await;
+        let stored = api_for(client, obj).await?.get(&name).await;
         match stored {
             Ok(stored) => missing(
                 obj,
@@ -1192,9 +1396,12 @@ async fn memory_gate_denies_unapproved_memory_limit_cuts() -> anyhow::Result<()>
         )
         .await?;
     let open = cp.namespace("open").await?;
+    // The sizing webhook is registered but nothing serves it: pods are created as submitted
+    // (failurePolicy Ignore).
     create_pod(&cp, &gated, "plain", json!({})).await?;
     create_pod(&cp, &gated, "approved", json!({ APPROVAL: "yes" })).await?;
     create_pod(&cp, &open, "plain", json!({})).await?;
+    create_pod(&cp, &open, "approved", json!({ APPROVAL: "yes" })).await?;
 
     let alice = impersonating(&cp, "alice").await?;
     let alice_gated = Api::<Pod>::namespaced(alice.clone(), &gated);
@@ -1270,7 +1477,7 @@ async fn memory_gate_denies_unapproved_memory_limit_cuts() -> anyhow::Result<()>
     let updater = service_account_client(&cp, NAMESPACE, "tailor-updater").await?;
     assert_allowed(
         resize_pod(
-            &Api::<Pod>::namespaced(updater, &gated),
+            &Api::<Pod>::namespaced(updater.clone(), &gated),
             "plain",
             &memory_limit_patch("256Mi"),
         )
@@ -1337,11 +1544,60 @@ async fn memory_gate_denies_unapproved_memory_limit_cuts() -> anyhow::Result<()>
         other => panic!("alice lowers a sidecar's memory limit: expected 403, got {other:?}"),
     }
 
-    // An annotated pod may be cut by anyone allowed to resize it.
+    // The gate webhook sees only the resizes its matchConditions let through, by someone
+    // other than the updater of an annotated pod in a gated namespace: none of the above
+    // reached it (it is not running here, and fails closed). The updater's cut of an annotated
+    // pod does not reach it either...
     assert_allowed(
-        resize_pod(&alice_gated, "approved", &memory_limit_patch("256Mi")).await,
-        "alice lowers the memory limit of an approved pod",
+        resize_pod(
+            &Api::<Pod>::namespaced(updater, &gated),
+            "approved",
+            &memory_limit_patch("384Mi"),
+        )
+        .await,
+        "tailor-updater lowers the memory limit of an annotated pod",
     );
+    // ...nor one in a namespace without the label...
+    assert_allowed(
+        resize_pod(
+            &Api::<Pod>::namespaced(alice.clone(), &open),
+            "approved",
+            &memory_limit_patch("256Mi"),
+        )
+        .await,
+        "alice lowers the memory limit of an annotated pod in a namespace without the label",
+    );
+    assert_eq!(stored_memory_limit(&cp, &open, "approved").await, "256Mi");
+    // ...but alice's cut of an annotated pod in the gated namespace must pass the webhook,
+    // which does not answer.
+    match resize_pod(&alice_gated, "approved", &memory_limit_patch("256Mi")).await {
+        Err(kube::Error::Api(s)) => assert!(
+            s.message.contains("gate.tailor.dev"),
+            "not refused by the webhook: {s:?}"
+        ),
+        other => panic!(
+            "alice lowers an annotated pod's memory limit with the gate webhook down: {other:?}"
+        ),
+    }
+    assert_eq!(stored_memory_limit(&cp, &gated, "approved").await, "384Mi");
+
+    // Without the webhook, the policy alone lets anyone allowed to resize it cut an annotated
+    // pod.
+    Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .delete("tailor", &DeleteParams::default())
+        .await?;
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match resize_pod(&alice_gated, "approved", &memory_limit_patch("256Mi")).await {
+            Ok(_) => break,
+            Err(kube::Error::Api(s))
+                if s.message.contains("gate.tailor.dev") && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("alice lowers the memory limit of an approved pod: {e}"),
+        }
+    }
     assert_eq!(stored_memory_limit(&cp, &gated, "approved").await, "256Mi");
 
     // Namespaces without the label are not gated.
@@ -1501,6 +1757,7 @@ async fn service_accounts_can_do_what_the_binaries_need_and_no_more() -> anyhow:
         &recommender,
     )
     .await?;
+    webhook::certificate_rbac(&cp, &updater, &recommender).await?;
 
     // Only the updater resizes.
     let resize_cpu = resize("app", json!({ "requests": { "cpu": "150m" } }));
@@ -1566,12 +1823,18 @@ fn binaries() -> &'static BTreeMap<String, PathBuf> {
 }
 
 /// The container's args with the addresses a test can use.
-fn local_args(container: &Value, admin_port: u16, prometheus: &str) -> Vec<String> {
+fn local_args(
+    container: &Value,
+    (admin_port, webhook_port): (u16, u16),
+    prometheus: &str,
+) -> Vec<String> {
     strings(&container["args"])
         .into_iter()
         .map(|a| {
             if a.starts_with("--admin-addr=") {
                 format!("--admin-addr=127.0.0.1:{admin_port}")
+            } else if a.starts_with("--webhook-addr=") {
+                format!("--webhook-addr=127.0.0.1:{webhook_port}")
             } else if a.starts_with("--prometheus-url=") {
                 format!("--prometheus-url={prometheus}")
             } else {
@@ -1601,6 +1864,8 @@ fn binaries_accept_every_rendered_flag() {
             "--set=prometheus.basicAuth.passwordSecretName=p",
             "--set=prometheus.ca.configMapName=c",
         ]),
+        helm_objects(&[CERT_MANAGER_VALUES]),
+        helm_objects(&["--set=webhook.enabled=false"]),
     ];
     for objects in &renders {
         for name in ["tailor-recommender", "tailor-updater"] {
@@ -1633,6 +1898,7 @@ async fn binaries_run_with_the_manifests_rbac_and_flags() -> anyhow::Result<()> 
     let va = status_writer::stale_object(&cp).await?;
 
     let mut running = Vec::new();
+    let mut updater_webhook_port = 0;
     for (component, name) in [
         ("recommender", "tailor-recommender"),
         ("updater", "tailor-updater"),
@@ -1656,7 +1922,11 @@ async fn binaries_run_with_the_manifests_rbac_and_flags() -> anyhow::Result<()> 
         let kubeconfig = kubeconfig_with_token(&cp, &token, &format!("{sa}.kubeconfig"))?;
         env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
         let port = tailor_e2e::free_port()?;
-        let args = local_args(container, port, prometheus.url());
+        let webhook_port = tailor_e2e::free_port()?;
+        if component == "updater" {
+            updater_webhook_port = webhook_port;
+        }
+        let args = local_args(container, (port, webhook_port), prometheus.url());
         let mut process = ServerProcess::spawn_with_env(
             name,
             &bins[name],
@@ -1713,6 +1983,15 @@ async fn binaries_run_with_the_manifests_rbac_and_flags() -> anyhow::Result<()> 
     // Both at work with their own tokens: the updater records to the ResizeState, the
     // recommender mirrors that into the status.
     status_writer::recorded_and_mirrored(&cp, &va, &running).await?;
+    // The updater made its webhook certificates with its token and serves them.
+    let updater_log = || {
+        running
+            .iter()
+            .find(|(name, _)| *name == "tailor-updater")
+            .map(|(_, p)| p.log_tail(30))
+            .unwrap_or_default()
+    };
+    webhook::certificates_made_and_served(&cp, updater_webhook_port, updater_log).await?;
     for (name, mut process) in running {
         let log = process.log_tail(200);
         assert!(

@@ -58,6 +58,7 @@ securityContext:
 
 {{/*
 Container settings shared by both binaries: downward-API env, the admin port and its probes.
+Call with (dict "ctx" $ "webhookPort" 9443); webhookPort (the updater's) may be empty.
 */}}
 {{- define "tailor.containerCommon" -}}
 env:
@@ -73,6 +74,11 @@ ports:
   - name: admin
     containerPort: 8080
     protocol: TCP
+{{- with .webhookPort }}
+  - name: webhook
+    containerPort: {{ int . }}
+    protocol: TCP
+{{- end }}
 readinessProbe:
   httpGet:
     path: /readyz
@@ -163,12 +169,13 @@ updater the working set before a memory decrease that restarts a container). Cal
 {{- end }}
 
 {{/*
-The container's mounts of the Prometheus secrets, if any. Call with $.
+The container's mounts of the Prometheus secrets and, with webhookTls, of the webhook's
+certificate, if any. Call with (dict "ctx" $ "webhookTls" false).
 */}}
-{{- define "tailor.prometheusVolumeMounts" -}}
-{{- $p := .Values.prometheus }}
+{{- define "tailor.volumeMounts" -}}
+{{- $p := .ctx.Values.prometheus }}
 {{- $ca := or $p.ca.secretName $p.ca.configMapName }}
-{{- if or $p.bearerToken.secretName $p.basicAuth.passwordSecretName $ca }}
+{{- if or $p.bearerToken.secretName $p.basicAuth.passwordSecretName $ca .webhookTls }}
 volumeMounts:
   {{- if $p.bearerToken.secretName }}
   - name: prometheus-token
@@ -185,16 +192,22 @@ volumeMounts:
     mountPath: /etc/tailor/prometheus/ca
     readOnly: true
   {{- end }}
+  {{- if .webhookTls }}
+  - name: webhook-tls
+    mountPath: /tls
+    readOnly: true
+  {{- end }}
 {{- end }}
 {{- end }}
 
 {{/*
-The pod's volumes of the Prometheus secrets, if any. Call with $.
+The pod's volumes of the Prometheus secrets and, with webhookTls, of the webhook's certificate
+(the Secret cert-manager writes), if any. Call with (dict "ctx" $ "webhookTls" false).
 */}}
-{{- define "tailor.prometheusVolumes" -}}
-{{- $p := .Values.prometheus }}
+{{- define "tailor.volumes" -}}
+{{- $p := .ctx.Values.prometheus }}
 {{- $ca := or $p.ca.secretName $p.ca.configMapName }}
-{{- if or $p.bearerToken.secretName $p.basicAuth.passwordSecretName $ca }}
+{{- if or $p.bearerToken.secretName $p.basicAuth.passwordSecretName $ca .webhookTls }}
 volumes:
   {{- with $p.bearerToken.secretName }}
   - name: prometheus-token
@@ -228,5 +241,77 @@ volumes:
         - key: {{ $p.ca.key }}
           path: ca.crt
   {{- end }}
+  {{- if .webhookTls }}
+  - name: webhook-tls
+    secret:
+      secretName: tailor-webhook-tls
+      items:
+        - key: tls.crt
+          path: tls.crt
+        - key: tls.key
+          path: tls.key
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Checks the webhook values. Call with $.
+*/}}
+{{- define "tailor.checkWebhook" -}}
+{{- $w := .Values.webhook }}
+{{- if and $w.enabled (not (has $w.certificates (list "self-managed" "cert-manager"))) }}
+{{- fail (printf "webhook.certificates must be self-managed or cert-manager, not %q" (toString $w.certificates)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the webhook's certificate comes from cert-manager ("true" or ""). Call with $.
+*/}}
+{{- define "tailor.webhookCertManager" -}}
+{{- if and .Values.webhook.enabled (eq .Values.webhook.certificates "cert-manager") }}true{{ end }}
+{{- end }}
+
+{{/*
+Whether the updater manages the webhook's certificates itself ("true" or ""). Call with $.
+*/}}
+{{- define "tailor.webhookSelfManaged" -}}
+{{- if and .Values.webhook.enabled (eq .Values.webhook.certificates "self-managed") }}true{{ end }}
+{{- end }}
+
+{{/*
+The updater's webhook flags. Call with $.
+*/}}
+{{- define "tailor.webhookArgs" -}}
+{{- $w := .Values.webhook }}
+{{- $ns := .Release.Namespace }}
+{{- if $w.enabled }}
+- --webhook-addr=0.0.0.0:{{ int $w.port }}
+- --updater-username=system:serviceaccount:{{ $ns }}:tailor-updater
+{{- if eq $w.certificates "cert-manager" }}
+- --webhook-certs=files
+- --webhook-cert-dir=/tls
+{{- else }}
+- --webhook-certs=self-managed
+- --webhook-secret=tailor-webhook-tls
+- --webhook-configurations=tailor
+- --webhook-names=tailor-webhook.{{ $ns }}.svc,tailor-webhook.{{ $ns }}.svc.cluster.local
+- --webhook-cert-validity-seconds={{ int64 $w.certValiditySeconds }}
+{{- end }}
+{{- else }}
+- --webhook-certs=none
+{{- end }}
+{{- end }}
+
+{{/*
+The webhook configurations' metadata: name, labels and, with cert-manager, the CA injector's
+annotation. Call with $.
+*/}}
+{{- define "tailor.webhookConfigurationMetadata" -}}
+name: tailor
+labels:
+  {{- include "tailor.labels" (dict "ctx" . "component" "webhook") | nindent 2 }}
+{{- if include "tailor.webhookCertManager" . }}
+annotations:
+  cert-manager.io/inject-ca-from: {{ .Release.Namespace }}/tailor-webhook
 {{- end }}
 {{- end }}
