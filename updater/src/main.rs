@@ -99,11 +99,20 @@ struct WebhookArgs {
     webhook_cert_dir: std::path::PathBuf,
     /// With `self-managed`: the Secret (in the updater's namespace) holding the CA and the
     /// serving certificate.
-    #[arg(long, env = "TAILOR_WEBHOOK_SECRET", default_value = "tailor-webhook-tls")]
+    #[arg(
+        long,
+        env = "TAILOR_WEBHOOK_SECRET",
+        default_value = "tailor-webhook-tls"
+    )]
     webhook_secret: String,
     /// With `self-managed`: the Mutating- and ValidatingWebhookConfigurations whose caBundle
     /// is kept current.
-    #[arg(long, env = "TAILOR_WEBHOOK_CONFIGURATIONS", value_delimiter = ',', default_value = "tailor")]
+    #[arg(
+        long,
+        env = "TAILOR_WEBHOOK_CONFIGURATIONS",
+        value_delimiter = ',',
+        default_value = "tailor"
+    )]
     webhook_configurations: Vec<String>,
     /// With `self-managed`: the serving certificate's names (DNS names or IP addresses).
     #[arg(
@@ -115,7 +124,11 @@ struct WebhookArgs {
     webhook_names: Vec<String>,
     /// With `self-managed`: the serving certificate's lifetime in seconds (renewed when a
     /// third is left); the CA lives ten times as long.
-    #[arg(long, env = "TAILOR_WEBHOOK_CERT_VALIDITY_SECONDS", default_value_t = 31_536_000)]
+    #[arg(
+        long,
+        env = "TAILOR_WEBHOOK_CERT_VALIDITY_SECONDS",
+        default_value_t = 31_536_000
+    )]
     webhook_cert_validity_seconds: u64,
     /// With `self-managed`: how often the Secret and the caBundles are checked (seconds).
     #[arg(long, env = "TAILOR_WEBHOOK_CERT_CHECK_SECONDS", default_value_t = 60)]

@@ -38,17 +38,21 @@ async fn scaling_out_sizes_the_new_pods_at_creation_and_initial_never_resizes_a_
     let (updater, _) = env.webhook_updater("a", &[]).await;
     env.deployment("web", 1, burstable("100m", "128Mi", "256Mi"))
         .await;
-    let first = env.wait_deployment("web", 1, "at the template", |_| true).await;
+    let first = env
+        .wait_deployment("web", 1, "at the template", |_| true)
+        .await;
     let first = first[0].metadata.name.clone().unwrap();
 
-    env.deployment_va("web", "web", json!({"updatePolicy": {"updateMode": "Initial"}}))
-        .await;
+    env.deployment_va(
+        "web",
+        "web",
+        json!({"updatePolicy": {"updateMode": "Initial"}}),
+    )
+    .await;
     env.recommend("web", target("250m", "200Mi", "150Mi")).await;
     env.patch_deployment("web", json!({"spec": {"replicas": 3}}))
         .await;
-    let pods = env
-        .wait_deployment("web", 3, "", |_| true)
-        .await;
+    let pods = env.wait_deployment("web", 3, "", |_| true).await;
     let new: Vec<&Pod> = pods
         .iter()
         .filter(|p| p.metadata.name.as_deref() != Some(first.as_str()))
@@ -76,7 +80,9 @@ async fn scaling_out_sizes_the_new_pods_at_creation_and_initial_never_resizes_a_
     assert_eq!(request(&running, "cpu").as_deref(), Some("100m"));
     assert_eq!(request(&running, "memory").as_deref(), Some("128Mi"));
     assert_eq!(
-        updater.metric("tailor_updater_resizes_total{outcome=\"issued\"").await,
+        updater
+            .metric("tailor_updater_resizes_total{outcome=\"issued\"")
+            .await,
         0.0
     );
     assert!(
@@ -167,7 +173,9 @@ async fn a_rollout_under_a_pending_approval_leaves_nothing_to_approve() {
     })
     .await;
     assert_eq!(
-        updater.metric("tailor_updater_resizes_total{outcome=\"issued\"").await,
+        updater
+            .metric("tailor_updater_resizes_total{outcome=\"issued\"")
+            .await,
         0.0
     );
 }
@@ -206,8 +214,12 @@ async fn certificate_rotation_keeps_the_webhook_serving() {
         .await;
     let first = env.webhook_secret().await;
     let first_cert = first.data.as_ref().unwrap()["tls.crt"].clone();
-    env.deployment_va("web", "web", json!({"updatePolicy": {"updateMode": "Initial"}}))
-        .await;
+    env.deployment_va(
+        "web",
+        "web",
+        json!({"updatePolicy": {"updateMode": "Initial"}}),
+    )
+    .await;
     env.recommend("web", target("250m", "200Mi", "150Mi")).await;
     env.deployment("web", 1, burstable("100m", "128Mi", "256Mi"))
         .await;
@@ -263,8 +275,13 @@ async fn the_gate_takes_only_a_pending_approval_id_for_that_pod() {
         let body = resize(limit);
         let pod = pod.clone();
         async move {
-            pods.patch_subresource("resize", &pod, &PatchParams::default(), &Patch::Strategic(body))
-                .await
+            pods.patch_subresource(
+                "resize",
+                &pod,
+                &PatchParams::default(),
+                &Patch::Strategic(body),
+            )
+            .await
         }
     };
     // Any value but a pending id is refused.
@@ -275,11 +292,15 @@ async fn the_gate_takes_only_a_pending_approval_id_for_that_pod() {
         .patch(
             pod,
             &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"tailor.dev/approve-memory-decrease": id}}})),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"tailor.dev/approve-memory-decrease": id}}}),
+            ),
         )
         .await
         .unwrap();
     let e = lower("300Mi").await.unwrap_err().to_string();
     assert!(e.contains("no pending approval"), "{e}");
-    lower("384Mi").await.expect("the approved cut passes the gate");
+    lower("384Mi")
+        .await
+        .expect("the approved cut passes the gate");
 }

@@ -29,9 +29,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 use super::tls::ServingCert;
 use crate::metrics::Metrics;
@@ -104,9 +102,15 @@ pub fn due(
     ) else {
         return Due::Create;
     };
-    if !["tls.crt", "tls.key", "ca.crt", "ca-signing.crt", "ca-signing.key"]
-        .iter()
-        .all(|k| has(k))
+    if ![
+        "tls.crt",
+        "tls.key",
+        "ca.crt",
+        "ca-signing.crt",
+        "ca-signing.key",
+    ]
+    .iter()
+    .all(|k| has(k))
         || now >= ca_to
         || !annotations.contains_key(CA_NAME)
     {
@@ -185,7 +189,11 @@ fn new_serving(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-fn text(data: &BTreeMap<String, ByteString>, key: &str) -> String {
+/// A Secret's annotations and data.
+type Annotations = BTreeMap<String, String>;
+type Data = BTreeMap<String, ByteString>;
+
+fn text(data: &Data, key: &str) -> String {
     data.get(key)
         .map(|b| String::from_utf8_lossy(&b.0).into_owned())
         .unwrap_or_default()
@@ -198,8 +206,10 @@ fn renewed(
     now: i64,
     mut annotations: BTreeMap<String, String>,
     mut data: BTreeMap<String, ByteString>,
-) -> Result<(BTreeMap<String, String>, BTreeMap<String, ByteString>), String> {
-    let cert_life = i64::try_from(s.validity.as_secs()).unwrap_or(i64::MAX / 20).max(3);
+) -> Result<(Annotations, Data), String> {
+    let cert_life = i64::try_from(s.validity.as_secs())
+        .unwrap_or(i64::MAX / 20)
+        .max(3);
     let ca_life = cert_life.saturating_mul(10);
     fn put(d: &mut BTreeMap<String, ByteString>, k: &str, v: String) {
         d.insert(k.to_owned(), ByteString(v.into_bytes()));
@@ -227,7 +237,11 @@ fn renewed(
             put(&mut data, "ca-next.crt", cert);
             put(&mut data, "ca-next.key", key);
             note(&mut annotations, NEXT_NAME, name);
-            note(&mut annotations, NEXT_NOT_AFTER, (now + ca_life).to_string());
+            note(
+                &mut annotations,
+                NEXT_NOT_AFTER,
+                (now + ca_life).to_string(),
+            );
             note(&mut annotations, NEXT_STAGED, now.to_string());
             return Ok((annotations, data));
         }
@@ -249,17 +263,15 @@ fn renewed(
     }
     let ca_name = annotations.get(CA_NAME).cloned().unwrap_or_default();
     let ca_key = text(&data, "ca-signing.key");
-    let (cert, key) = new_serving(
-        &s.names,
-        &ca_name,
-        &ca_key,
-        now,
-        cert_life,
-    )?;
+    let (cert, key) = new_serving(&s.names, &ca_name, &ca_key, now, cert_life)?;
     put(&mut data, "tls.crt", cert);
     put(&mut data, "tls.key", key);
     note(&mut annotations, CERT_NOT_BEFORE, (now - 60).to_string());
-    note(&mut annotations, CERT_NOT_AFTER, (now + cert_life).to_string());
+    note(
+        &mut annotations,
+        CERT_NOT_AFTER,
+        (now + cert_life).to_string(),
+    );
     note(&mut annotations, CERT_NAMES, s.names.join(","));
     Ok((annotations, data))
 }
@@ -295,7 +307,10 @@ async fn ensure_secret(client: &kube::Client, s: &Settings) -> Result<Secret, St
     let written = match current {
         None => api.create(&PostParams::default(), &secret).await,
         // Carries the resourceVersion read: a replica that renewed meanwhile wins (409).
-        Some(_) => api.replace(&s.secret, &PostParams::default(), &secret).await,
+        Some(_) => {
+            api.replace(&s.secret, &PostParams::default(), &secret)
+                .await
+        }
     };
     match written {
         Ok(w) => Ok(w),
@@ -379,14 +394,22 @@ mod tests {
     use super::*;
 
     fn state(pairs: &[(&str, i64)]) -> BTreeMap<String, String> {
-        let mut a: BTreeMap<String, String> =
-            pairs.iter().map(|(k, v)| ((*k).to_owned(), v.to_string())).collect();
+        let mut a: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.to_string()))
+            .collect();
         a.insert(CA_NAME.into(), "ca".into());
         a.insert(CERT_NAMES.into(), "svc".into());
         a
     }
 
-    const KEYS: &[&str] = &["tls.crt", "tls.key", "ca.crt", "ca-signing.crt", "ca-signing.key"];
+    const KEYS: &[&str] = &[
+        "tls.crt",
+        "tls.key",
+        "ca.crt",
+        "ca-signing.crt",
+        "ca-signing.key",
+    ];
 
     #[test]
     fn renews_the_serving_certificate_when_a_third_is_left() {

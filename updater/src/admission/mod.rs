@@ -89,8 +89,12 @@ impl Server {
             }
             said.insert(key, now);
         }
-        self.events
-            .send(n.va.object_ref(&()), Kind::Warning, n.reason, n.note.clone());
+        self.events.send(
+            n.va.object_ref(&()),
+            Kind::Warning,
+            n.reason,
+            n.note.clone(),
+        );
     }
 }
 
@@ -99,12 +103,13 @@ fn reply(response: AdmissionResponse) -> Response {
 }
 
 /// Reads a review; `Err` is the reply to a body that is not one.
-fn read(body: &[u8]) -> Result<AdmissionRequest<Pod>, Response> {
-    let review: AdmissionReview<Pod> = serde_json::from_slice(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("not an AdmissionReview: {e}")).into_response())?;
+fn read(body: &[u8]) -> Result<AdmissionRequest<Pod>, Box<Response>> {
+    let bad = |why: String| Box::new((StatusCode::BAD_REQUEST, why).into_response());
+    let review: AdmissionReview<Pod> =
+        serde_json::from_slice(body).map_err(|e| bad(format!("not an AdmissionReview: {e}")))?;
     review
         .try_into()
-        .map_err(|_| (StatusCode::BAD_REQUEST, "an AdmissionReview without a request").into_response())
+        .map_err(|_| bad("an AdmissionReview without a request".to_owned()))
 }
 
 async fn size(State(server): State<Arc<Server>>, body: Bytes) -> Response {
@@ -112,8 +117,11 @@ async fn size(State(server): State<Arc<Server>>, body: Bytes) -> Response {
     let req = match read(&body) {
         Ok(r) => r,
         Err(reply) => {
-            server.metrics.admission.answered("size", Outcome::Invalid.as_str(), 0.0);
-            return reply;
+            server
+                .metrics
+                .admission
+                .answered("size", Outcome::Invalid.as_str(), 0.0);
+            return *reply;
         }
     };
     let answer = if server.synced.load(std::sync::atomic::Ordering::Relaxed) {
@@ -139,8 +147,11 @@ async fn gate(State(server): State<Arc<Server>>, body: Bytes) -> Response {
     let req = match read(&body) {
         Ok(r) => r,
         Err(reply) => {
-            server.metrics.admission.answered("gate", Outcome::Invalid.as_str(), 0.0);
-            return reply;
+            server
+                .metrics
+                .admission
+                .answered("gate", Outcome::Invalid.as_str(), 0.0);
+            return *reply;
         }
     };
     let answer = if server.synced.load(std::sync::atomic::Ordering::Relaxed) {
@@ -210,7 +221,9 @@ pub async fn run(
         let (server, cert, metrics) = (server.clone(), cert.clone(), metrics.clone());
         async move {
             server.lookup.synced().await;
-            server.synced.store(true, std::sync::atomic::Ordering::Relaxed);
+            server
+                .synced
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             while !cert.loaded() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

@@ -89,9 +89,11 @@ fn answer(response: AdmissionResponse, outcome: Outcome) -> Answer {
 /// The size webhook's answer for `req`.
 pub async fn size(lookup: &Lookup, req: &AdmissionRequest<Pod>) -> Answer {
     let admit = AdmissionResponse::from(req);
-    let (Some(pod), Some(ns), Operation::Create) =
-        (req.object.as_ref(), req.namespace.as_deref(), &req.operation)
-    else {
+    let (Some(pod), Some(ns), Operation::Create) = (
+        req.object.as_ref(),
+        req.namespace.as_deref(),
+        &req.operation,
+    ) else {
         return answer(admit, Outcome::NotManaged);
     };
     let Some((kind, name)) = lookup.workload_of(ns, pod).await else {
@@ -160,7 +162,12 @@ fn declined_notice(va: &std::sync::Arc<VerticalAutoscaler>, plan: &PodPlan) -> O
     let why: Vec<String> = plan
         .declined
         .iter()
-        .filter(|d| !matches!(d.reason, DeclineReason::HpaConflict | DeclineReason::MemoryDecreaseNever))
+        .filter(|d| {
+            !matches!(
+                d.reason,
+                DeclineReason::HpaConflict | DeclineReason::MemoryDecreaseNever
+            )
+        })
         .map(|d| format!("container {}: {}", d.container, d.message))
         .collect();
     (!why.is_empty()).then(|| Notice {
@@ -174,7 +181,11 @@ fn declined_notice(va: &std::sync::Arc<VerticalAutoscaler>, plan: &PodPlan) -> O
 fn limits(pod: &Pod) -> Vec<(&str, Option<i64>)> {
     let spec = pod.spec.as_ref();
     let all = spec
-        .map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+        .map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        })
         .into_iter()
         .flatten();
     all.map(|c: &Container| {
@@ -216,7 +227,12 @@ pub fn gate(lookup: &Lookup, updater: &str, req: &AdmissionRequest<Pod>) -> Answ
         .collect();
     let value = old.annotations().get(APPROVE_MEMORY_DECREASE_ANNOTATION);
     let uid = old.uid().unwrap_or_default();
-    match gate::check(&lowered, value.map(String::as_str), &uid, &lookup.pending_in(ns)) {
+    match gate::check(
+        &lowered,
+        value.map(String::as_str),
+        &uid,
+        &lookup.pending_in(ns),
+    ) {
         Ok(()) => answer(admit, Outcome::Allowed),
         Err(why) => {
             let mut denied = admit.deny(why);

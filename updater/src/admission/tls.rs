@@ -35,8 +35,7 @@ impl ServingCert {
         if chain.is_empty() {
             return Err("serving certificate: no CERTIFICATE block".into());
         }
-        let key =
-            PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("serving key: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("serving key: {e}"))?;
         let provider = rustls::crypto::ring::default_provider();
         let certified = CertifiedKey::from_der(chain, key, &provider)
             .map_err(|e| format!("serving certificate and key: {e}"))?;
@@ -73,9 +72,13 @@ pub async fn watch_files(dir: std::path::PathBuf, cert: Arc<ServingCert>, every:
         );
         match read {
             (Ok(c), Ok(k)) => match cert.set_pem(&c, &k) {
-                Ok(true) => tracing::info!(dir = %dir.display(), "webhook serving certificate loaded"),
+                Ok(true) => {
+                    tracing::info!(dir = %dir.display(), "webhook serving certificate loaded")
+                }
                 Ok(false) => {}
-                Err(e) => tracing::error!(dir = %dir.display(), error = %e, "webhook serving certificate not loaded"),
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), error = %e, "webhook serving certificate not loaded")
+                }
             },
             (Err(e), _) | (_, Err(e)) => {
                 tracing::error!(dir = %dir.display(), error = %e, "cannot read the webhook serving certificate")
@@ -112,15 +115,15 @@ pub async fn serve(listener: tokio::net::TcpListener, cert: Arc<ServingCert>, ap
         let _ = tcp.set_nodelay(true);
         let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "webhook TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "webhook TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let service = TowerToHyperService::new(app);
             let served = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)

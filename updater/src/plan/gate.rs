@@ -47,7 +47,7 @@ pub fn check(
     }
     for l in lowered {
         let covered = pending.iter().any(|p| {
-            ids.iter().any(|id| *id == p.id)
+            ids.contains(&p.id)
                 && p.container_name == l.container
                 && p.pods.iter().any(|r| r.uid == pod_uid)
                 && memory_bytes(&p.to).is_ok_and(|to| l.to >= to)

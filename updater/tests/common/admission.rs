@@ -199,7 +199,10 @@ impl Env {
                 tokio::time::Instant::now() < deadline,
                 "{name}: not {n} ready pods {what}: {:#?}",
                 pods.iter()
-                    .map(|p| (p.metadata.name.clone(), p.spec.as_ref().map(|s| s.containers[0].resources.clone())))
+                    .map(|p| (
+                        p.metadata.name.clone(),
+                        p.spec.as_ref().map(|s| s.containers[0].resources.clone())
+                    ))
                     .collect::<Vec<_>>()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
