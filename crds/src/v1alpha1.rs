@@ -514,6 +514,37 @@ pub struct ContainerPolicy {
     /// Where the memory floor learns the process's heap ceiling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heap: Option<HeapPolicy>,
+
+    /// More CPU while the container starts: given at creation, taken back live (no restart)
+    /// once the pod has been Ready for the boost's duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_boost: Option<StartupBoost>,
+}
+
+/// A boost at startup, per resource (CPU only).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StartupBoost {
+    /// The CPU boost.
+    pub cpu: CpuBoost,
+}
+
+/// How much CPU a starting container gets, and for how long.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("has(self.factor) != has(self.value)").message("startupBoost.cpu needs exactly one of factor and value"))]
+pub struct CpuBoost {
+    /// The CPU target times this (above 1, at most 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self > 1.0 && self <= 100.0").message("startupBoost.cpu.factor must be above 1 and at most 100"))]
+    pub factor: Option<f64>,
+    /// This much CPU (when above the target; otherwise the target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::quantity")]
+    pub value: Option<Quantity>,
+    /// How long the boost lasts once the pod is Ready, as a duration (`30s`, `5m`).
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub duration: String,
 }
 
 impl ContainerPolicy {
@@ -527,6 +558,7 @@ impl ContainerPolicy {
             controlled_resources: default_controlled_resources(),
             controlled_values: ControlledValues::default(),
             heap: None,
+            startup_boost: None,
         }
     }
 }

@@ -304,3 +304,61 @@ async fn the_gate_takes_only_a_pending_approval_id_for_that_pod() {
         .await
         .expect("the approved cut passes the gate");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_boosted_pod_keeps_its_boost_until_ready_plus_duration_then_one_live_resize() {
+    let env = Env::with_controllers(1, "8", "16Gi").await;
+    let (updater, _) = env.webhook_updater("a", &[]).await;
+    env.deployment_va(
+        "web",
+        "web",
+        json!({"updatePolicy": {"updateMode": "Initial"},
+               "resourcePolicy": {"containerPolicies": [{"containerName": "app",
+                   "startupBoost": {"cpu": {"factor": 2.0, "duration": "8s"}}}]}}),
+    )
+    .await;
+    env.recommend("web", target("250m", "200Mi", "150Mi")).await;
+    env.deployment("web", 1, burstable("100m", "128Mi", "256Mi"))
+        .await;
+    let pods = env.wait_deployment("web", 1, "sized", sized).await;
+    let p = &pods[0];
+    let name = p.metadata.name.clone().unwrap();
+    assert_eq!(request(p, "cpu").as_deref(), Some("500m"), "boosted x2");
+    assert_eq!(request(p, "memory").as_deref(), Some("200Mi"));
+    let ready_at = p
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready" && c.status == "True"))
+        .and_then(|c| c.last_transition_time.clone())
+        .expect("Ready since")
+        .0
+        .as_second();
+    // Still boosted a few seconds into its duration.
+    let wait = (ready_at + 4) as f64 - common::unix_now();
+    if wait > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+    }
+    let p = env.pods().get(&name).await.unwrap();
+    assert_eq!(request(&p, "cpu").as_deref(), Some("500m"), "boost taken back early");
+    // Then one live resize to the target, even under Initial.
+    let p = env
+        .wait_pod(&name, "back at the target", |p| {
+            common::applied(p, "app", "requests", "cpu", "250m")
+        })
+        .await;
+    assert!(
+        common::unix_now() >= (ready_at + 8) as f64,
+        "taken back before Ready + 8 s"
+    );
+    assert_eq!(restart_count(&p, "app"), 0);
+    assert_eq!(request(&p, "memory").as_deref(), Some("200Mi"));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        updater
+            .metric("tailor_updater_resizes_total{outcome=\"issued\"")
+            .await,
+        1.0,
+        "exactly one resize: the boost taken back"
+    );
+}

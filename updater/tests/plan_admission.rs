@@ -39,6 +39,8 @@ fn sized_with(
         recommendation: recs,
         blocked,
         approved: &[],
+        now: 0,
+        unboost_only: false,
     })
 }
 

@@ -124,6 +124,8 @@ pub async fn size(lookup: &Lookup, req: &AdmissionRequest<Pod>) -> Answer {
         recommendation: &recommendation.container_recommendations,
         blocked: &blocked,
         approved: &[],
+        now: chrono::Utc::now().timestamp(),
+        unboost_only: false,
     });
     let notice = declined_notice(&va, &plan);
     let source = Source {

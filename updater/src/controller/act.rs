@@ -10,7 +10,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use tailor_crds::quantity::{format_cpu_millis, format_memory_bytes};
 use tailor_crds::v1alpha1::{
-    ContainerResize, PodRef, ResizeOutcome, ResizeRecord, ResourceName, Resources,
+    ContainerResize, PodRef, ResizeOutcome, ResizeRecord, ResourceName, Resources, UpdateMode,
     VerticalAutoscaler,
 };
 
@@ -131,7 +131,7 @@ fn still_wanted(ctx: &Context, w: &Workload, plan: &PodPlan, revert: bool) -> Re
         .map(|va| observe::snapshot(&va));
     if revert {
         return match now {
-            Some(s) if s.uid == w.snapshot.uid && s.in_place => Ok(()),
+            Some(s) if s.uid == w.snapshot.uid && s.mode == UpdateMode::InPlace => Ok(()),
             _ => Err("the VerticalAutoscaler is gone or no longer InPlace".into()),
         };
     }

@@ -41,7 +41,7 @@ use kube::core::DynamicObject;
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use tailor_crds::resize_state::{ResizeState, ResizeStateSpec};
-use tailor_crds::v1alpha1::{ResourceName, VerticalAutoscaler};
+use tailor_crds::v1alpha1::{ResourceName, UpdateMode, VerticalAutoscaler};
 use tailor_runtime::workload::Owners;
 
 use crate::metrics::Metrics;
@@ -331,6 +331,8 @@ fn plan_pod(w: &observe::Workload, pod: &Pod) -> PodPlan {
         recommendation: &recommendation,
         blocked: &w.blocked,
         approved: &approved,
+        now: now().0.as_second(),
+        unboost_only: w.va.spec.update_policy.update_mode == UpdateMode::Initial,
     })
 }
 

@@ -12,8 +12,8 @@ use kube::runtime::reflector::ObjectRef;
 use tailor_crds::resize_state::{ResizeState, ResizeStateSpec, updater_condition};
 use tailor_crds::v1alpha1::{
     APPROVE_MEMORY_DECREASE_ANNOTATION, ContainerRecommendation, HpaConflict, Recommendation,
-    ResizeOutcome, ResourceName, SUPPORTED_TARGETS, UpdateMode, VerticalAutoscaler,
-    VerticalAutoscalerStatus, condition,
+    ResizeOutcome, ResourceName, SUPPORTED_TARGETS, VerticalAutoscaler, VerticalAutoscalerStatus,
+    condition,
 };
 use tailor_runtime::workload::controller_of;
 
@@ -64,7 +64,7 @@ pub(super) fn snapshot(va: &VerticalAutoscaler) -> Snapshot {
     Snapshot {
         uid: uid_of(va),
         generation: va.metadata.generation,
-        in_place: va.spec.update_policy.update_mode == UpdateMode::InPlace,
+        mode: va.spec.update_policy.update_mode,
         recommendation: va
             .status
             .as_ref()
@@ -173,7 +173,8 @@ pub(super) fn observe(ctx: &Context, key: &Key) -> Observed {
     let supported = SUPPORTED_TARGETS
         .iter()
         .any(|(v, k)| *v == target.api_version && *k == target.kind);
-    if va.spec.update_policy.update_mode != UpdateMode::InPlace || !supported {
+    // `Initial` pods are sized at creation; the updater only takes back their startup boosts.
+    if !va.spec.update_policy.update_mode.sizes_new_pods() || !supported {
         return idle(status, Vec::new());
     }
     let Some(recommendation) = status.recommendation.clone() else {

@@ -11,6 +11,7 @@ use super::{Context, object_ref};
 /// the containers' names, resources and resize policies, and the status fields that say where
 /// a resize stands. On a large cluster the pod cache is most of the process's memory.
 pub(super) fn slim(pod: &mut Pod) {
+    use crate::plan::admission::SIZED_ANNOTATION;
     use k8s_openapi::api::core::v1::{
         Container, ContainerState, ContainerStateTerminated, ContainerStatus, PodSpec, PodStatus,
     };
@@ -23,6 +24,15 @@ pub(super) fn slim(pod: &mut Pod) {
         generation: meta.generation,
         owner_references: meta.owner_references,
         deletion_timestamp: meta.deletion_timestamp,
+        // Only a sizing record with a startup boost, which the planner takes back.
+        annotations: meta
+            .annotations
+            .map(|a| {
+                a.into_iter()
+                    .filter(|(k, v)| k == SIZED_ANNOTATION && v.contains("\"boost\""))
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            })
+            .filter(|a| !a.is_empty()),
         ..Default::default()
     };
     let slim = |c: Container| Container {

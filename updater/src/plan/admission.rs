@@ -12,7 +12,8 @@
 //! `changes` are the containers' new resources, `from` the template's. [`patch`] turns it into
 //! the JSON Patch an admission webhook answers with: only the `cpu` and `memory` keys of the
 //! changed containers are written (other resources stay), and the annotation
-//! [`SIZED_ANNOTATION`] records what the template asked for and the recommendation used.
+//! [`SIZED_ANNOTATION`] records what the template asked for, the recommendation used, and any
+//! startup boost given (see [`super::boost`]).
 
 use serde_json::{Value, json};
 use tailor_crds::quantity::{format_cpu_millis, format_memory_bytes};
@@ -119,12 +120,25 @@ pub fn patch(
                    "limits": as_object(&quantities(&change.from.limits))}),
         );
     }
-    let record = json!({
+    let mut record = json!({
         "verticalAutoscaler": source.verticalautoscaler,
         "generation": source.generation,
         "original": original,
-    })
-    .to_string();
+    });
+    if !plan.boosted.is_empty() {
+        let boosts: serde_json::Map<String, Value> = plan
+            .boosted
+            .iter()
+            .map(|g| {
+                (
+                    g.container.clone(),
+                    super::boost::record(g.boosted, g.target, g.duration),
+                )
+            })
+            .collect();
+        record["boost"] = Value::Object(boosts);
+    }
+    let record = record.to_string();
     if pod.metadata.annotations.is_none() {
         ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
     }

@@ -24,7 +24,7 @@ use tailor_crds::v1alpha1::{
 
 use super::memory::{self, Route};
 use super::resources::{self, ContainerResources, Qos};
-use super::{ContainerChange, DeclineReason, Note, PodInput, PodPlan, approval, limits};
+use super::{ContainerChange, DeclineReason, Note, PodInput, PodPlan, approval, boost, limits};
 
 fn amount(r: Option<&Resources>, resource: ResourceName) -> Result<Option<i64>, String> {
     let Some(q) = r.and_then(|r| match resource {
@@ -133,9 +133,11 @@ pub(super) fn plan_container(
 ) {
     let name = container.name.as_str();
     let policy = input.spec.resource_policy.for_container(name);
+    let unboosting = mode == Mode::Resize && boost_over(input, name);
     let sized: Vec<ResourceName> = [ResourceName::Cpu, ResourceName::Memory]
         .into_iter()
         .filter(|&r| policy.controls(r))
+        .filter(|&r| !input.unboost_only || (unboosting && r == ResourceName::Cpu))
         .collect();
     if sized.is_empty() {
         // `mode: Off`, or nothing in `controlledResources`: the policy says so; not a decline.
@@ -166,8 +168,8 @@ pub(super) fn plan_container(
         plan_resource(&cx, resource, cur, new, plan);
     }
     let approval = match mode {
-        Mode::Resize => route_memory(&cx, container, cur, new, plan),
-        Mode::Admission => None,
+        Mode::Resize if !input.unboost_only => route_memory(&cx, container, cur, new, plan),
+        _ => None,
     };
     if new != cur {
         let mut change = ContainerChange {
@@ -242,11 +244,32 @@ fn plan_resource(
         return decline(plan, DeclineReason::MissingTarget, message);
     };
     let mut target = clamp(target, w.min, w.max);
-    let min_change = match (cx.mode, resource) {
+    let mut min_change = match (cx.mode, resource) {
         (Mode::Admission, _) => 0.0,
         (Mode::Resize, ResourceName::Cpu) => cx.input.spec.update_policy.min_change.cpu,
         (Mode::Resize, ResourceName::Memory) => cx.input.spec.update_policy.min_change.memory,
     };
+    if resource == ResourceName::Cpu {
+        match startup_boost(cx, target, plan) {
+            Boost::None => {}
+            Boost::Give(boosted) => target = boosted,
+            Boost::On(until) => {
+                let reason = match until
+                    .and_then(|t| k8s_openapi::jiff::Timestamp::from_second(t).ok())
+                {
+                    Some(t) => format!("startup boost until {t}"),
+                    None => "startup boost until the pod is Ready, then for its duration".into(),
+                };
+                return plan.notes.push(Note {
+                    container: cx.name.to_owned(),
+                    resource,
+                    reason,
+                });
+            }
+            // Back to the target, however close the boost is to it.
+            Boost::Over => min_change = 0.0,
+        }
+    }
     if cx.mode == Mode::Admission && resource == ResourceName::Memory {
         // A new process: never below the floor, even when maxAllowed is lower.
         target = target.max(w.floor.unwrap_or(0));
@@ -262,6 +285,68 @@ fn plan_resource(
         Err(e) => {
             let message = format!("unreadable {what} bounds in the recommendation: {e}");
             decline(plan, DeclineReason::InvalidRecommendation, message);
+        }
+    }
+}
+
+/// What the startup boost does to a container's CPU.
+enum Boost {
+    /// No boost (none configured, or none given at creation).
+    None,
+    /// At creation: this much CPU instead of the target.
+    Give(i64),
+    /// Running, boost still on (until this time, once the pod is Ready): leave the CPU.
+    On(Option<i64>),
+    /// Running, boost over: back to the target.
+    Over,
+}
+
+/// Whether the boost this container was given at creation is over.
+fn boost_over(input: &PodInput<'_>, container: &str) -> bool {
+    boost::given(input.pod)
+        .iter()
+        .any(|g| g.container == container && !boost::on(input.pod, g.duration, input.now))
+}
+
+fn startup_boost(cx: &Cx<'_>, target: i64, plan: &mut PodPlan) -> Boost {
+    match cx.mode {
+        Mode::Resize => {
+            let given = boost::given(cx.input.pod);
+            let Some(g) = given.iter().find(|g| g.container == cx.name) else {
+                return Boost::None;
+            };
+            match boost::until(cx.input.pod, g.duration) {
+                Some(end) if cx.input.now >= end => Boost::Over,
+                end => Boost::On(end),
+            }
+        }
+        Mode::Admission => {
+            let Some(b) = cx.policy.startup_boost.as_ref() else {
+                return Boost::None;
+            };
+            let duration = tailor_recommender::spec::parse_duration(&b.cpu.duration)
+                .map_err(|e| format!("startupBoost.cpu.duration: {e}"));
+            match (boost::boosted(target, &b.cpu), duration) {
+                (Ok(boosted), Ok(seconds)) => {
+                    plan.boosted.push(boost::Given {
+                        container: cx.name.to_owned(),
+                        boosted,
+                        target,
+                        duration: seconds.ceil() as i64,
+                    });
+                    Boost::Give(boosted)
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    let message = format!("the startup boost is not given: {e}");
+                    plan.decline(
+                        cx.name,
+                        Some(ResourceName::Cpu),
+                        DeclineReason::InvalidRecommendation,
+                        message,
+                    );
+                    Boost::None
+                }
+            }
         }
     }
 }

@@ -14,11 +14,11 @@
 //! - **Re-checked before each patch**: the actuator takes a [`Snapshot`] of the object when it
 //!   plans, and again from its watch cache right before each resize patch (after waiting for
 //!   the rate limit). The patch goes only if nothing that decides it changed: the same object
-//!   (uid), the same spec (generation, so `updateMode: Off` stops it), the same recommended
+//!   (uid), the same spec (generation and `updateMode`, so `updateMode: Off` stops it), the same recommended
 //!   values (targets, bounds, floors; not the evidence, which every recommender pass
 //!   refreshes), and every approval the patch uses still in the annotation.
 
-use tailor_crds::v1alpha1::{Recommendation, TargetRef};
+use tailor_crds::v1alpha1::{Recommendation, TargetRef, UpdateMode};
 
 /// Why a recommendation is not acted on, or `None` when it is current.
 pub fn stale(
@@ -57,8 +57,8 @@ pub struct Snapshot {
     pub uid: String,
     /// `metadata.generation`.
     pub generation: Option<i64>,
-    /// The object is `InPlace`.
-    pub in_place: bool,
+    /// `spec.updatePolicy.updateMode`.
+    pub mode: UpdateMode,
     /// The recommended values that decide a resize, serialized.
     pub recommendation: String,
     /// The ids in the approval annotation.
@@ -78,8 +78,8 @@ pub fn still_holds(
     if now.uid != planned.uid {
         return Err("the VerticalAutoscaler was replaced".into());
     }
-    if !now.in_place {
-        return Err("updateMode is no longer InPlace".into());
+    if now.mode != planned.mode {
+        return Err(format!("updateMode is now {:?}", now.mode));
     }
     if now.generation != planned.generation {
         return Err("the spec changed".into());
@@ -159,7 +159,7 @@ mod tests {
         Snapshot {
             uid: "u".into(),
             generation: Some(2),
-            in_place: true,
+            mode: UpdateMode::InPlace,
             recommendation: "r".into(),
             approvals: vec!["x".into()],
         }
@@ -171,7 +171,7 @@ mod tests {
         assert_eq!(still_holds(&planned, Some(&snap()), &["x"]), Ok(()));
         assert!(still_holds(&planned, None, &[]).is_err());
         let mut off = snap();
-        off.in_place = false;
+        off.mode = UpdateMode::Off;
         assert!(still_holds(&planned, Some(&off), &[]).is_err());
         let mut replaced = snap();
         replaced.uid = "v".into();

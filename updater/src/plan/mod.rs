@@ -17,6 +17,8 @@
 //! - [`admission`]: sizing a pod at its creation (the same rules, without `minChange` or the
 //!   memory-decrease route: nothing runs yet).
 //! - [`workload`]: which of a workload's planned resizes go now (restart pacing, Infeasible).
+//! - [`boost`]: the startup CPU boost: given at creation, taken back once the pod has been Ready
+//!   for its duration.
 //! - [`gate`]: the memory gate's check of a person's approval annotation on a pod.
 //! - [`refused`]: a memory decrease the kubelet refused, and taking it back.
 //! - [`guard`]: when the updater may act at all (a current recommendation, one owner per
@@ -27,6 +29,7 @@
 
 pub mod admission;
 pub mod approval;
+pub mod boost;
 mod container;
 pub mod declined;
 pub mod gate;
@@ -62,6 +65,10 @@ pub struct PodInput<'a> {
     pub blocked: &'a BTreeSet<ResourceName>,
     /// Memory decreases a person approved.
     pub approved: &'a [Approved],
+    /// Now (Unix seconds): whether a startup boost is over.
+    pub now: i64,
+    /// Only take back startup boosts that are over, nothing else (`updateMode: Initial`).
+    pub unboost_only: bool,
 }
 
 /// Why a whole pod is left alone. `Terminating`, `NotRunning`, `NotSynced` and `InProgress`
@@ -148,6 +155,8 @@ pub struct PodPlan {
     /// Every change the recommendation asks for that is not made, or not in full, with the
     /// reason (see [`declined`]).
     pub declined: Vec<Declined>,
+    /// Startup boosts given at creation (admission only).
+    pub boosted: Vec<boost::Given>,
 }
 
 impl PodPlan {

@@ -76,6 +76,8 @@ pub fn plan_with(
         recommendation: recs,
         blocked,
         approved,
+        now: 0,
+        unboost_only: false,
     })
 }
 
