@@ -96,6 +96,8 @@ pub struct Context {
 struct Cached {
     target: (String, String),
     window: f64,
+    /// The startup boosts whose windows were left out of the CPU history.
+    boosts: BTreeMap<String, Option<f64>>,
     pods: std::collections::BTreeSet<String>,
     histories: BTreeMap<String, crate::model::history::ContainerHistory>,
     heaps: MeasuredHeaps,

@@ -208,6 +208,7 @@ fn prometheus(url: &str, args: &PrometheusConnection) -> Result<Prometheus, Stri
             pod_owner: format!("{}pod_owner", args.ksm_prefix),
             replicaset_owner: format!("{}replicaset_owner", args.ksm_prefix),
             job_owner: format!("{}job_owner", args.ksm_prefix),
+            ready_time: format!("{}pod_status_ready_time", args.ksm_prefix),
             jvm_heap_max: if args.jvm_heap_metrics {
                 args.metric_jvm_heap_max
                     .iter()

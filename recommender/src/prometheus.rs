@@ -29,6 +29,7 @@ mod current;
 mod http;
 mod jvm;
 pub mod oom;
+mod ready;
 mod traces;
 
 pub use access::Access;
@@ -89,6 +90,9 @@ pub struct MetricNames {
     pub replicaset_owner: String,
     /// kube-state-metrics Job owner.
     pub job_owner: String,
+    /// kube-state-metrics time a pod became Ready (Unix seconds; kube-state-metrics 2.8+):
+    /// where a startup boost's window ends.
+    pub ready_time: String,
     /// JVM heap ceiling gauges, read where `area="heap"`: Micrometer's
     /// `jvm_memory_max_bytes` (one series per memory pool, `id` label; `-1` is undefined) and
     /// the Prometheus client_java / JMX exporter `jvm_memory_bytes_max` (one series per
@@ -110,6 +114,7 @@ impl Default for MetricNames {
             pod_owner: "kube_pod_owner".into(),
             replicaset_owner: "kube_replicaset_owner".into(),
             job_owner: "kube_job_owner".into(),
+            ready_time: "kube_pod_status_ready_time".into(),
             jvm_heap_max: vec!["jvm_memory_max_bytes".into(), "jvm_memory_bytes_max".into()],
             extra_matchers: String::new(),
         }
@@ -454,6 +459,23 @@ impl Prometheus {
         start: f64,
         end: f64,
     ) -> Result<(), HistoryError> {
+        self.extend_history_boosted(out, namespace, pods, (start, end), &BTreeMap::new())
+            .await
+    }
+
+    /// [`Prometheus::extend_history`], leaving out the CPU samples of each startup boost's
+    /// window. `boosts` holds each container policy's boost duration in seconds by
+    /// `containerName` (`*` for the others; `None`: no boost). For a boosted container, a
+    /// pod's CPU samples before the time it became Ready plus that duration are left out. A pod
+    /// with no Ready time (kube-state-metrics before 2.8, or never Ready) keeps its samples.
+    pub async fn extend_history_boosted(
+        &self,
+        out: &mut BTreeMap<String, ContainerHistory>,
+        namespace: &str,
+        pods: &[String],
+        (start, end): (f64, f64),
+        boosts: &BTreeMap<String, Option<f64>>,
+    ) -> Result<(), HistoryError> {
         if pods.is_empty() || end < start {
             return Ok(());
         }
@@ -461,10 +483,26 @@ impl Prometheus {
         for batch in pods.chunks(self.config.pod_batch.max(1)) {
             let base = container_matchers(namespace, batch);
             let (cpu_q, mem_q) = self.usage_queries(&base);
+            let ready = if boosts.values().all(Option::is_none) {
+                BTreeMap::new()
+            } else {
+                self.ready_times(namespace, batch, (start, end)).await?
+            };
             for s in self.query_range(&cpu_q, start, end, step).await? {
-                let h = out.entry(container_of(&s)).or_default();
+                let container = container_of(&s);
+                let duration = match boosts.get(&container) {
+                    Some(d) => *d,
+                    None => boosts.get("*").copied().flatten(),
+                };
+                let boost_end = duration.and_then(|d| {
+                    let pod = s.labels.get("pod")?;
+                    Some(ready.get(pod)? + d)
+                });
+                let h = out.entry(container).or_default();
                 for (t, v) in &s.samples {
-                    h.add_cpu(*t, *v);
+                    if boost_end.is_none_or(|e| *t >= e) {
+                        h.add_cpu(*t, *v);
+                    }
                 }
             }
             for s in self.query_range(&mem_q, start, end, step).await? {

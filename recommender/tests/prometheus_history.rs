@@ -418,3 +418,86 @@ async fn down_or_garbage_prometheus_gives_clear_errors() {
     .unwrap_err();
     assert!(matches!(e, HistoryError::Config(_)));
 }
+
+/// A pod that started busy (a JVM warming up, with a startup boost) and settled: with the
+/// boost's window (Ready + duration) left out, the CPU history holds only the settled usage;
+/// without a boost, or for a pod with no Ready time, it holds all of it.
+#[tokio::test]
+async fn a_startup_boost_window_is_left_out_of_the_cpu_history() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let end = (now - 3600) / STEP * STEP;
+    let start = end - 3 * 3600;
+    let mut om = String::from("# TYPE container_cpu_usage_seconds_total counter\n");
+    for pod in ["p", "q"] {
+        let mut counter = 0.0;
+        let mut t = start;
+        while t <= end {
+            om.push_str(&format!(
+                "container_cpu_usage_seconds_total{{namespace=\"ns\",pod=\"{pod}\",container=\"app\"}} {counter} {t}\n"
+            ));
+            // 2 cores for the first 15 minutes, then 0.1.
+            counter += STEP as f64 * if t < start + 900 { 2.0 } else { 0.1 };
+            t += STEP;
+        }
+    }
+    // p became Ready after 5 minutes; q has no Ready time.
+    om.push_str("# TYPE kube_pod_status_ready_time gauge\n");
+    let mut t = start + 300;
+    while t <= end {
+        om.push_str(&format!(
+            "kube_pod_status_ready_time{{namespace=\"ns\",pod=\"p\",uid=\"u\"}} {} {t}\n",
+            start + 300
+        ));
+        t += STEP;
+    }
+    om.push_str("# EOF\n");
+    let server = PromServer::backfilled(&om).await.unwrap();
+    let prom = client(server.url());
+    let read = |pod: &'static str, boosts: Vec<(&'static str, Option<f64>)>| {
+        let prom = &prom;
+        async move {
+            let boosts = boosts.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            let mut out = std::collections::BTreeMap::new();
+            prom.extend_history_boosted(
+                &mut out,
+                "ns",
+                &[pod.to_owned()],
+                (start as f64, end as f64),
+                &boosts,
+            )
+            .await
+            .unwrap();
+            out.remove("app").unwrap()
+        }
+    };
+    // Ready at +5 min, boost of 15 min: everything before +20 min is left out (the 5-minute
+    // rate window has settled by then).
+    let boosted = read("p", vec![("app", Some(900.0))]).await;
+    let peak = boosted.cpu_peak().unwrap();
+    assert!(peak < 0.2, "boost window left out: peak {peak}");
+    // Through `*`, unless the container's own policy has no boost.
+    assert!(
+        read("p", vec![("*", Some(900.0))])
+            .await
+            .cpu_peak()
+            .unwrap()
+            < 0.2
+    );
+    let own = read("p", vec![("app", None), ("*", Some(900.0))]).await;
+    assert!(own.cpu_peak().unwrap() > 1.5);
+    // No boost: the warm-up is in the history.
+    let plain = read("p", vec![]).await;
+    assert!(plain.cpu_peak().unwrap() > 1.5);
+    assert!(plain.cpu_samples() > boosted.cpu_samples());
+    // No Ready time: nothing is left out.
+    assert!(
+        read("q", vec![("app", Some(900.0))])
+            .await
+            .cpu_peak()
+            .unwrap()
+            > 1.5
+    );
+}

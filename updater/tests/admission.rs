@@ -340,7 +340,11 @@ async fn a_boosted_pod_keeps_its_boost_until_ready_plus_duration_then_one_live_r
         tokio::time::sleep(Duration::from_secs_f64(wait)).await;
     }
     let p = env.pods().get(&name).await.unwrap();
-    assert_eq!(request(&p, "cpu").as_deref(), Some("500m"), "boost taken back early");
+    assert_eq!(
+        request(&p, "cpu").as_deref(),
+        Some("500m"),
+        "boost taken back early"
+    );
     // Then one live resize to the target, even under Initial.
     let p = env
         .wait_pod(&name, "back at the target", |p| {

@@ -253,3 +253,92 @@ fn the_patch_writes_cpu_and_memory_only_and_records_the_template() {
         "{again:?}"
     );
 }
+
+/// The startup boost: given at creation and recorded, left alone while on, taken back (without
+/// `minChange`) once the pod has been Ready for its duration; under `Initial` that is the only
+/// change made to a running pod.
+#[test]
+fn a_startup_boost_is_given_kept_while_on_then_taken_back() {
+    let p = new_pod(json!([container(
+        "app",
+        json!({"cpu": "100m", "memory": "128Mi"}),
+        json!({"memory": "256Mi"})
+    )]));
+    let policy = |mode: &str| {
+        spec(
+            json!({"updatePolicy": {"updateMode": mode, "minChange": {"cpu": 5.0}},
+            "resourcePolicy": {"containerPolicies": [{"containerName": "app",
+                "startupBoost": {"cpu": {"factor": 2.0, "duration": "60s"}}}]}}),
+        )
+    };
+    let recs = [rec(
+        "app",
+        json!({"cpu": "250m", "memory": "200Mi"}),
+        json!({}),
+    )];
+    let plan = sized(&p, &policy("InPlace"), &recs);
+    assert_eq!(
+        plan.changes[0].to.requests,
+        amounts(Some(500), Some(200 * MI))
+    );
+    let source = tailor_updater::plan::admission::Source {
+        verticalautoscaler: "w",
+        generation: Some(1),
+    };
+    let created = apply(
+        &p,
+        &tailor_updater::plan::admission::patch(&p, &plan, &source),
+    );
+    let given = tailor_updater::plan::boost::given(&created);
+    assert_eq!(given.len(), 1);
+    assert_eq!(
+        (given[0].boosted, given[0].target, given[0].duration),
+        (500, 250, 60)
+    );
+
+    // Running, Ready since t=1000, with the recommendation's memory changed since.
+    let mut running =
+        pod(serde_json::to_value(&created.spec.as_ref().unwrap().containers).unwrap());
+    running.metadata.annotations = created.metadata.annotations.clone();
+    let ready =
+        json!({"type": "Ready", "status": "True", "lastTransitionTime": "1970-01-01T00:16:40Z"});
+    running.status.as_mut().unwrap().conditions =
+        Some(vec![serde_json::from_value(ready).unwrap()]);
+    let recs = [rec(
+        "app",
+        json!({"cpu": "250m", "memory": "300Mi"}),
+        json!({}),
+    )];
+    let at = |now: i64, mode: &str| {
+        tailor_updater::plan::plan_pod(&PodInput {
+            pod: &running,
+            spec: &policy(mode),
+            recommendation: &recs,
+            blocked: &BTreeSet::new(),
+            approved: &[],
+            now,
+            unboost_only: mode == "Initial",
+        })
+    };
+    // On: the CPU stays (the memory increase goes under InPlace).
+    let on = at(1059, "InPlace");
+    assert_eq!(on.changes[0].to.requests.cpu, Some(500), "{on:?}");
+    assert!(
+        on.notes.iter().any(|n| n.reason.contains("startup boost")),
+        "{on:?}"
+    );
+    assert!(at(1059, "Initial").changes.is_empty());
+    // Over: back to the target although minChange (500%) would keep it.
+    let over = at(1060, "InPlace");
+    assert_eq!(
+        over.changes[0].to.requests,
+        amounts(Some(250), Some(300 * MI))
+    );
+    // Initial: the CPU only.
+    let initial = at(1060, "Initial");
+    assert_eq!(
+        initial.changes[0].to.requests,
+        amounts(Some(250), Some(200 * MI))
+    );
+    assert!(!initial.changes[0].restarts);
+}

@@ -180,15 +180,17 @@ async fn history(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     };
+    let boosts = super::history::startup_boosts(va);
     let cached = cache()
         .remove(&key)
-        .filter(|c| c.target == target_key && c.window == window);
+        .filter(|c| c.target == target_key && c.window == window && c.boosts == boosts);
     let c = read_history(
         ctx,
         &ns,
         (&target.kind, &target.name),
         (start, end, window),
         cached,
+        &boosts,
     )
     .await?;
     let read = Read {

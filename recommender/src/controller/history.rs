@@ -12,13 +12,16 @@ use crate::model::history::ContainerHistory;
 use crate::prometheus::HistoryError;
 
 /// Reads the workload's history: only what is new since the last pass for pods already read,
-/// the whole window for pods not seen before (a new rollout) or without a previous pass.
+/// the whole window for pods not seen before (a new rollout) or without a previous pass. CPU
+/// samples in a startup boost's window are left out (`boosts`: container -> duration, see
+/// [`startup_boosts`]).
 pub(super) async fn read_history(
     ctx: &Context,
     ns: &str,
     (kind, name): (&str, &str),
     (start, end, window): (f64, f64, f64),
     cached: Option<Cached>,
+    boosts: &BTreeMap<String, Option<f64>>,
 ) -> Result<Cached, HistoryError> {
     let step = ctx.prometheus.config().step.as_secs_f64().max(1.0);
     // With a previous pass, only pods that existed since then can have new samples: the
@@ -52,12 +55,11 @@ pub(super) async fn read_history(
         .collect();
     let old: Vec<String> = recent.intersection(&known).cloned().collect();
     let new: Vec<String> = recent.difference(&known).cloned().collect();
-    ctx.prometheus
-        .extend_history(&mut histories, ns, &old, from.max(start), end)
-        .await?;
-    ctx.prometheus
-        .extend_history(&mut histories, ns, &new, start, end)
-        .await?;
+    for (pods, since) in [(&old, from.max(start)), (&new, start)] {
+        ctx.prometheus
+            .extend_history_boosted(&mut histories, ns, pods, (since, end), boosts)
+            .await?;
+    }
     for h in histories.values_mut() {
         h.expire(start);
     }
@@ -82,11 +84,30 @@ pub(super) async fn read_history(
     Ok(Cached {
         target: (kind.to_owned(), name.to_owned()),
         window,
+        boosts: boosts.clone(),
         pods,
         histories,
         heaps,
         until: end,
     })
+}
+
+/// Each container policy's startup CPU boost duration in seconds, by `containerName` (`*`
+/// included); `None` for a policy without one (or with an unreadable one: the webhook gives
+/// no boost for it either).
+pub(super) fn startup_boosts(va: &VerticalAutoscaler) -> BTreeMap<String, Option<f64>> {
+    va.spec
+        .resource_policy
+        .container_policies
+        .iter()
+        .map(|p| {
+            let seconds = p
+                .startup_boost
+                .as_ref()
+                .and_then(|b| crate::spec::parse_duration(&b.cpu.duration).ok());
+            (p.container_name.clone(), seconds)
+        })
+        .collect()
 }
 
 /// The history with the memory usage the kubelet reported when it refused one of the
