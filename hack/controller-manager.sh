@@ -41,29 +41,11 @@ if usable "$DEST"; then printf '%s\n' "$DEST"; exit 0; fi
 
 work=$(mktemp -d "$CACHE_ROOT/build-kcm.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
 log "building kube-controller-manager $KUBE_VERSION from the Go module proxy (minutes, once)"
-mkdir -p "$work/src" "$work/out"
-cd "$work/src"
-go mod init tailor.dev/hack/kcm >/dev/null 2>&1
-gomod=$(go mod download -json "k8s.io/kubernetes@${KUBE_VERSION}" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
-[ -f "$gomod" ] || die "could not download k8s.io/kubernetes@${KUBE_VERSION}"
-staging_version="v0.${KUBE_VERSION#v1.}"
-{
-  printf 'require k8s.io/kubernetes %s\n' "$KUBE_VERSION"
-  printf 'replace (\n'
-  sed -n 's#^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) => \./staging/.*#\1#p' "$gomod" |
-    while read -r mod; do printf '\t%s => %s %s\n' "$mod" "$mod" "$staging_version"; done
-  printf ')\n'
-} >>go.mod
-printf '//go:build tools\n\npackage tools\n\nimport _ "k8s.io/kubernetes/cmd/kube-controller-manager"\n' >tools.go
-go mod tidy >&2
-ldflags="-s -w -X k8s.io/component-base/version.gitVersion=${KUBE_VERSION}"
-ldflags="$ldflags -X k8s.io/component-base/version.gitMajor=1"
-ldflags="$ldflags -X k8s.io/component-base/version.gitMinor=${kube_minor#v1.}"
-ldflags="$ldflags -X k8s.io/component-base/version.gitTreeState=clean"
-ldflags="$ldflags -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z"
-go build -trimpath -ldflags "$ldflags" -o "$work/out/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager >&2
+mkdir -p "$work/out"
+# shellcheck source=lib/kube-build.sh
+. "$(dirname "$0")/lib/kube-build.sh"
+kube_build "$KUBE_VERSION" k8s.io/kubernetes/cmd/kube-controller-manager "$work/out/kube-controller-manager"
 rm -rf "$DEST.tmp" && mv "$work/out" "$DEST.tmp" && rm -rf "$DEST" && mv "$DEST.tmp" "$DEST"
 usable "$DEST" || die "the built kube-controller-manager does not report $KUBE_VERSION"
 log "$("$DEST/kube-controller-manager" --version)"

@@ -68,33 +68,13 @@ cmd_kubelet() {
   exec 9>"$CACHE_ROOT/.build.lock"
   flock 9
   if kubelet_usable "$dest"; then printf '%s\n' "$dest"; return 0; fi
-  local kube_minor gomod staging_version ldflags
   work=$(mktemp -d "$CACHE_ROOT/build-kubelet.XXXXXX")
   trap 'rm -rf "$work"' EXIT
-  export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
-  kube_minor=$(printf '%s' "$KUBE_VERSION" | sed -E 's/^(v[0-9]+\.[0-9]+)\..*/\1/')
   log "building kubelet $KUBE_VERSION from the Go module proxy (minutes, once)"
-  mkdir -p "$work/src" "$work/out"
-  cd "$work/src"
-  go mod init tailor.dev/hack/kubelet >/dev/null 2>&1
-  gomod=$(go mod download -json "k8s.io/kubernetes@${KUBE_VERSION}" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
-  [ -f "$gomod" ] || die "could not download k8s.io/kubernetes@${KUBE_VERSION}"
-  staging_version="v0.${KUBE_VERSION#v1.}"
-  {
-    printf 'require k8s.io/kubernetes %s\n' "$KUBE_VERSION"
-    printf 'replace (\n'
-    sed -n 's#^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) => \./staging/.*#\1#p' "$gomod" |
-      while read -r mod; do printf '\t%s => %s %s\n' "$mod" "$mod" "$staging_version"; done
-    printf ')\n'
-  } >>go.mod
-  printf '//go:build tools\n\npackage tools\n\nimport _ "k8s.io/kubernetes/cmd/kubelet"\n' >tools.go
-  go mod tidy >&2
-  ldflags="-s -w -X k8s.io/component-base/version.gitVersion=${KUBE_VERSION}"
-  ldflags="$ldflags -X k8s.io/component-base/version.gitMajor=1"
-  ldflags="$ldflags -X k8s.io/component-base/version.gitMinor=${kube_minor#v1.}"
-  ldflags="$ldflags -X k8s.io/component-base/version.gitTreeState=clean"
-  ldflags="$ldflags -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z"
-  go build -trimpath -ldflags "$ldflags" -o "$work/out/kubelet" k8s.io/kubernetes/cmd/kubelet >&2
+  mkdir -p "$work/out"
+  # shellcheck source=lib/kube-build.sh
+  . "$REPO/hack/lib/kube-build.sh"
+  kube_build "$KUBE_VERSION" k8s.io/kubernetes/cmd/kubelet "$work/out/kubelet"
   rm -rf "$dest.tmp" && mv "$work/out" "$dest.tmp" && rm -rf "$dest" && mv "$dest.tmp" "$dest"
   kubelet_usable "$dest" || die "the built kubelet does not report $KUBE_VERSION"
   log "$("$dest/kubelet" --version)"

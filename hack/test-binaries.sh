@@ -59,34 +59,10 @@ export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
 
 # --- kube-apiserver -------------------------------------------------------
 log "building kube-apiserver $KUBE_VERSION from the Go module proxy (this takes a while, once)"
-mkdir -p "$work/kube" "$work/out"
-cd "$work/kube"
-go mod init tailor.dev/hack/kube >/dev/null 2>&1
-gomod=$(go mod download -json "k8s.io/kubernetes@${KUBE_VERSION}" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
-[ -f "$gomod" ] || { log "could not download k8s.io/kubernetes@${KUBE_VERSION}"; exit 1; }
-staging_version="v0.${KUBE_VERSION#v1.}"
-{
-  printf 'require k8s.io/kubernetes %s\n' "$KUBE_VERSION"
-  printf 'replace (\n'
-  # Every staging module k8s.io/kubernetes replaces with ./staging/... comes from the proxy instead.
-  sed -n 's#^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) => \./staging/.*#\1#p' "$gomod" |
-    while read -r mod; do printf '\t%s => %s %s\n' "$mod" "$mod" "$staging_version"; done
-  printf ')\n'
-} >>go.mod
-cat >tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import _ "k8s.io/kubernetes/cmd/kube-apiserver"
-GO
-go mod tidy >&2
-ldflags="-s -w -X k8s.io/component-base/version.gitVersion=${KUBE_VERSION}"
-ldflags="$ldflags -X k8s.io/component-base/version.gitMajor=1"
-ldflags="$ldflags -X k8s.io/component-base/version.gitMinor=${kube_minor#v1.}"
-ldflags="$ldflags -X k8s.io/component-base/version.gitTreeState=clean"
-ldflags="$ldflags -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z"
-go build -trimpath -ldflags "$ldflags" -o "$work/out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver >&2
+mkdir -p "$work/out"
+# shellcheck source=lib/kube-build.sh
+. "$(dirname "$0")/lib/kube-build.sh"
+kube_build "$KUBE_VERSION" k8s.io/kubernetes/cmd/kube-apiserver "$work/out/kube-apiserver"
 
 # --- etcd -----------------------------------------------------------------
 log "building etcd $ETCD_VERSION from the Go module proxy"

@@ -18,6 +18,7 @@ pub mod process;
 pub mod prometheus;
 pub mod real_node;
 pub mod sim;
+pub mod webhooks;
 
 pub use control_plane::ControlPlane;
 pub use prometheus::Prometheus;

@@ -80,22 +80,12 @@ async fn workload(client: &kube::Client, ns: &str) -> Result<String, Error> {
 
 /// The size webhook for namespace `ns` at `port`.
 async fn register(client: &kube::Client, ns: &str, port: u16) -> Result<(), Error> {
-    let config: k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration =
-        serde_json::from_value(json!({
-            "metadata": {"name": "tailor"},
-            "webhooks": [{
-                "name": "size.tailor.dev",
-                "clientConfig": {"url": format!("https://127.0.0.1:{port}/size")},
-                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                           "resources": ["pods"], "scope": "Namespaced"}],
-                "failurePolicy": "Ignore", "timeoutSeconds": 2, "sideEffects": "None",
-                "admissionReviewVersions": ["v1"], "reinvocationPolicy": "Never",
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
-            }],
-        }))?;
-    Api::all(client.clone())
-        .create(&PostParams::default(), &config)
-        .await?;
+    let config = tailor_e2e::webhooks::size("tailor", port, ns);
+    Api::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>::all(
+        client.clone(),
+    )
+    .create(&PostParams::default(), &config)
+    .await?;
     Ok(())
 }
 

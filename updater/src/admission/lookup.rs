@@ -17,7 +17,7 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tailor_crds::resize_state::ResizeState;
-use tailor_crds::v1alpha1::{HpaConflict, PendingApproval, ResourceName, VerticalAutoscaler};
+use tailor_crds::v1alpha1::{PendingApproval, ResourceName, VerticalAutoscaler};
 use tailor_runtime::workload::{Owners, controller_of};
 
 use crate::plan::guard::{self, Claimant};
@@ -154,18 +154,8 @@ impl Lookup {
 
     /// Resources an HPA scales the autoscaler's workload on (left alone), unless it opts in.
     pub fn blocked(&self, va: &VerticalAutoscaler) -> BTreeSet<ResourceName> {
-        if va.spec.update_policy.hpa_conflict != HpaConflict::Skip {
-            return BTreeSet::new();
-        }
-        let ns = va.namespace();
-        let hpas: Vec<_> = self
-            .hpas
-            .state()
-            .into_iter()
-            .filter(|h| h.namespace() == ns)
-            .collect();
-        let t = &va.spec.target_ref;
-        crate::plan::hpa::scaled_resources(hpas.iter().map(AsRef::as_ref), &t.kind, &t.name).0
+        let hpas = self.hpas.state();
+        crate::plan::hpa::blocked_for(va, hpas.iter().map(AsRef::as_ref)).0
     }
 
     /// Every pending approval in `ns`, from the ResizeStates of live VerticalAutoscalers.

@@ -112,65 +112,56 @@ fn read(body: &[u8]) -> Result<AdmissionRequest<Pod>, Box<Response>> {
         .map_err(|_| bad("an AdmissionReview without a request".to_owned()))
 }
 
-async fn size(State(server): State<Arc<Server>>, body: Bytes) -> Response {
+/// Answers one review with `decide` (given the request once the caches have listed, `None`
+/// before), and counts it.
+async fn answer_with<F>(server: &Server, webhook: &'static str, body: &[u8], decide: F) -> Response
+where
+    F: AsyncFnOnce(Option<&AdmissionRequest<Pod>>, AdmissionResponse) -> Answer,
+{
     let started = Instant::now();
-    let req = match read(&body) {
+    let req = match read(body) {
         Ok(r) => r,
         Err(reply) => {
-            server
-                .metrics
-                .admission
-                .answered("size", Outcome::Invalid.as_str(), 0.0);
+            let outcome = Outcome::Invalid.as_str();
+            server.metrics.admission.answered(webhook, outcome, 0.0);
             return *reply;
         }
     };
-    let answer = if server.synced.load(std::sync::atomic::Ordering::Relaxed) {
-        review::size(&server.lookup, &req).await
-    } else {
-        Answer {
-            response: AdmissionResponse::from(&req),
-            outcome: Outcome::NotReady,
-            notice: None,
-        }
-    };
+    let synced = server.synced.load(std::sync::atomic::Ordering::Relaxed);
+    let answer = decide(synced.then_some(&req), AdmissionResponse::from(&req)).await;
     server.tell(&answer);
     let seconds = started.elapsed().as_secs_f64();
-    server
-        .metrics
-        .admission
-        .answered("size", answer.outcome.as_str(), seconds);
+    let outcome = answer.outcome.as_str();
+    server.metrics.admission.answered(webhook, outcome, seconds);
     reply(answer.response)
 }
 
+fn not_ready(response: AdmissionResponse) -> Answer {
+    Answer {
+        response,
+        outcome: Outcome::NotReady,
+        notice: None,
+    }
+}
+
+async fn size(State(server): State<Arc<Server>>, body: Bytes) -> Response {
+    answer_with(&server, "size", &body, async |req, admit| match req {
+        Some(req) => review::size(&server.lookup, req).await,
+        // Not synced: admit as submitted.
+        None => not_ready(admit),
+    })
+    .await
+}
+
 async fn gate(State(server): State<Arc<Server>>, body: Bytes) -> Response {
-    let started = Instant::now();
-    let req = match read(&body) {
-        Ok(r) => r,
-        Err(reply) => {
-            server
-                .metrics
-                .admission
-                .answered("gate", Outcome::Invalid.as_str(), 0.0);
-            return *reply;
-        }
-    };
-    let answer = if server.synced.load(std::sync::atomic::Ordering::Relaxed) {
-        review::gate(&server.lookup, &server.updater_username, &req)
-    } else {
+    answer_with(&server, "gate", &body, async |req, admit| match req {
+        Some(req) => review::gate(&server.lookup, &server.updater_username, req),
         // Not knowing the pending approvals yet, deny: the gate fails closed.
-        Answer {
-            response: AdmissionResponse::from(&req)
-                .deny("tailor's memory gate is starting; try again in a few seconds"),
-            outcome: Outcome::NotReady,
-            notice: None,
+        None => {
+            not_ready(admit.deny("tailor's memory gate is starting; try again in a few seconds"))
         }
-    };
-    let seconds = started.elapsed().as_secs_f64();
-    server
-        .metrics
-        .admission
-        .answered("gate", answer.outcome.as_str(), seconds);
-    reply(answer.response)
+    })
+    .await
 }
 
 /// Binds the webhook's address; the replica is not ready until [`run`] has its caches and a

@@ -11,9 +11,8 @@ use kube::core::DynamicObject;
 use kube::runtime::reflector::ObjectRef;
 use tailor_crds::resize_state::{ResizeState, ResizeStateSpec, updater_condition};
 use tailor_crds::v1alpha1::{
-    APPROVE_MEMORY_DECREASE_ANNOTATION, ContainerRecommendation, HpaConflict, Recommendation,
-    ResizeOutcome, ResourceName, SUPPORTED_TARGETS, VerticalAutoscaler, VerticalAutoscalerStatus,
-    condition,
+    APPROVE_MEMORY_DECREASE_ANNOTATION, ContainerRecommendation, Recommendation, ResizeOutcome,
+    ResourceName, SUPPORTED_TARGETS, VerticalAutoscaler, VerticalAutoscalerStatus, condition,
 };
 use tailor_runtime::workload::controller_of;
 
@@ -218,18 +217,8 @@ pub(super) fn observe(ctx: &Context, key: &Key) -> Observed {
 
 /// Resources an HPA scales the workload on, unless the object says to resize them anyway.
 fn hpa_conflict(ctx: &Context, va: &VerticalAutoscaler) -> (BTreeSet<ResourceName>, Vec<String>) {
-    if va.spec.update_policy.hpa_conflict != HpaConflict::Skip {
-        return (BTreeSet::new(), Vec::new());
-    }
-    let ns = va.namespace();
-    let hpas: Vec<_> = ctx
-        .hpas
-        .state()
-        .into_iter()
-        .filter(|h| h.namespace() == ns)
-        .collect();
-    let target = &va.spec.target_ref;
-    crate::plan::hpa::scaled_resources(hpas.iter().map(AsRef::as_ref), &target.kind, &target.name)
+    let hpas = ctx.hpas.state();
+    crate::plan::hpa::blocked_for(va, hpas.iter().map(AsRef::as_ref))
 }
 
 /// The approvals in the annotation that match a pending entry; the others are reported once

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use tailor_crds::v1alpha1::ResourceName;
+use tailor_crds::v1alpha1::{HpaConflict, ResourceName, VerticalAutoscaler};
 
 fn resource(name: &str) -> Option<ResourceName> {
     match name {
@@ -50,6 +50,23 @@ pub fn scaled_resources<'a>(
         }
     }
     (resources, names)
+}
+
+/// The resources left alone for `va` and the HPAs behind them: those the HPAs in its
+/// namespace scale its target on, unless it opts in (`hpaConflict: Resize`).
+pub fn blocked_for<'a>(
+    va: &VerticalAutoscaler,
+    hpas: impl IntoIterator<Item = &'a HorizontalPodAutoscaler>,
+) -> (BTreeSet<ResourceName>, Vec<String>) {
+    if va.spec.update_policy.hpa_conflict != HpaConflict::Skip {
+        return (BTreeSet::new(), Vec::new());
+    }
+    let ns = va.metadata.namespace.as_deref();
+    let target = &va.spec.target_ref;
+    let same_namespace = hpas
+        .into_iter()
+        .filter(|h| h.metadata.namespace.as_deref() == ns);
+    scaled_resources(same_namespace, &target.kind, &target.name)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tailor_crds::v1alpha1::VerticalAutoscaler;
 use tailor_e2e::ControlPlane;
 
-use super::{Env, Updater, WAIT, merge, ready};
+use super::{Env, Updater, WAIT, ready};
 
 /// The annotation a sizing at creation leaves on the pod.
 pub const SIZED: &str = "tailor.dev/sized-at-admission";
@@ -65,35 +65,8 @@ impl Env {
     /// (no caBundle: the updater sets it), unless they exist.
     pub async fn register_webhooks(&self, port: u16) {
         let name = self.webhook_name();
-        let selector = json!({"matchLabels": {"kubernetes.io/metadata.name": self.ns}});
-        let mutating: MutatingWebhookConfiguration = serde_json::from_value(json!({
-            "metadata": {"name": name},
-            "webhooks": [{
-                "name": "size.tailor.dev",
-                "clientConfig": {"url": format!("https://127.0.0.1:{port}/size")},
-                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                           "resources": ["pods"], "scope": "Namespaced"}],
-                "failurePolicy": "Ignore", "timeoutSeconds": 2, "sideEffects": "None",
-                "admissionReviewVersions": ["v1"], "reinvocationPolicy": "Never",
-                "namespaceSelector": selector,
-            }],
-        }))
-        .unwrap();
-        let validating: ValidatingWebhookConfiguration = serde_json::from_value(json!({
-            "metadata": {"name": name},
-            "webhooks": [{
-                "name": "gate.tailor.dev",
-                "clientConfig": {"url": format!("https://127.0.0.1:{port}/gate")},
-                "rules": [{"operations": ["UPDATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                           "resources": ["pods/resize"], "scope": "Namespaced"}],
-                "failurePolicy": "Fail", "timeoutSeconds": 5, "sideEffects": "None",
-                "admissionReviewVersions": ["v1"],
-                "namespaceSelector": selector,
-                "matchConditions": [{"name": "approval-annotated", "expression":
-                    "has(oldObject.metadata.annotations) && 'tailor.dev/approve-memory-decrease' in oldObject.metadata.annotations"}],
-            }],
-        }))
-        .unwrap();
+        let mutating = tailor_e2e::webhooks::size(&name, port, &self.ns);
+        let validating = tailor_e2e::webhooks::gate(&name, port, &self.ns);
         let pp = PostParams::default();
         let client = self.cp.client();
         let m = Api::<MutatingWebhookConfiguration>::all(client.clone());
@@ -211,18 +184,7 @@ impl Env {
 
     /// A VerticalAutoscaler for the Deployment `target`, with `spec` merged in.
     pub async fn deployment_va(&self, name: &str, target: &str, spec: Value) -> VerticalAutoscaler {
-        let mut s = json!({"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
-                           "updatePolicy": {"updateMode": "InPlace"}});
-        merge(&mut s, spec);
-        let va: VerticalAutoscaler = serde_json::from_value(json!({
-            "apiVersion": "tailor.dev/v1alpha1", "kind": "VerticalAutoscaler",
-            "metadata": {"name": name}, "spec": s,
-        }))
-        .unwrap();
-        self.vas()
-            .create(&PostParams::default(), &va)
-            .await
-            .unwrap()
+        self.va_for(name, ("Deployment", target), spec).await
     }
 }
 

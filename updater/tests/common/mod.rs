@@ -208,7 +208,18 @@ impl Env {
 
     /// A VerticalAutoscaler for the StatefulSet `target`, with `spec` merged in.
     pub async fn va(&self, name: &str, target: &str, spec: Value) -> VerticalAutoscaler {
-        let mut s = json!({"targetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": target},
+        self.va_for(name, ("StatefulSet", target), spec).await
+    }
+
+    /// An `InPlace` VerticalAutoscaler for the apps/v1 workload `(kind, name)`, with `spec`
+    /// merged in.
+    pub async fn va_for(
+        &self,
+        name: &str,
+        (kind, target): (&str, &str),
+        spec: Value,
+    ) -> VerticalAutoscaler {
+        let mut s = json!({"targetRef": {"apiVersion": "apps/v1", "kind": kind, "name": target},
                            "updatePolicy": {"updateMode": "InPlace"}});
         merge(&mut s, spec);
         let va: VerticalAutoscaler = serde_json::from_value(json!({
