@@ -100,7 +100,7 @@ async fn scaling_out_sizes_the_new_pods_at_creation_and_initial_never_resizes_a_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn guaranteed_stays_guaranteed_off_and_stale_are_never_mutated() {
+async fn guaranteed_stays_guaranteed_off_is_never_mutated_and_stale_is_not_sized_and_said() {
     let env = Env::with_controllers(1, "8", "16Gi").await;
     let (_updater, _) = env.webhook_updater("a", &[]).await;
     let guaranteed = json!([{"name": "app", "image": "busybox",
@@ -131,11 +131,18 @@ async fn guaranteed_stays_guaranteed_off_and_stale_are_never_mutated() {
         assert_eq!(limit(p, "memory").as_deref(), Some("384Mi"));
         assert_eq!(qos(p), "Guaranteed");
     }
-    for name in ["batch", "stale"] {
-        for p in env.wait_deployment(name, 2, "", |_| true).await {
-            assert!(!sized(&p), "{name}: {:?} was sized", p.metadata.name);
-            assert_eq!(request(&p, "memory").as_deref(), Some("512Mi"));
-        }
+    for p in env.wait_deployment("batch", 2, "", |_| true).await {
+        assert_eq!(p.metadata.annotations, None, "Off: not touched at all");
+        assert_eq!(request(&p, "memory").as_deref(), Some("512Mi"));
+    }
+    for p in env.wait_deployment("stale", 2, "", |_| true).await {
+        assert!(!sized(&p), "{:?} was sized", p.metadata.name);
+        assert_eq!(request(&p, "memory").as_deref(), Some("512Mi"));
+        // Why, on the pod: its annotation, then an Event once the pod exists.
+        let note = &p.metadata.annotations.as_ref().unwrap()["tailor.dev/sizing-note"];
+        assert!(note.contains("generation"), "{note}");
+        let name = p.metadata.name.clone().unwrap();
+        env.wait_event("Pod", &name, "NotSizedAtCreation").await;
     }
     env.wait_event("VerticalAutoscaler", "stale", "AdmissionSkipped")
         .await;

@@ -17,7 +17,7 @@ use tailor_crds::quantity::memory_bytes;
 use tailor_crds::v1alpha1::{APPROVE_MEMORY_DECREASE_ANNOTATION, VerticalAutoscaler};
 
 use super::lookup::Lookup;
-use crate::plan::admission::{self, Source};
+use crate::plan::admission::{self, NOTE_ANNOTATION, Source};
 use crate::plan::gate::{self, Lowered};
 use crate::plan::guard;
 use crate::plan::{DeclineReason, PodInput, PodPlan};
@@ -86,7 +86,8 @@ fn answer(response: AdmissionResponse, outcome: Outcome) -> Answer {
     }
 }
 
-/// The size webhook's answer for `req`.
+/// The size webhook's answer for `req`: find the autoscaler and its current recommendation,
+/// size the pod, answer with the patch.
 pub async fn size(lookup: &Lookup, req: &AdmissionRequest<Pod>) -> Answer {
     let admit = AdmissionResponse::from(req);
     let (Some(pod), Some(ns), Operation::Create) = (
@@ -96,52 +97,82 @@ pub async fn size(lookup: &Lookup, req: &AdmissionRequest<Pod>) -> Answer {
     ) else {
         return answer(admit, Outcome::NotManaged);
     };
-    let Some((kind, name)) = lookup.workload_of(ns, pod).await else {
-        return answer(admit, Outcome::NotManaged);
-    };
-    let Some(va) = lookup.autoscaler_for(ns, &kind, &name) else {
-        return answer(admit, Outcome::NotManaged);
+    let va = match sizer(lookup, ns, pod).await {
+        Ok(va) => va,
+        Err((outcome, notice)) => return respond(admit, pod, Vec::new(), outcome, notice),
     };
     let recommendation = va.status.as_ref().and_then(|s| s.recommendation.as_ref());
-    let Some(recommendation) = recommendation else {
-        return answer(admit, Outcome::NoRecommendation);
+    let (recs, generation) = recommendation.map_or((&[][..], None), |r| {
+        (
+            r.container_recommendations.as_slice(),
+            r.observed_generation,
+        )
+    });
+    let blocked = lookup.blocked(&va);
+    let plan = admission::size(&PodInput {
+        pod,
+        spec: &va.spec,
+        recommendation: recs,
+        blocked: &blocked,
+        approved: &[],
+        now: chrono::Utc::now().timestamp(),
+        unboost_only: false,
+    });
+    let source = Source {
+        verticalautoscaler: &va.name_any(),
+        generation,
     };
+    let ops = admission::patch(pod, &plan, &source);
+    let outcome = match (ops.is_empty(), plan.declined.is_empty()) {
+        (false, _) => Outcome::Sized,
+        (true, true) => Outcome::Unchanged,
+        (true, false) => Outcome::Declined,
+    };
+    respond(admit, pod, ops, outcome, declined_notice(&va, &plan))
+}
+
+/// The VerticalAutoscaler that sizes `pod` with a current recommendation, or why none does.
+async fn sizer(
+    lookup: &Lookup,
+    ns: &str,
+    pod: &Pod,
+) -> Result<std::sync::Arc<VerticalAutoscaler>, (Outcome, Option<Notice>)> {
+    let (kind, name) = lookup
+        .workload_of(ns, pod)
+        .await
+        .ok_or((Outcome::NotManaged, None))?;
+    let va = lookup
+        .autoscaler_for(ns, &kind, &name)
+        .ok_or((Outcome::NotManaged, None))?;
+    let recommendation = va.status.as_ref().and_then(|s| s.recommendation.as_ref());
+    let recommendation = recommendation.ok_or((Outcome::NoRecommendation, None))?;
     if let Some(why) = guard::stale(va.metadata.generation, &va.spec.target_ref, recommendation) {
         let notice = Notice {
             va: va.clone(),
             reason: "AdmissionSkipped",
             note: format!("new pods are created at their template's values: {why}"),
         };
-        return Answer {
-            notice: Some(notice),
-            ..answer(admit, Outcome::NoRecommendation)
-        };
+        return Err((Outcome::NoRecommendation, Some(notice)));
     }
-    let blocked = lookup.blocked(&va);
-    let plan = admission::size(&PodInput {
-        pod,
-        spec: &va.spec,
-        recommendation: &recommendation.container_recommendations,
-        blocked: &blocked,
-        approved: &[],
-        now: chrono::Utc::now().timestamp(),
-        unboost_only: false,
-    });
-    let notice = declined_notice(&va, &plan);
-    let source = Source {
-        verticalautoscaler: &va.name_any(),
-        generation: recommendation.observed_generation,
-    };
-    let ops = admission::patch(pod, &plan, &source);
+    Ok(va)
+}
+
+/// The answer: `ops`, plus the notice (if any) as the pod's [`NOTE_ANNOTATION`].
+fn respond(
+    admit: AdmissionResponse,
+    pod: &Pod,
+    mut ops: Vec<serde_json::Value>,
+    outcome: Outcome,
+    notice: Option<Notice>,
+) -> Answer {
+    if let Some(n) = &notice {
+        admission::annotate(pod, &mut ops, NOTE_ANNOTATION, &n.note);
+    }
     if ops.is_empty() {
-        let outcome = if plan.declined.is_empty() {
-            Outcome::Unchanged
-        } else {
-            Outcome::Declined
-        };
         return Answer {
+            response: admit,
+            outcome,
             notice,
-            ..answer(admit, outcome)
         };
     }
     let patched = serde_json::from_value::<json_patch::Patch>(serde_json::Value::Array(ops))
@@ -149,8 +180,9 @@ pub async fn size(lookup: &Lookup, req: &AdmissionRequest<Pod>) -> Answer {
         .and_then(|p| admit.clone().with_patch(p).map_err(|e| e.to_string()));
     match patched {
         Ok(response) => Answer {
+            response,
+            outcome,
             notice,
-            ..answer(response, Outcome::Sized)
         },
         Err(e) => {
             tracing::error!(error = %e, "cannot encode the sizing patch; admitting the pod as submitted");

@@ -7,11 +7,11 @@ use tailor_crds::v1alpha1::{ResizeRecord, VerticalAutoscaler};
 use super::events::Kind;
 use super::{Context, object_ref};
 
-/// Keeps only what the planner and the actuator read of a cached pod: identity and owners,
-/// the containers' names, resources and resize policies, and the status fields that say where
+/// Keeps only what the planner and the actuator read of a cached pod: identity and owners, the
+/// admission webhook's boost record and sizing note, the containers' names, resources and resize policies, and the status fields that say where
 /// a resize stands. On a large cluster the pod cache is most of the process's memory.
 pub(super) fn slim(pod: &mut Pod) {
-    use crate::plan::admission::SIZED_ANNOTATION;
+    use crate::plan::admission::{NOTE_ANNOTATION, SIZED_ANNOTATION};
     use k8s_openapi::api::core::v1::{
         Container, ContainerState, ContainerStateTerminated, ContainerStatus, PodSpec, PodStatus,
     };
@@ -24,12 +24,15 @@ pub(super) fn slim(pod: &mut Pod) {
         generation: meta.generation,
         owner_references: meta.owner_references,
         deletion_timestamp: meta.deletion_timestamp,
-        // Only a sizing record with a startup boost, which the planner takes back.
+        // Only a sizing record with a startup boost, which the planner takes back, and a
+        // sizing note, which becomes an Event.
         annotations: meta
             .annotations
             .map(|a| {
                 a.into_iter()
-                    .filter(|(k, v)| k == SIZED_ANNOTATION && v.contains("\"boost\""))
+                    .filter(|(k, v)| {
+                        (k == SIZED_ANNOTATION && v.contains("\"boost\"")) || k == NOTE_ANNOTATION
+                    })
                     .collect::<std::collections::BTreeMap<_, _>>()
             })
             .filter(|a| !a.is_empty()),
@@ -161,4 +164,28 @@ pub(super) fn oom_kills_after(
             format!("pod {}: {note}", pod.name_any()),
         );
     }
+}
+
+/// Says on the pod, once, why the admission webhook did not size it (fully): the note it left
+/// in the pod's annotation, since a pod has no name or uid yet when it is admitted.
+pub(super) fn sizing_note(ctx: &Context, pod: &Pod) {
+    let Some(note) = pod
+        .annotations()
+        .get(crate::plan::admission::NOTE_ANNOTATION)
+    else {
+        return;
+    };
+    let key = format!("sizing-note/{}", pod.uid().unwrap_or_default());
+    if pod.metadata.deletion_timestamp.is_some() {
+        // Going: forget it, so the record does not grow with every such pod.
+        ctx.memory().reported.remove(&key);
+        return;
+    }
+    ctx.event_once(
+        key,
+        object_ref(pod),
+        Kind::Warning,
+        "NotSizedAtCreation",
+        note.clone(),
+    );
 }

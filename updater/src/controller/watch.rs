@@ -128,6 +128,7 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
     .applied_objects()
     .for_each(move |pod| {
         if let Ok(pod) = pod {
+            pods::sizing_note(&pod_ctx, &pod);
             for key in objects_of(&pod_ctx, &pod) {
                 let _ = pod_queue.send(key);
             }

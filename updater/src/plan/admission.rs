@@ -27,6 +27,11 @@ use super::{PodInput, PodPlan, plan_containers, read_resources};
 /// the template gave them.
 pub const SIZED_ANNOTATION: &str = "tailor.dev/sized-at-admission";
 
+/// The pod annotation that says why a pod was not sized at creation, or not fully, when a person
+/// can fix it (a stale recommendation, a declined change). The updater turns it into an Event
+/// on the pod once the pod exists.
+pub const NOTE_ANNOTATION: &str = "tailor.dev/sizing-note";
+
 /// Sizes a pod being created. Never fails: every reason to leave (part of) it as submitted is
 /// in the plan.
 pub fn size(input: &PodInput<'_>) -> PodPlan {
@@ -138,12 +143,23 @@ pub fn patch(
             .collect();
         record["boost"] = Value::Object(boosts);
     }
-    let record = record.to_string();
-    if pod.metadata.annotations.is_none() {
-        ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
+    annotate(pod, &mut ops, SIZED_ANNOTATION, &record.to_string());
+    ops
+}
+
+/// Adds the annotation `key: value` to the JSON Patch `ops` of `pod` (creating the map when the
+/// pod has none and `ops` does not create it already).
+pub fn annotate(
+    pod: &k8s_openapi::api::core::v1::Pod,
+    ops: &mut Vec<Value>,
+    key: &str,
+    value: &str,
+) {
+    let map = json!({"op": "add", "path": "/metadata/annotations", "value": {}});
+    if pod.metadata.annotations.is_none() && !ops.contains(&map) {
+        ops.push(map);
     }
     // `/` in a key is `~1` in a JSON Pointer.
-    let key = SIZED_ANNOTATION.replace('~', "~0").replace('/', "~1");
-    ops.push(json!({"op": "add", "path": format!("/metadata/annotations/{key}"), "value": record}));
-    ops
+    let key = key.replace('~', "~0").replace('/', "~1");
+    ops.push(json!({"op": "add", "path": format!("/metadata/annotations/{key}"), "value": value}));
 }
