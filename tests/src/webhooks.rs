@@ -7,14 +7,14 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use serde_json::json;
 
-fn only(namespace: &str) -> serde_json::Value {
-    json!({"matchLabels": {"kubernetes.io/metadata.name": namespace}})
+fn only(namespaces: &[&str]) -> serde_json::Value {
+    json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces}]})
 }
 
-/// The MutatingWebhookConfiguration `name` sending pod creates in `namespace` to
+/// The MutatingWebhookConfiguration `name` sending pod creates in `namespaces` to
 /// `https://127.0.0.1:{port}/size` (`failurePolicy: Ignore`, 2 s, no caBundle: the updater's
 /// self-managed certificates set it).
-pub fn size(name: &str, port: u16, namespace: &str) -> MutatingWebhookConfiguration {
+pub fn size(name: &str, port: u16, namespaces: &[&str]) -> MutatingWebhookConfiguration {
     let config = json!({
         "metadata": {"name": name},
         "webhooks": [{
@@ -24,7 +24,7 @@ pub fn size(name: &str, port: u16, namespace: &str) -> MutatingWebhookConfigurat
                        "resources": ["pods"], "scope": "Namespaced"}],
             "failurePolicy": "Ignore", "timeoutSeconds": 2, "sideEffects": "None",
             "admissionReviewVersions": ["v1"], "reinvocationPolicy": "Never",
-            "namespaceSelector": only(namespace),
+            "namespaceSelector": only(namespaces),
         }],
     });
     serde_json::from_value(config).unwrap_or_default()
@@ -42,7 +42,7 @@ pub fn gate(name: &str, port: u16, namespace: &str) -> ValidatingWebhookConfigur
                        "resources": ["pods/resize"], "scope": "Namespaced"}],
             "failurePolicy": "Fail", "timeoutSeconds": 5, "sideEffects": "None",
             "admissionReviewVersions": ["v1"],
-            "namespaceSelector": only(namespace),
+            "namespaceSelector": only(&[namespace]),
             "matchConditions": [{"name": "approval-annotated", "expression":
                 "has(oldObject.metadata.annotations) && 'tailor.dev/approve-memory-decrease' in oldObject.metadata.annotations"}],
         }],

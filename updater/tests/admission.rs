@@ -216,7 +216,7 @@ async fn with_the_webhook_down_pods_start_at_the_template_and_are_resized_live()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_rotation_keeps_the_webhook_serving() {
     let env = Env::with_controllers(1, "8", "16Gi").await;
-    let (updater, _) = env
+    let (updater, port) = env
         .webhook_updater("a", &["--webhook-cert-validity-seconds=60"])
         .await;
     let first = env.webhook_secret().await;
@@ -231,18 +231,28 @@ async fn certificate_rotation_keeps_the_webhook_serving() {
     env.deployment("web", 1, burstable("100m", "128Mi", "256Mi"))
         .await;
     env.wait_deployment("web", 1, "sized", sized).await;
+    assert_eq!(served_certificate(port).await, pem_der(&first_cert.0));
     // Renewed once a third of its 60 s is left.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
+    let renewed = loop {
         let now = env.webhook_secret().await;
-        if now.data.as_ref().unwrap()["tls.crt"] != first_cert {
-            break;
+        let cert = now.data.as_ref().unwrap()["tls.crt"].clone();
+        if cert != first_cert {
+            break cert;
         }
         assert!(tokio::time::Instant::now() < deadline, "never renewed");
         tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    // New connections get the renewed certificate (within a check interval), and new pods are
+    // still sized.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while served_certificate(port).await != pem_der(&renewed.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the renewed certificate is not served"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // Give the updater one check interval to load it, then new pods are still sized.
-    tokio::time::sleep(Duration::from_secs(3)).await;
     env.patch_deployment("web", json!({"spec": {"replicas": 3}}))
         .await;
     env.wait_deployment("web", 3, "sized", sized).await;
@@ -372,4 +382,163 @@ async fn a_boosted_pod_keeps_its_boost_until_ready_plus_duration_then_one_live_r
         1.0,
         "exactly one resize: the boost taken back"
     );
+}
+
+/// A CA, and serving certificates for 127.0.0.1 signed by it (PEM).
+struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    fn new(name: &str) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        Self {
+            issuer: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
+        }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// Writes a new serving certificate and key into `dir` (tls.crt, tls.key).
+    fn serve_into(&self, dir: &std::path::Path) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        // The kubelet updates a mounted Secret by swapping a directory link; a rename is as
+        // atomic.
+        for (name, pem) in [("tls.key", key.serialize_pem()), ("tls.crt", cert.pem())] {
+            let tmp = dir.join(format!(".{name}"));
+            std::fs::write(&tmp, pem).unwrap();
+            std::fs::rename(&tmp, dir.join(name)).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_from_files_are_served_as_they_are_renewed() {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use kube::api::{Api, PostParams};
+
+    let env = Env::with_controllers(1, "8", "16Gi").await;
+    let trusted = TestCa::new("trusted");
+    let dir = tempfile::tempdir().unwrap();
+    trusted.serve_into(dir.path());
+    let port = tailor_e2e::free_port().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let cert_dir = dir.path().display().to_string();
+    let updater = env.updater(
+        "a",
+        &[
+            "--webhook-certs=files",
+            "--webhook-addr",
+            &addr,
+            "--webhook-cert-dir",
+            &cert_dir,
+        ],
+    );
+    // As cert-manager's CA injector would: the CA in the caBundle.
+    let mut config = tailor_e2e::webhooks::size(&env.webhook_name(), port, &[&env.ns]);
+    for w in config.webhooks.iter_mut().flatten() {
+        w.client_config.ca_bundle = Some(ByteString(trusted.pem().into_bytes()));
+    }
+    Api::<MutatingWebhookConfiguration>::all(env.cp.client())
+        .create(&PostParams::default(), &config)
+        .await
+        .unwrap();
+    env.wait_webhook_called(&updater).await;
+    env.deployment_va(
+        "web",
+        "web",
+        json!({"updatePolicy": {"updateMode": "Initial"}}),
+    )
+    .await;
+    env.recommend("web", target("250m", "200Mi", "150Mi")).await;
+    env.deployment("web", 1, burstable("100m", "128Mi", "256Mi"))
+        .await;
+    env.wait_deployment("web", 1, "sized", sized).await;
+
+    // Renewed (here by another CA, to tell the two apart): new connections get the new
+    // certificate within the 10 s the files are re-read in. The API server's open connections
+    // keep the one they were made with, as TLS does.
+    let other = TestCa::new("other");
+    other.serve_into(dir.path());
+    wait_served(port, &other, "the renewed certificate").await;
+    assert!(
+        !served_by(port, &trusted).await,
+        "the old one is no longer served"
+    );
+    // And back: new pods are sized through new connections too.
+    trusted.serve_into(dir.path());
+    wait_served(port, &trusted, "the certificate of the trusted CA again").await;
+    env.patch_deployment("web", json!({"spec": {"replicas": 3}}))
+        .await;
+    env.wait_deployment("web", 3, "sized", sized).await;
+}
+
+/// Whether a new TLS connection to the webhook at `port` verifies against `ca` alone.
+async fn served_by(port: u16, ca: &TestCa) -> bool {
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    // Any HTTP answer (a GET is not allowed) means the handshake verified.
+    client
+        .get(format!("https://127.0.0.1:{port}/size"))
+        .send()
+        .await
+        .is_ok()
+}
+
+async fn wait_served(port: u16, ca: &TestCa, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !served_by(port, ca).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} is not served"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The certificate a new TLS connection to the webhook at `port` is served (DER).
+async fn served_certificate(port: u16) -> Vec<u8> {
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .tls_info(true)
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("https://127.0.0.1:{port}/size"))
+        .send()
+        .await
+        .unwrap();
+    let info = response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .unwrap();
+    info.peer_certificate().unwrap().to_vec()
+}
+
+/// The first certificate of a PEM text, as DER.
+fn pem_der(pem: &[u8]) -> Vec<u8> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem)
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
 }

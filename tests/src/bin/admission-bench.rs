@@ -1,14 +1,15 @@
 //! `admission-bench`: what the size webhook adds to a pod create, on a real API server.
 //!
 //! Starts a control plane and the `tailor-updater` binary serving its webhook on loopback
-//! (self-managed certificates), registered for one namespace (`with`) and not for its twin
-//! (`without`). Each namespace holds the same Deployment, ReplicaSet and VerticalAutoscaler
-//! (with a current recommendation, so every pod in `with` is sized and patched). Then it
-//! creates `--pods` pods owned by the ReplicaSet in each namespace, alternating between them so
-//! both see the same load, `--concurrency` creates at a time, and prints the latency of a
-//! create with and without the webhook (p50, p99), what the webhook adds, and the ratio of the
-//! total create times. No controller or kubelet runs: the pods are only stored. Run it through
-//! `hack/bench-admission.sh` (release build).
+//! (self-managed certificates). Three namespaces hold the same Deployment and ReplicaSet:
+//! `sized` also has a VerticalAutoscaler with a current recommendation and the webhook
+//! registered (every pod is sized and patched); `passthrough` has the webhook registered but
+//! no VerticalAutoscaler (every pod is answered "allowed, unchanged": the cost of any webhook
+//! call); `without` has no webhook. It creates `--pods` pods owned by the ReplicaSet in each,
+//! alternating so all see the same load, `--concurrency` creates at a time, and prints the
+//! latency of a create in the first two against `without` (p50, p90, p99), what the webhook
+//! adds, and the ratio of the total create times. No controller or kubelet runs: the pods are
+//! only stored. Run it through `hack/bench-admission.sh` (release build).
 
 use std::time::{Duration, Instant};
 
@@ -33,9 +34,9 @@ struct Args {
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// A Deployment `web`, its ReplicaSet and an `InPlace` VerticalAutoscaler with a current
-/// recommendation in `ns`; returns the ReplicaSet's uid.
-async fn workload(client: &kube::Client, ns: &str) -> Result<String, Error> {
+/// A Deployment `web` and its ReplicaSet in `ns`, with (`autoscaled`) an `InPlace`
+/// VerticalAutoscaler with a current recommendation; returns the ReplicaSet's uid.
+async fn workload(client: &kube::Client, ns: &str, autoscaled: bool) -> Result<String, Error> {
     let pp = PostParams::default();
     let template = json!({"metadata": {"labels": {"app": "web"}},
         "spec": {"containers": [{"name": "app", "image": "example/app:1",
@@ -55,6 +56,10 @@ async fn workload(client: &kube::Client, ns: &str) -> Result<String, Error> {
     let rs = Api::<ReplicaSet>::namespaced(client.clone(), ns)
         .create(&pp, &rs)
         .await?;
+    let uid = rs.metadata.uid.unwrap_or_default();
+    if !autoscaled {
+        return Ok(uid);
+    }
     let vas = Api::<tailor_crds::VerticalAutoscaler>::namespaced(client.clone(), ns);
     let va: tailor_crds::VerticalAutoscaler = serde_json::from_value(json!({
         "apiVersion": "tailor.dev/v1alpha1", "kind": "VerticalAutoscaler", "metadata": {"name": "web"},
@@ -75,12 +80,12 @@ async fn workload(client: &kube::Client, ns: &str) -> Result<String, Error> {
         &Patch::Apply(status),
     )
     .await?;
-    Ok(rs.metadata.uid.unwrap_or_default())
+    Ok(uid)
 }
 
-/// The size webhook for namespace `ns` at `port`.
-async fn register(client: &kube::Client, ns: &str, port: u16) -> Result<(), Error> {
-    let config = tailor_e2e::webhooks::size("tailor", port, ns);
+/// The size webhook for `namespaces` at `port`.
+async fn register(client: &kube::Client, namespaces: &[&str], port: u16) -> Result<(), Error> {
+    let config = tailor_e2e::webhooks::size("tailor", port, namespaces);
     Api::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>::all(
         client.clone(),
     )
@@ -130,24 +135,19 @@ async fn wait_sized(pods: &Api<Pod>, rs_uid: &str) -> Result<(), Error> {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
-    let args = Args::parse();
-    let cp = ControlPlane::start().await?;
-    let client = cp.client();
-    let with = cp.namespace("with").await?;
-    let without = cp.namespace("without").await?;
-    let rs_with = workload(&client, &with).await?;
-    let rs_without = workload(&client, &without).await?;
+/// The three groups of creates, alternated: through the webhook with a VerticalAutoscaler
+/// (sized), through the webhook without one (answered unchanged), and without the webhook.
+const GROUPS: [&str; 3] = ["sized", "passthrough", "without"];
 
-    let port = free_port()?;
-    let admin = free_port()?;
+/// Starts the updater serving its webhook on loopback; returns it and its admin address.
+fn start_updater(cp: &ControlPlane, port: u16) -> Result<(std::process::Child, String), Error> {
+    let admin = format!("127.0.0.1:{}", free_port()?);
     let exe = std::env::current_exe()?;
     let log = cp.dir().join("updater.log");
-    let mut updater = std::process::Command::new(exe.with_file_name("tailor-updater"))
+    let updater = std::process::Command::new(exe.with_file_name("tailor-updater"))
         .args([
             "run",
-            &format!("--admin-addr=127.0.0.1:{admin}"),
+            &format!("--admin-addr={admin}"),
             "--leader-election=false",
             "--webhook-certs=self-managed",
             &format!("--webhook-addr=127.0.0.1:{port}"),
@@ -160,20 +160,22 @@ async fn main() -> Result<(), Error> {
         .env("KUBECONFIG", cp.kubeconfig())
         .stderr(std::fs::File::create(&log)?)
         .spawn()?;
-    register(&client, &with, port).await?;
-    let pods_with = Api::<Pod>::namespaced(client.clone(), &with);
-    let pods_without = Api::<Pod>::namespaced(client.clone(), &without);
-    wait_sized(&pods_with, &rs_with).await?;
+    Ok((updater, admin))
+}
 
-    // Alternate: pod i goes to `with` when i is even, to `without` when odd.
-    let jobs = (0..2 * args.pods).map(|i| {
-        let (api, uid, webhook) = if i % 2 == 0 {
-            (pods_with.clone(), rs_with.clone(), true)
-        } else {
-            (pods_without.clone(), rs_without.clone(), false)
-        };
+/// Creates `per_group` pods in each group's namespace, alternating; returns each group's
+/// create latencies (ms), the wall time, and how many pods of the first group came back
+/// unsized.
+async fn create_all(
+    targets: &[(Api<Pod>, String)],
+    per_group: usize,
+    concurrency: usize,
+) -> Result<(Vec<Vec<f64>>, f64, usize), Error> {
+    let jobs = (0..targets.len() * per_group).map(|i| {
+        let g = i % targets.len();
+        let (api, uid) = targets[g].clone();
         async move {
-            let p = pod(i / 2 + 1, &uid)?;
+            let p = pod(i / targets.len() + 1, &uid)?;
             let t = Instant::now();
             let created = api.create(&PostParams::default(), &p).await?;
             let ms = t.elapsed().as_secs_f64() * 1000.0;
@@ -181,53 +183,81 @@ async fn main() -> Result<(), Error> {
                 .metadata
                 .annotations
                 .is_some_and(|a| a.contains_key("tailor.dev/sized-at-admission"));
-            Ok::<_, Error>((webhook, ms, sized))
+            Ok::<_, Error>((g, ms, sized))
         }
     });
     let t = Instant::now();
-    let results: Vec<Result<(bool, f64, bool), Error>> = futures::stream::iter(jobs)
-        .buffer_unordered(args.concurrency.max(1))
+    let results: Vec<Result<(usize, f64, bool), Error>> = futures::stream::iter(jobs)
+        .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
     let wall = t.elapsed().as_secs_f64();
-    let (mut on, mut off, mut not_sized) = (Vec::new(), Vec::new(), 0);
+    let mut latencies = vec![Vec::new(); targets.len()];
+    let mut not_sized = 0;
     for r in results {
-        let (webhook, ms, sized) = r?;
-        if webhook {
-            on.push(ms);
-            not_sized += usize::from(!sized);
-        } else {
-            off.push(ms);
-        }
+        let (g, ms, sized) = r?;
+        latencies[g].push(ms);
+        not_sized += usize::from(g == 0 && !sized);
     }
-    if not_sized > 0 {
-        let _ = updater.kill();
-        return Err(format!("{not_sized} pods created through the webhook were not sized").into());
+    for l in &mut latencies {
+        l.sort_by(f64::total_cmp);
     }
-    on.sort_by(f64::total_cmp);
-    off.sort_by(f64::total_cmp);
-    let (sum_on, sum_off): (f64, f64) = (on.iter().sum(), off.iter().sum());
+    Ok((latencies, wall, not_sized))
+}
+
+fn report(latencies: &[Vec<f64>], wall: f64, concurrency: usize) {
+    let without = &latencies[2];
     println!(
-        "pod creates: {} with the webhook (all sized), {} without, {} at a time, {wall:.1} s in all",
-        on.len(),
-        off.len(),
-        args.concurrency
+        "pod creates: {} per group ({}), {concurrency} at a time, {wall:.1} s in all",
+        without.len(),
+        GROUPS.join(", ")
     );
-    for (name, p) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
-        let (a, b) = (percentile(&on, p), percentile(&off, p));
+    let total_without: f64 = without.iter().sum();
+    for (g, name) in GROUPS.iter().enumerate().take(2) {
+        let with = &latencies[g];
+        for (label, p) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
+            let (a, b) = (percentile(with, p), percentile(without, p));
+            println!(
+                "{name} {label}: {a:.2} ms, without the webhook {b:.2} ms, {:.2} ms added",
+                a - b
+            );
+        }
+        let total: f64 = with.iter().sum();
         println!(
-            "{name}: {a:.2} ms with, {b:.2} ms without, {:.2} ms added",
-            a - b
+            "{name} total create time: {total:.0} ms, without the webhook {total_without:.0} ms, ratio {:.3}",
+            total / total_without
         );
     }
-    println!(
-        "total create time: {sum_on:.0} ms with, {sum_off:.0} ms without, ratio {:.3}",
-        sum_on / sum_off
-    );
-    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-        .await
-        .ok();
-    if let Some(m) = metrics {
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args = Args::parse();
+    let cp = ControlPlane::start().await?;
+    let client = cp.client();
+    let mut targets = Vec::new();
+    for (g, name) in GROUPS.iter().enumerate() {
+        let ns = cp.namespace(name).await?;
+        let uid = workload(&client, &ns, g == 0).await?;
+        targets.push((Api::<Pod>::namespaced(client.clone(), &ns), uid, ns));
+    }
+    let port = free_port()?;
+    let (mut updater, admin) = start_updater(&cp, port)?;
+    let webhooked = [targets[0].2.as_str(), targets[1].2.as_str()];
+    register(&client, &webhooked, port).await?;
+    wait_sized(&targets[0].0, &targets[0].1).await?;
+    let apis: Vec<(Api<Pod>, String)> = targets
+        .iter()
+        .map(|(a, u, _)| (a.clone(), u.clone()))
+        .collect();
+    let (latencies, wall, not_sized) = create_all(&apis, args.pods, args.concurrency).await?;
+    let metrics = reqwest::get(format!("http://{admin}/metrics")).await;
+    let _ = updater.kill();
+    if not_sized > 0 {
+        return Err(format!("{not_sized} pods created through the webhook were not sized").into());
+    }
+    report(&latencies, wall, args.concurrency);
+    if let Ok(m) = metrics {
         let text = m.text().await.unwrap_or_default();
         for line in text.lines().filter(|l| {
             l.starts_with("tailor_admission_duration_seconds_sum")
@@ -236,6 +266,5 @@ async fn main() -> Result<(), Error> {
             println!("{line}");
         }
     }
-    let _ = updater.kill();
     Ok(())
 }

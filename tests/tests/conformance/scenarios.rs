@@ -170,8 +170,9 @@ pub async fn memory_down(t: &Target<'_>) {
 const BELOW_USAGE: &str = r#"cannot decrease memory limits: (\[)?attempting to set (pod|container "c1") memory limit \(104857600\) below current usage \(\d+\)(, attempting to set container "c1" memory limit \(104857600\) below current usage \(\d+\)\])?"#;
 
 /// A memory limit cut below what the container uses (`NotRequired`): nothing is applied;
-/// `PodResizeInProgress` without a reason first, reason `Error` one pod sync later (the
-/// kubelet's 10-15 s back-off), a `ResizeError` Event; applied once usage falls.
+/// `PodResizeInProgress` without a reason first, reason `Error` on a later pod sync (usually
+/// after the kubelet's 10-15 s back-off; the real kubelet has also been seen to run it within a
+/// second), a `ResizeError` Event; applied once usage falls.
 pub async fn memory_limit_below_usage(t: &Target<'_>) {
     let pod = "below-usage";
     t.run_pod(
@@ -223,10 +224,12 @@ pub async fn memory_limit_below_usage(t: &Target<'_>) {
         .find(|(_, p)| condition(p, "PodResizeInProgress").is_some_and(|c| c.reason.is_some()))
         .expect("Error seen")
         .0;
+    // Later than the plain condition: on a later pod sync, which the real kubelet may run at
+    // once (an event on the pod) or at its periodic resync, seconds later.
     let waited = error_at - first.0;
     assert!(
-        waited >= Duration::from_secs(5),
-        "reason Error one pod sync later, came after {waited:?}"
+        waited > Duration::ZERO,
+        "reason Error on a later pod sync, came after {waited:?}"
     );
 
     let errors = t.wait_event(pod, "ResizeError", SETTLE).await;

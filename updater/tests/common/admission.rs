@@ -65,7 +65,7 @@ impl Env {
     /// (no caBundle: the updater sets it), unless they exist.
     pub async fn register_webhooks(&self, port: u16) {
         let name = self.webhook_name();
-        let mutating = tailor_e2e::webhooks::size(&name, port, &self.ns);
+        let mutating = tailor_e2e::webhooks::size(&name, port, &[&self.ns]);
         let validating = tailor_e2e::webhooks::gate(&name, port, &self.ns);
         let pp = PostParams::default();
         let client = self.cp.client();
