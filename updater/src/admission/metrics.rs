@@ -36,9 +36,28 @@ pub struct AdmissionMetrics {
     waiting: AtomicBool,
 }
 
+/// Every (webhook, outcome) a request can be counted under.
+const OUTCOMES: &[(&str, &[&str])] = &[
+    (
+        "size",
+        &[
+            "sized",
+            "unchanged",
+            "not_managed",
+            "no_recommendation",
+            "declined",
+            "not_ready",
+            "invalid",
+        ],
+    ),
+    ("gate", &["allowed", "denied", "not_ready", "invalid"]),
+];
+
 impl Default for AdmissionMetrics {
+    /// The metrics, every series present from the start (at 0), so that rates and ratios over
+    /// them are defined before the first request, and with the webhook off.
     fn default() -> Self {
-        Self {
+        let m = Self {
             requests: Family::default(),
             // 100 µs to ~1.6 s.
             duration: Family::new_with_constructor(|| {
@@ -46,7 +65,20 @@ impl Default for AdmissionMetrics {
             }),
             expiry: Gauge::default(),
             waiting: AtomicBool::new(false),
+        };
+        for (webhook, outcomes) in OUTCOMES {
+            for outcome in *outcomes {
+                let labels = RequestLabels {
+                    webhook: (*webhook).to_owned(),
+                    outcome: (*outcome).to_owned(),
+                };
+                let _ = m.requests.get_or_create(&labels);
+            }
+            let _ = m.duration.get_or_create(&WebhookLabels {
+                webhook: (*webhook).to_owned(),
+            });
         }
+        m
     }
 }
 
