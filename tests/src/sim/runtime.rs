@@ -340,10 +340,11 @@ async fn write_loop(client: kube::Client, state: Arc<Mutex<SimState>>, wake: Arc
             futures::stream::iter(effects)
                 .for_each_concurrent(WRITE_CONCURRENCY, |e| apply_effect(&client, &state, e))
                 .await;
+            let failed = std::sync::atomic::AtomicBool::new(false);
             futures::stream::iter(statuses)
                 .for_each_concurrent(WRITE_CONCURRENCY, |(ns, name, status)| {
                     let client = client.clone();
-                    let state = state.clone();
+                    let (state, failed) = (state.clone(), &failed);
                     async move {
                         let api = Api::<Pod>::namespaced(client, &ns);
                         match api
@@ -356,11 +357,17 @@ async fn write_loop(client: kube::Client, state: Arc<Mutex<SimState>>, wake: Arc
                             Err(e) => {
                                 tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "status write failed; retrying");
                                 lock(&state).mark_dirty(&format!("{ns}/{name}"));
+                                failed.store(true, std::sync::atomic::Ordering::Relaxed);
                             }
                         }
                     }
                 })
                 .await;
+            // A failed write is retried after a pause, not at once: with the API server gone
+            // (a test tearing down) the loop would otherwise spin and never yield.
+            if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
         }
     }
 }
