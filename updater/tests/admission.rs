@@ -24,6 +24,21 @@ fn target(cpu: &str, memory: &str, floor: &str) -> serde_json::Value {
             "memoryFloor": {"value": floor, "reason": "Peak"}}])
 }
 
+/// An `Initial` VerticalAutoscaler recommending 250m/200Mi for a Deployment `web` of one pod at
+/// 100m/128Mi (limit 256Mi); waits until that pod is created sized.
+async fn sized_web(env: &Env) {
+    env.deployment_va(
+        "web",
+        "web",
+        json!({"updatePolicy": {"updateMode": "Initial"}}),
+    )
+    .await;
+    env.recommend("web", target("250m", "200Mi", "150Mi")).await;
+    env.deployment("web", 1, burstable("100m", "128Mi", "256Mi"))
+        .await;
+    env.wait_deployment("web", 1, "sized", sized).await;
+}
+
 fn request(p: &Pod, resource: &str) -> Option<String> {
     spec_value(p, "app", "requests", resource)
 }
@@ -221,16 +236,7 @@ async fn certificate_rotation_keeps_the_webhook_serving() {
         .await;
     let first = env.webhook_secret().await;
     let first_cert = first.data.as_ref().unwrap()["tls.crt"].clone();
-    env.deployment_va(
-        "web",
-        "web",
-        json!({"updatePolicy": {"updateMode": "Initial"}}),
-    )
-    .await;
-    env.recommend("web", target("250m", "200Mi", "150Mi")).await;
-    env.deployment("web", 1, burstable("100m", "128Mi", "256Mi"))
-        .await;
-    env.wait_deployment("web", 1, "sized", sized).await;
+    sized_web(&env).await;
     assert_eq!(served_certificate(port).await, pem_der(&first_cert.0));
     // Renewed once a third of its 60 s is left.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
@@ -454,16 +460,7 @@ async fn certificates_from_files_are_served_as_they_are_renewed() {
         .await
         .unwrap();
     env.wait_webhook_called(&updater).await;
-    env.deployment_va(
-        "web",
-        "web",
-        json!({"updatePolicy": {"updateMode": "Initial"}}),
-    )
-    .await;
-    env.recommend("web", target("250m", "200Mi", "150Mi")).await;
-    env.deployment("web", 1, burstable("100m", "128Mi", "256Mi"))
-        .await;
-    env.wait_deployment("web", 1, "sized", sized).await;
+    sized_web(&env).await;
 
     // Renewed (here by another CA, to tell the two apart): new connections get the new
     // certificate within the 10 s the files are re-read in. The API server's open connections
