@@ -134,22 +134,19 @@ impl Lookup {
         kind: &str,
         name: &str,
     ) -> Option<Arc<VerticalAutoscaler>> {
-        let mut candidates: Vec<Arc<VerticalAutoscaler>> = self
+        let sizing: Vec<Arc<VerticalAutoscaler>> = self
             .vas
             .state()
             .into_iter()
             .filter(|v| v.namespace().as_deref() == Some(ns))
             .filter(|v| v.spec.target_ref.kind == kind && v.spec.target_ref.name == name)
-            .collect();
-        let sizing: Vec<Claimant> = candidates
-            .iter()
             .filter(|v| v.spec.update_policy.update_mode.sizes_new_pods())
-            .map(|v| claimant(v))
             .collect();
-        let first = sizing.iter().find(|c| guard::owner(c, &sizing).is_none())?;
-        let uid = first.uid.clone();
-        candidates.retain(|v| v.uid().as_deref() == Some(uid.as_str()));
-        candidates.pop()
+        let claimants: Vec<Claimant> = sizing.iter().map(|v| claimant(v)).collect();
+        let oldest = claimants
+            .iter()
+            .position(|c| guard::owner(c, &claimants).is_none())?;
+        sizing.into_iter().nth(oldest)
     }
 
     /// Resources an HPA scales the autoscaler's workload on (left alone), unless it opts in.
