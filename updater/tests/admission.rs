@@ -323,9 +323,16 @@ async fn the_gate_takes_only_a_pending_approval_id_for_that_pod() {
         .unwrap();
     let e = lower("300Mi").await.unwrap_err().to_string();
     assert!(e.contains("no pending approval"), "{e}");
-    lower("384Mi")
-        .await
-        .expect("the approved cut passes the gate");
+    // The webhook reads pending approvals from its watch cache, which may trail the
+    // ResizeState read above by a moment.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while let Err(e) = lower("384Mi").await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the approved cut passes the gate: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
