@@ -2,7 +2,9 @@
 //! VerticalAutoscalers, ResizeStates (pending approvals), HorizontalPodAutoscalers, and the
 //! metadata of ReplicaSets and Jobs (to find a pod's workload). A ReplicaSet or Job created a
 //! moment ago may not be cached yet when its first pods arrive; it is then read from the API
-//! server (a GET with a one-second timeout).
+//! server (a GET with a one-second timeout). Likewise the gate, before it denies a memory cut,
+//! reads the namespace's ResizeStates from the API server: an approval written a moment ago
+//! may not be cached yet, and a person's approved cut must not be refused for that.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -155,20 +157,50 @@ impl Lookup {
         crate::plan::hpa::blocked_for(va, hpas.iter().map(AsRef::as_ref)).0
     }
 
-    /// Every pending approval in `ns`, from the ResizeStates of live VerticalAutoscalers.
+    /// Every pending approval in `ns`, from the cached ResizeStates of live VerticalAutoscalers.
     pub fn pending_in(&self, ns: &str) -> Vec<PendingApproval> {
-        self.states
-            .state()
-            .into_iter()
-            .filter(|s| s.namespace().as_deref() == Some(ns))
-            .filter(|s| {
-                self.vas
-                    .get(&ObjectRef::new(&s.name_any()).within(ns))
-                    .is_some_and(|v| v.uid().as_deref() == Some(&s.spec.vertical_autoscaler_uid))
-            })
-            .flat_map(|s| s.spec.pending_approvals.clone())
-            .collect()
+        let states = self.states.state();
+        let vas = self.vas.state();
+        pending(
+            states.iter().map(AsRef::as_ref),
+            vas.iter().map(AsRef::as_ref),
+            ns,
+        )
     }
+
+    /// Every pending approval in `ns`, read from the API server (a second each at most), for
+    /// when the caches may trail a ResizeState written a moment ago. `None` if a read failed.
+    pub async fn pending_read(&self, ns: &str) -> Option<Vec<PendingApproval>> {
+        let params = kube::api::ListParams::default();
+        let states = Api::<ResizeState>::namespaced(self.client.clone(), ns);
+        let vas = Api::<VerticalAutoscaler>::namespaced(self.client.clone(), ns);
+        let read = async { tokio::try_join!(states.list(&params), vas.list(&params)) };
+        let (states, vas) = tokio::time::timeout(Duration::from_secs(1), read)
+            .await
+            .ok()?
+            .ok()?;
+        Some(pending(states.items.iter(), vas.items.iter(), ns))
+    }
+}
+
+/// The pending approvals of the ResizeStates in `ns` whose VerticalAutoscaler (same name,
+/// same uid) is among `vas`.
+fn pending<'a>(
+    states: impl Iterator<Item = &'a ResizeState>,
+    vas: impl Iterator<Item = &'a VerticalAutoscaler> + Clone,
+    ns: &str,
+) -> Vec<PendingApproval> {
+    states
+        .filter(|s| s.namespace().as_deref() == Some(ns))
+        .filter(|s| {
+            vas.clone().any(|v| {
+                v.namespace().as_deref() == Some(ns)
+                    && v.name_any() == s.name_any()
+                    && v.uid().as_deref() == Some(&s.spec.vertical_autoscaler_uid)
+            })
+        })
+        .flat_map(|s| s.spec.pending_approvals.clone())
+        .collect()
 }
 
 fn claimant(v: &VerticalAutoscaler) -> Claimant {

@@ -155,7 +155,7 @@ async fn size(State(server): State<Arc<Server>>, body: Bytes) -> Response {
 
 async fn gate(State(server): State<Arc<Server>>, body: Bytes) -> Response {
     answer_with(&server, "gate", &body, async |req, admit| match req {
-        Some(req) => review::gate(&server.lookup, &server.updater_username, req),
+        Some(req) => review::gate(&server.lookup, &server.updater_username, req).await,
         // Not knowing the pending approvals yet, deny: the gate fails closed.
         None => {
             not_ready(admit.deny("tailor's memory gate is starting; try again in a few seconds"))

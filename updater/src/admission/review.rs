@@ -235,7 +235,7 @@ fn limits(pod: &Pod) -> Vec<(&str, Option<i64>)> {
 }
 
 /// The gate webhook's answer for `req` (a resize of a pod in a gated namespace).
-pub fn gate(lookup: &Lookup, updater: &str, req: &AdmissionRequest<Pod>) -> Answer {
+pub async fn gate(lookup: &Lookup, updater: &str, req: &AdmissionRequest<Pod>) -> Answer {
     let admit = AdmissionResponse::from(req);
     if req.user_info.username.as_deref() == Some(updater) {
         return answer(admit, Outcome::Allowed);
@@ -261,12 +261,15 @@ pub fn gate(lookup: &Lookup, updater: &str, req: &AdmissionRequest<Pod>) -> Answ
         .collect();
     let value = old.annotations().get(APPROVE_MEMORY_DECREASE_ANNOTATION);
     let uid = old.uid().unwrap_or_default();
-    match gate::check(
-        &lowered,
-        value.map(String::as_str),
-        &uid,
-        &lookup.pending_in(ns),
-    ) {
+    let value = value.map(String::as_str);
+    let mut checked = gate::check(&lowered, value, &uid, &lookup.pending_in(ns));
+    if checked.is_err() {
+        // The caches may trail an approval written a moment ago: ask the API server.
+        if let Some(pending) = lookup.pending_read(ns).await {
+            checked = gate::check(&lowered, value, &uid, &pending);
+        }
+    }
+    match checked {
         Ok(()) => answer(admit, Outcome::Allowed),
         Err(why) => {
             let mut denied = admit.deny(why);
