@@ -33,7 +33,7 @@ bench-recommender: ## recommender benchmark: 2,000 workloads, 14 days (first, st
 bench-updater: ## updater benchmark: 1,000 VerticalAutoscalers over 5,000 pods, every recommendation changed at once
 	hack/bench-updater.sh
 
-bench-admission: ## admission benchmark: 1,000 pod creates with the webhook and 1,000 without, side by side
+bench-admission: ## admission benchmark: 1,000 pod creates each with tailor's webhook, a minimal Go one and none, side by side
 	hack/bench-admission.sh
 
 help: ## list the targets

@@ -6,4 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export KUBEBUILDER_ASSETS="$(hack/test-binaries.sh)"
 cargo build --release -q -p tailor-e2e -p tailor-updater --bins
-exec "${CARGO_TARGET_DIR:-target}/release/admission-bench" "$@"
+target="$(realpath -m "${CARGO_TARGET_DIR:-target}")"
+go -C hack/bench/floor-webhook build -o "$target/release/floor-webhook" .
+exec "$target/release/admission-bench" --floor-webhook "$target/release/floor-webhook" "$@"

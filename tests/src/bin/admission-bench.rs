@@ -1,15 +1,16 @@
 //! `admission-bench`: what the size webhook adds to a pod create, on a real API server.
 //!
 //! Starts a control plane and the `tailor-updater` binary serving its webhook on loopback
-//! (self-managed certificates). Three namespaces hold the same Deployment and ReplicaSet:
-//! `sized` also has a VerticalAutoscaler with a current recommendation and the webhook
-//! registered (every pod is sized and patched); `passthrough` has the webhook registered but
-//! no VerticalAutoscaler (every pod is answered "allowed, unchanged": the cost of any webhook
-//! call); `without` has no webhook. It creates `--pods` pods owned by the ReplicaSet in each,
-//! alternating so all see the same load, `--concurrency` creates at a time, and prints the
-//! latency of a create in the first two against `without` (p50, p90, p99), what the webhook
-//! adds, and the ratio of the total create times. No controller or kubelet runs: the pods are
-//! only stored. Run it through `hack/bench-admission.sh` (release build).
+//! (self-managed certificates). Four namespaces hold the same Deployment and ReplicaSet:
+//! `sized` also has a VerticalAutoscaler with a current recommendation and tailor's webhook
+//! registered (every pod is sized and patched); `passthrough` has tailor's webhook registered
+//! but no VerticalAutoscaler (every pod is answered "allowed, unchanged"); `floor` has the
+//! minimal Go webhook of `hack/bench/floor-webhook` registered instead (the least any webhook
+//! call costs); `without` has no webhook. It creates `--pods` pods owned by the ReplicaSet in
+//! each, alternating so all see the same load, `--concurrency` creates at a time, and prints
+//! the latency of a create in the first three against `without` (p50, p90, p99), what the
+//! webhook adds, and the ratio of the total create times. No controller or kubelet runs: the
+//! pods are only stored. Run it through `hack/bench-admission.sh` (release build).
 
 use std::time::{Duration, Instant};
 
@@ -27,9 +28,12 @@ struct Args {
     /// Pods created in each namespace.
     #[arg(long, default_value_t = 1000)]
     pods: usize,
-    /// Creates in flight at once (over both namespaces).
+    /// Creates in flight at once (over all namespaces).
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// The minimal Go webhook (hack/bench/floor-webhook) measured as the `floor` group.
+    #[arg(long)]
+    floor_webhook: std::path::PathBuf,
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -83,9 +87,21 @@ async fn workload(client: &kube::Client, ns: &str, autoscaled: bool) -> Result<S
     Ok(uid)
 }
 
-/// The size webhook for `namespaces` at `port`.
-async fn register(client: &kube::Client, namespaces: &[&str], port: u16) -> Result<(), Error> {
-    let config = tailor_e2e::webhooks::size("tailor", port, namespaces);
+/// The size webhook configuration `name` for `namespaces` at `port`, with `ca_bundle` (else
+/// set by the updater).
+async fn register(
+    client: &kube::Client,
+    name: &str,
+    namespaces: &[&str],
+    port: u16,
+    ca_bundle: Option<&[u8]>,
+) -> Result<(), Error> {
+    let mut config = tailor_e2e::webhooks::size(name, port, namespaces);
+    if let Some(ca) = ca_bundle {
+        for w in config.webhooks.iter_mut().flatten() {
+            w.client_config.ca_bundle = Some(k8s_openapi::ByteString(ca.to_vec()));
+        }
+    }
     Api::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>::all(
         client.clone(),
     )
@@ -135,9 +151,11 @@ async fn wait_sized(pods: &Api<Pod>, rs_uid: &str) -> Result<(), Error> {
     }
 }
 
-/// The three groups of creates, alternated: through the webhook with a VerticalAutoscaler
-/// (sized), through the webhook without one (answered unchanged), and without the webhook.
-const GROUPS: [&str; 3] = ["sized", "passthrough", "without"];
+/// The groups of creates, alternated: through tailor's webhook with a VerticalAutoscaler
+/// (sized), through it without one (answered unchanged), through the minimal Go webhook
+/// (floor), and without a webhook.
+const GROUPS: [&str; 4] = ["sized", "passthrough", "floor", "without"];
+const WITHOUT: usize = 3;
 
 /// Starts the updater serving its webhook on loopback; returns it and its admin address.
 fn start_updater(cp: &ControlPlane, port: u16) -> Result<(std::process::Child, String), Error> {
@@ -161,6 +179,41 @@ fn start_updater(cp: &ControlPlane, port: u16) -> Result<(std::process::Child, S
         .stderr(std::fs::File::create(&log)?)
         .spawn()?;
     Ok((updater, admin))
+}
+
+/// Starts the minimal Go webhook on loopback; returns it, its port and its certificate (PEM),
+/// once it accepts connections.
+async fn start_floor(
+    cp: &ControlPlane,
+    exe: &std::path::Path,
+) -> Result<(std::process::Child, u16, Vec<u8>), Error> {
+    let port = free_port()?;
+    let ca = cp.dir().join("floor-webhook.crt");
+    let child = std::process::Command::new(exe)
+        .arg(format!("-addr=127.0.0.1:{port}"))
+        .arg(format!("-ca-file={}", ca.display()))
+        .stderr(std::fs::File::create(cp.dir().join("floor-webhook.log"))?)
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "{}: {e} (build it with hack/bench-admission.sh)",
+                exe.display()
+            )
+        })?;
+    let started = Instant::now();
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+            && let Ok(pem) = std::fs::read(&ca)
+        {
+            return Ok((child, port, pem));
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err("the floor webhook did not listen within 10 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Creates `per_group` pods in each group's namespace, alternating; returns each group's
@@ -206,14 +259,14 @@ async fn create_all(
 }
 
 fn report(latencies: &[Vec<f64>], wall: f64, concurrency: usize) {
-    let without = &latencies[2];
+    let without = &latencies[WITHOUT];
     println!(
         "pod creates: {} per group ({}), {concurrency} at a time, {wall:.1} s in all",
         without.len(),
         GROUPS.join(", ")
     );
     let total_without: f64 = without.iter().sum();
-    for (g, name) in GROUPS.iter().enumerate().take(2) {
+    for (g, name) in GROUPS.iter().enumerate().take(WITHOUT) {
         let with = &latencies[g];
         for (label, p) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
             let (a, b) = (percentile(with, p), percentile(without, p));
@@ -244,7 +297,9 @@ async fn main() -> Result<(), Error> {
     let port = free_port()?;
     let (mut updater, admin) = start_updater(&cp, port)?;
     let webhooked = [targets[0].2.as_str(), targets[1].2.as_str()];
-    register(&client, &webhooked, port).await?;
+    register(&client, "tailor", &webhooked, port, None).await?;
+    let (mut floor, floor_port, ca) = start_floor(&cp, &args.floor_webhook).await?;
+    register(&client, "floor", &[&targets[2].2], floor_port, Some(&ca)).await?;
     wait_sized(&targets[0].0, &targets[0].1).await?;
     let apis: Vec<(Api<Pod>, String)> = targets
         .iter()
@@ -253,6 +308,7 @@ async fn main() -> Result<(), Error> {
     let (latencies, wall, not_sized) = create_all(&apis, args.pods, args.concurrency).await?;
     let metrics = reqwest::get(format!("http://{admin}/metrics")).await;
     let _ = updater.kill();
+    let _ = floor.kill();
     if not_sized > 0 {
         return Err(format!("{not_sized} pods created through the webhook were not sized").into());
     }

@@ -1,0 +1,3 @@
+module tailor.dev/hack/bench/floor-webhook
+
+go 1.24
