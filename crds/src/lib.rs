@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod crd;
+pub mod memory_guard;
 pub mod quantity;
 pub mod resize_state;
 pub mod schema;

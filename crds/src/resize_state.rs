@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::v1alpha1::{PendingApproval, ResizeRecord, condition};
+use crate::v1alpha1::{MemoryGuardRaise, PendingApproval, ResizeRecord, condition};
 
 /// The reason of the `ConfigUnsupported` condition the updater writes for an HPA conflict (the
 /// recommender writes `ConfigUnsupported` with other reasons).
@@ -87,4 +87,9 @@ pub struct ResizeStateSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     pub last_resizes: Vec<ResizeRecord>,
+
+    /// The memory guard's most recent raises, newest first (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub memory_guard_raises: Vec<MemoryGuardRaise>,
 }

@@ -17,6 +17,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::memory_guard::{MemoryGuard, MemoryGuardRaise};
+
 /// The API group of every tailor resource.
 pub const GROUP: &str = "tailor.dev";
 /// The annotation that approves exactly one pending memory decrease, by its id.
@@ -236,6 +238,11 @@ pub struct UpdatePolicy {
     /// resized. `Resize`: resize it anyway.
     #[serde(default)]
     pub hpa_conflict: HpaConflict,
+
+    /// The live memory guard (`InPlace` only; on by default): raises a container's memory
+    /// limit live when its working set nears it.
+    #[serde(default)]
+    pub memory_guard: MemoryGuard,
 }
 
 impl Default for UpdatePolicy {
@@ -246,6 +253,7 @@ impl Default for UpdatePolicy {
             min_change: MinChange::default(),
             max_concurrent_restarts: default_max_concurrent_restarts(),
             hpa_conflict: HpaConflict::default(),
+            memory_guard: MemoryGuard::default(),
         }
     }
 }
@@ -668,6 +676,12 @@ pub struct VerticalAutoscalerStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     pub last_resizes: Vec<ResizeRecord>,
+
+    /// The memory guard's most recent raises, newest first (at most 20); the recommender
+    /// keeps the memory floor above the working set that prompted each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub memory_guard_raises: Vec<MemoryGuardRaise>,
 }
 
 /// The recommended resources, per container.

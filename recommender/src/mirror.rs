@@ -24,7 +24,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tailor_crds::resize_state::{ResizeState, updater_condition};
 use tailor_crds::v1alpha1::{
-    PendingApproval, ResizeRecord, VerticalAutoscaler, VerticalAutoscalerStatus,
+    MemoryGuardRaise, PendingApproval, ResizeRecord, VerticalAutoscaler, VerticalAutoscalerStatus,
 };
 use tailor_runtime::lease::Fence;
 use tokio::sync::mpsc;
@@ -51,6 +51,8 @@ pub struct Mirrored {
     pub conditions: Vec<Condition>,
     /// `status.lastResizes`.
     pub last_resizes: Vec<ResizeRecord>,
+    /// `status.memoryGuardRaises`.
+    pub memory_guard_raises: Vec<MemoryGuardRaise>,
 }
 
 fn by_type(mut conditions: Vec<Condition>) -> Vec<Condition> {
@@ -73,6 +75,7 @@ pub fn mirrored(va: &VerticalAutoscaler, state: &ResizeState) -> Option<Mirrored
         ),
         conditions: by_type(spec.conditions.clone()),
         last_resizes: spec.last_resizes.clone(),
+        memory_guard_raises: spec.memory_guard_raises.clone(),
     })
 }
 
@@ -90,6 +93,7 @@ pub fn shown(va: &VerticalAutoscaler) -> Mirrored {
                 .collect(),
         ),
         last_resizes: status.last_resizes,
+        memory_guard_raises: status.memory_guard_raises,
     }
 }
 
@@ -109,6 +113,7 @@ fn status_patch(m: Mirrored) -> serde_json::Value {
         pending_approval_count: m.pending_approval_count,
         conditions: m.conditions,
         last_resizes: m.last_resizes,
+        memory_guard_raises: m.memory_guard_raises,
         ..Default::default()
     };
     json!({

@@ -33,6 +33,7 @@ mod ready;
 mod traces;
 
 pub use access::Access;
+pub use current::WorkingSet;
 pub use jvm::{JVM_HEAP_RESOLUTION, JvmHeap};
 
 /// Why history could not be read.

@@ -132,6 +132,11 @@ async fn valid_objects_round_trip_with_defaults_applied() -> anyhow::Result<()> 
     );
     assert_eq!(spec["updatePolicy"]["maxConcurrentRestarts"], 1);
     assert_eq!(spec["updatePolicy"]["hpaConflict"], "Skip");
+    assert_eq!(
+        spec["updatePolicy"]["memoryGuard"],
+        json!({"enabled": true, "threshold": 0.9, "step": 0.25, "minIntervalSeconds": 60,
+               "allowRestart": false})
+    );
     assert_eq!(spec["recommenderPolicy"]["historyWindow"], "14d");
     assert_eq!(
         spec["recommenderPolicy"]["cpu"],
@@ -182,6 +187,13 @@ async fn valid_objects_round_trip_with_defaults_applied() -> anyhow::Result<()> 
                 },
                 max_concurrent_restarts: 2,
                 hpa_conflict: HpaConflict::Resize,
+                memory_guard: MemoryGuard {
+                    enabled: false,
+                    threshold: 0.8,
+                    step: 0.5,
+                    min_interval_seconds: 300,
+                    allow_restart: true,
+                },
             },
             recommender_policy: RecommenderPolicy {
                 history_window: "14d".into(),
@@ -292,6 +304,17 @@ async fn valid_objects_round_trip_with_defaults_applied() -> anyhow::Result<()> 
             observed_generation: Some(1),
         }],
         last_resizes: vec![],
+        memory_guard_raises: vec![MemoryGuardRaise {
+            pod: "db-0".into(),
+            pod_uid: Some("9d1f0c7e-0000-4000-8000-000000000001".into()),
+            container_name: "db".into(),
+            time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-01-02T03:04:05Z".parse()?,
+            ),
+            usage: q("3700Mi"),
+            from: q("4Gi"),
+            to: q("4625Mi"),
+        }],
     });
     let patched = api
         .patch_status(
@@ -528,6 +551,27 @@ fn malformed_cases() -> Vec<(&'static str, Value, &'static [&'static str])> {
                 "spec.updatePolicy.minChange.cpu",
                 "minChange.cpu must be a fraction between 0 and 10",
             ],
+        ),
+        (
+            "memory guard threshold of 1",
+            with(&["updatePolicy", "memoryGuard", "threshold"], json!(1.0)),
+            &[
+                "spec.updatePolicy.memoryGuard.threshold",
+                "memoryGuard.threshold must be a fraction between 0.5 and 0.99",
+            ],
+        ),
+        (
+            "memory guard step of 0",
+            with(&["updatePolicy", "memoryGuard", "step"], json!(0)),
+            &["memoryGuard.step must be a fraction between 0.05 and 4"],
+        ),
+        (
+            "memory guard interval of 1 s",
+            with(
+                &["updatePolicy", "memoryGuard", "minIntervalSeconds"],
+                json!(1),
+            ),
+            &["memoryGuard.minIntervalSeconds must be at least 5"],
         ),
     ]
 }

@@ -196,13 +196,22 @@ struct UsageArgs {
     /// usage now (a few scrape intervals).
     #[arg(long, env = "TAILOR_USAGE_WINDOW_SECONDS", default_value_t = 120)]
     usage_window_seconds: u64,
+    /// How often the live memory guard reads every container's working set against its
+    /// memory limit (seconds; about the scrape interval of cAdvisor's metrics). 0 turns the
+    /// guard off for every VerticalAutoscaler.
+    #[arg(
+        long,
+        env = "TAILOR_MEMORY_GUARD_INTERVAL_SECONDS",
+        default_value_t = 15
+    )]
+    memory_guard_interval_seconds: u64,
 }
 
 impl UsageArgs {
     fn source(&self) -> Result<Option<UsageSource>, String> {
         let Some(url) = &self.prometheus_url else {
             tracing::warn!(
-                "no --prometheus-url: memory decreases that restart a container are held, since usage cannot be checked"
+                "no --prometheus-url: memory decreases that restart a container are held, since usage cannot be checked, and the live memory guard is off"
             );
             return Ok(None);
         };
@@ -224,6 +233,8 @@ impl UsageArgs {
         Ok(Some(UsageSource {
             prometheus: Arc::new(prometheus),
             window: Duration::from_secs(self.usage_window_seconds.max(1)),
+            guard_every: (self.memory_guard_interval_seconds > 0)
+                .then(|| Duration::from_secs(self.memory_guard_interval_seconds)),
         }))
     }
 }

@@ -12,6 +12,9 @@
 //! | `tailor_updater_resize_started_timestamp_seconds` | `namespace`, `verticalautoscaler`, `pod`, `state` = `in_progress`, `deferred`, `infeasible`, `error` | when the kubelet set the condition of a resize that is not finished; present only while it is not |
 //! | `tailor_updater_pending_approval_since_timestamp_seconds` | `namespace`, `verticalautoscaler`, `container`, `id`, `from`, `to` | when each memory decrease awaiting approval was first held |
 //! | `tailor_updater_oom_kills_after_resize_total` | `namespace`, `verticalautoscaler`, `container` | OOM kills of a container within 24 h after tailor resized its pod |
+//! | `tailor_updater_memory_guard_raises_total` | `namespace`, `verticalautoscaler`, `container` | memory limits the live memory guard raised |
+//! | `tailor_updater_memory_guard_declined_total` | `reason` | hot containers the guard left alone: `MemoryGuardNeedsRestart`, `MemoryGuardAtMaxAllowed`, `MemoryGuardNoRoom` |
+//! | `tailor_updater_memory_guard_scans_total` | `outcome` = `ok`, `error` | the guard's reads of every container's working set |
 //!
 //! The admission webhook's metrics (`tailor_admission_*`) are in
 //! [`crate::admission::metrics`].
@@ -125,6 +128,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeOnly {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerbLabels {
     verb: String,
 }
@@ -145,6 +153,9 @@ pub struct Metrics {
     held: Family<ApprovalLabels, Gauge>,
     held_keys: PerObject<ApprovalLabels>,
     oom: Family<ContainerLabels, Counter>,
+    guard_raises: Family<ContainerLabels, Counter>,
+    guard_declined: Family<ReasonLabels, Counter>,
+    guard_scans: Family<OutcomeOnly, Counter>,
     pending_keys: Mutex<HashSet<(String, String)>>,
     ready: AtomicBool,
     standby: AtomicBool,
@@ -173,6 +184,29 @@ impl Metrics {
         let started = Family::<PodStateLabels, Gauge>::default();
         let held = Family::<ApprovalLabels, Gauge>::default();
         let oom = Family::<ContainerLabels, Counter>::default();
+        let guard_raises = Family::<ContainerLabels, Counter>::default();
+        let guard_declined = Family::<ReasonLabels, Counter>::default();
+        let guard_scans = Family::<OutcomeOnly, Counter>::default();
+        registry.register(
+            "tailor_updater_memory_guard_raises",
+            "Memory limits the live memory guard raised",
+            guard_raises.clone(),
+        );
+        registry.register(
+            "tailor_updater_memory_guard_declined",
+            "Containers near their memory limit the memory guard left alone, by reason",
+            guard_declined.clone(),
+        );
+        registry.register(
+            "tailor_updater_memory_guard_scans",
+            "The memory guard's reads of every container's working set, by outcome",
+            guard_scans.clone(),
+        );
+        for outcome in ["ok", "error"] {
+            let _ = guard_scans.get_or_create(&OutcomeOnly {
+                outcome: outcome.to_owned(),
+            });
+        }
         registry.register(
             "tailor_updater_resize_started_timestamp_seconds",
             "When the kubelet set the condition of a resize that is not finished, by state",
@@ -239,12 +273,45 @@ impl Metrics {
             held,
             held_keys: Mutex::default(),
             oom,
+            guard_raises,
+            guard_declined,
+            guard_scans,
             pending_keys: Mutex::new(HashSet::new()),
             ready: AtomicBool::new(false),
             standby: AtomicBool::new(true),
             issued: AtomicU64::new(0),
             admission,
         }
+    }
+
+    /// Counts a raise by the memory guard.
+    pub fn guard_raised(&self, namespace: &str, name: &str, container: &str) {
+        self.guard_raises
+            .get_or_create(&ContainerLabels {
+                namespace: namespace.to_owned(),
+                verticalautoscaler: name.to_owned(),
+                container: container.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a hot container the memory guard left alone.
+    pub fn guard_declined(&self, reason: &str) {
+        self.guard_declined
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a memory guard scan.
+    pub fn guard_scanned(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.guard_scans
+            .get_or_create(&OutcomeOnly {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts a resize outcome for each resource it touched.

@@ -72,6 +72,8 @@ pub(super) struct Acted {
     pub cuts: Vec<PodCut>,
     /// New records, newest first.
     pub records: Vec<ResizeRecord>,
+    /// The memory guard's raises sent, newest first.
+    pub raises: Vec<tailor_crds::v1alpha1::MemoryGuardRaise>,
 }
 
 /// The outcome of trying one pod's resize.
@@ -367,6 +369,7 @@ pub(super) async fn act(ctx: &Context, w: &Workload, planned: &Planned) -> Acted
         issued: Vec::new(),
         cuts: Vec::new(),
         records: Vec::new(),
+        raises: Vec::new(),
     };
     // A pod's generation as it is after what this process issued (the cache may lag).
     let generation = |pod: &Pod| {
@@ -419,6 +422,9 @@ pub(super) async fn act(ctx: &Context, w: &Workload, planned: &Planned) -> Acted
                 acted
                     .records
                     .push(new_record(pod, &plan, ResizeOutcome::InProgress));
+                acted
+                    .raises
+                    .extend(super::memory_guard::raised(ctx, w, pod, &plan));
             }
             Issued::DryRun | Issued::Failed | Issued::Held => {
                 acted

@@ -24,6 +24,7 @@
 mod act;
 pub(crate) mod events;
 mod follow;
+mod memory_guard;
 mod observe;
 mod pods;
 mod record;
@@ -56,6 +57,9 @@ pub const FIELD_MANAGER: &str = "tailor-updater";
 
 /// How many resize records `lastResizes` keeps.
 const LAST_RESIZES: usize = 10;
+
+/// How many memory guard raises `memoryGuardRaises` keeps.
+const GUARD_RAISES: usize = 20;
 
 /// Updater settings.
 #[derive(Debug, Clone)]
@@ -124,6 +128,8 @@ struct Memory {
     dry_run: HashMap<String, String>,
     /// When an unfinished resize state was first seen, for pods whose condition has no time.
     first_seen: HashMap<(Key, String, &'static str), i64>,
+    /// What the memory guard's last scan found hot, by pod uid.
+    hot: HashMap<String, memory_guard::Hot>,
     /// Each object's ResizeState as last written. It is the truth for those fields (only the
     /// updater writes them), and the watch cache may not show it yet.
     written: HashMap<Key, ResizeStateSpec>,
@@ -229,7 +235,11 @@ struct Planned {
 
 /// Step 3: one plan per pod (pure) and the selection of what goes now.
 fn plan_workload(ctx: &Context, w: &observe::Workload) -> Planned {
-    let plans: Vec<PodPlan> = w.pods.iter().map(|p| plan_pod(w, p)).collect();
+    let plans: Vec<PodPlan> = w
+        .pods
+        .iter()
+        .map(|p| memory_guard::plan(ctx, w, p, plan_pod(w, p)))
+        .collect();
     surface_declines(ctx, w, &plans);
     let in_flight_restarts = {
         let memory = ctx.memory();
@@ -298,8 +308,9 @@ fn surface_declines(ctx: &Context, w: &observe::Workload, plans: &[PodPlan]) {
 }
 
 /// The planner's input for one pod of the workload: only the approvals that cover that pod,
-/// and a memory floor above the usage the kubelet reported when it refused a cut of the pod
-/// (the recommender's rule: usage x (1 + peakMargin)), so the same cut is not planned again.
+/// and a memory floor above the usage the kubelet reported when it refused a cut of the pod,
+/// or that prompted a memory guard raise of it (the recommender's rule: usage x (1 +
+/// peakMargin)), so the same cut is not planned again and a raise is not cut right back.
 fn plan_pod(w: &observe::Workload, pod: &Pod) -> PodPlan {
     let approved = plan::approval::for_pod(&w.grants, &uid_of(pod));
     let refused = refused_usage(w, pod);
@@ -337,22 +348,32 @@ fn plan_pod(w: &observe::Workload, pod: &Pod) -> PodPlan {
 }
 
 /// The memory usage the kubelet reported for the pod's containers when it refused a cut
-/// (records `Reverted`, matched by uid).
+/// (records `Reverted`, matched by uid), and the usage that prompted each memory guard raise
+/// of the pod: the plan keeps memory above both until the recommender has learned of them.
 fn refused_usage(w: &observe::Workload, pod: &Pod) -> Vec<(String, i64)> {
+    use tailor_crds::quantity::memory_bytes;
     let uid = uid_of(pod);
-    w.status
+    let this_pod = |r: Option<&String>| r.map(String::as_str) == Some(uid.as_str());
+    let refused = w
+        .status
         .last_resizes
         .iter()
         .filter(|r| {
             r.outcome == tailor_crds::v1alpha1::ResizeOutcome::Reverted
-                && r.pod_uid.as_deref() == Some(uid.as_str())
+                && this_pod(r.pod_uid.as_ref())
         })
         .flat_map(|r| &r.containers)
         .filter_map(|c| {
-            let usage = tailor_crds::quantity::memory_bytes(c.refused_usage.as_ref()?).ok()?;
+            let usage = memory_bytes(c.refused_usage.as_ref()?).ok()?;
             Some((c.container_name.clone(), usage))
-        })
-        .collect()
+        });
+    let raised = w
+        .status
+        .memory_guard_raises
+        .iter()
+        .filter(|r| this_pod(r.pod_uid.as_ref()))
+        .filter_map(|r| Some((r.container_name.clone(), memory_bytes(&r.usage).ok()?)));
+    refused.chain(raised).collect()
 }
 
 /// Reconciles one VerticalAutoscaler: observe, follow, plan, act, record.

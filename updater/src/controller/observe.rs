@@ -138,6 +138,7 @@ fn merged_status(
     if let Some(mine) = mine {
         status.pending_approvals = mine.pending_approvals.clone();
         status.last_resizes = mine.last_resizes.clone();
+        status.memory_guard_raises = mine.memory_guard_raises.clone();
         status.conditions.retain(|c| !updater_condition(c));
         status.conditions.extend(mine.conditions.iter().cloned());
     }

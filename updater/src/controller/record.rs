@@ -11,15 +11,15 @@ use tailor_crds::resize_state::{
     HPA_CONFLICT_REASON, ResizeState, ResizeStateSpec, updater_condition,
 };
 use tailor_crds::v1alpha1::{
-    APPROVE_MEMORY_DECREASE_ANNOTATION, PendingApproval, ResizeRecord, ResourceName,
-    VerticalAutoscaler, VerticalAutoscalerStatus, condition,
+    APPROVE_MEMORY_DECREASE_ANNOTATION, MemoryGuardRaise, PendingApproval, ResizeRecord,
+    ResourceName, VerticalAutoscaler, VerticalAutoscalerStatus, condition,
 };
 
 use super::act::Acted;
 use super::events::truncate;
 use super::follow::Followed;
 use super::observe::{Idle, Workload};
-use super::{Context, LAST_RESIZES, Planned, now, uid_of, va_key};
+use super::{Context, GUARD_RAISES, LAST_RESIZES, Planned, now, uid_of, va_key};
 use crate::metrics::HeldDecrease;
 use crate::plan::approval::{self, Pending};
 
@@ -45,7 +45,14 @@ pub(super) async fn idle(ctx: &Context, idle: &Idle) {
     if idle.status.pending_approvals.is_empty() && same_conditions(&idle.status, &conditions) {
         return;
     }
-    write(ctx, &idle.va, &idle.status, Vec::new(), conditions, records).await;
+    let raises = idle.status.memory_guard_raises.clone();
+    let record = Record {
+        pending: Vec::new(),
+        conditions,
+        records,
+        raises,
+    };
+    write(ctx, &idle.va, &idle.status, record).await;
 }
 
 /// Step 5.
@@ -93,13 +100,23 @@ pub(super) async fn record(
         conditions[1].1 = "True";
     }
     conditions.extend(hpa_condition(w));
+    let mut raises = acted.raises;
+    raises.extend(w.status.memory_guard_raises.iter().cloned());
+    raises.truncate(GUARD_RAISES);
     let unchanged = w.status.pending_approvals == pending_status
         && w.status.last_resizes == records
+        && w.status.memory_guard_raises == raises
         && same_conditions(&w.status, &conditions);
     if unchanged {
         return;
     }
-    write(ctx, &w.va, &w.status, pending_status, conditions, records).await;
+    let record = Record {
+        pending: pending_status,
+        conditions,
+        records,
+        raises,
+    };
+    write(ctx, &w.va, &w.status, record).await;
 }
 
 /// Whether `r` is an older record of a pod that has a new one.
@@ -263,21 +280,28 @@ fn conditions_at(
         .collect()
 }
 
+/// What a ResizeState holds.
+struct Record {
+    pending: Vec<PendingApproval>,
+    conditions: Vec<Cond>,
+    records: Vec<ResizeRecord>,
+    raises: Vec<MemoryGuardRaise>,
+}
+
 /// Applies the updater's record of the object to its ResizeState (created if absent). Fields
 /// it leaves out are dropped; nothing else writes a ResizeState.
 async fn write(
     ctx: &Context,
     va: &VerticalAutoscaler,
     previous: &VerticalAutoscalerStatus,
-    pending: Vec<PendingApproval>,
-    conditions: Vec<Cond>,
-    records: Vec<ResizeRecord>,
+    record: Record,
 ) {
     let spec = ResizeStateSpec {
         vertical_autoscaler_uid: uid_of(va),
-        pending_approvals: pending,
-        conditions: conditions_at(va, previous, conditions),
-        last_resizes: records,
+        pending_approvals: record.pending,
+        conditions: conditions_at(va, previous, record.conditions),
+        last_resizes: record.records,
+        memory_guard_raises: record.raises,
     };
     let state = resize_state(va, spec.clone());
     let api: Api<ResizeState> =

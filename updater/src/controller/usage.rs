@@ -23,6 +23,8 @@ pub struct UsageSource {
     pub prometheus: Arc<Prometheus>,
     /// How far back "now" reaches: the highest working set over this window counts.
     pub window: Duration,
+    /// How often the live memory guard reads every container's working set; `None`: off.
+    pub guard_every: Option<Duration>,
 }
 
 /// Whether `plan` may go as far as usage is concerned; reads Prometheus only when the plan

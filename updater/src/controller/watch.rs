@@ -147,6 +147,7 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
             }
         }
     };
+    let guard_every = ctx.options.usage.as_ref().and_then(|u| u.guard_every);
     let worker = work_loop(ctx.clone(), work);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(event_sender);
@@ -160,12 +161,16 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
     tasks.spawn(va_stream);
     tasks.spawn(state_stream);
     tasks.spawn(timer);
+    if let Some(every) = guard_every {
+        tracing::info!(every_seconds = every.as_secs(), "live memory guard on");
+        tasks.spawn(super::memory_guard::run(ctx.clone(), queue.clone(), every));
+    }
     tasks.spawn(worker);
     while tasks.join_next().await.is_some() {}
 }
 
 /// The VerticalAutoscalers whose workload a pod belongs to.
-fn objects_of(ctx: &Context, pod: &Pod) -> Vec<Key> {
+pub(super) fn objects_of(ctx: &Context, pod: &Pod) -> Vec<Key> {
     let Some((kind, name)) = ctx.owners.workload_of(pod) else {
         return Vec::new();
     };

@@ -20,6 +20,8 @@
 //! - [`boost`]: the startup CPU boost: given at creation, taken back once the pod has been Ready
 //!   for its duration.
 //! - [`gate`]: the memory gate's check of a person's approval annotation on a pod.
+//! - [`memory_guard`]: the live memory guard: a container near its memory limit is raised
+//!   before the kernel OOM-kills it.
 //! - [`refused`]: a memory decrease the kubelet refused, and taking it back.
 //! - [`guard`]: when the updater may act at all (a current recommendation, one owner per
 //!   workload) and the re-check before each patch.
@@ -37,6 +39,7 @@ pub mod guard;
 pub mod hpa;
 pub mod limits;
 pub mod memory;
+pub mod memory_guard;
 pub mod refused;
 pub mod resources;
 pub mod usage;
@@ -157,6 +160,8 @@ pub struct PodPlan {
     pub declined: Vec<Declined>,
     /// Startup boosts given at creation (admission only).
     pub boosted: Vec<boost::Given>,
+    /// The memory guard's raises, when the plan is the guard's (see [`memory_guard`]).
+    pub guard: Vec<memory_guard::Raise>,
 }
 
 impl PodPlan {
