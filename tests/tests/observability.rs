@@ -678,6 +678,19 @@ const FIXTURE: &[(&str, &str)] = &[
         r#"tailor_updater_oom_kills_after_resize_total{namespace="shop", verticalautoscaler="orders", container="app", job="tailor-updater", instance="u1"}"#,
         "_x60 1x120",
     ),
+    // The live memory guard: two raises of orders' app container, scans every 15 s.
+    (
+        r#"tailor_updater_memory_guard_raises_total{namespace="shop", verticalautoscaler="orders", container="app", job="tailor-updater", instance="u1"}"#,
+        "_x30 1x60 2x90",
+    ),
+    (
+        r#"tailor_updater_memory_guard_scans_total{outcome="ok", job="tailor-updater", instance="u1"}"#,
+        "0+4x180",
+    ),
+    (
+        r#"tailor_updater_memory_guard_scans_total{outcome="error", job="tailor-updater", instance="u1"}"#,
+        "0x180",
+    ),
     (
         r#"tailor_updater_resizes_total{outcome="issued", resource="cpu", job="tailor-updater", instance="u1"}"#,
         "0+60x180",

@@ -97,6 +97,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 /// return nothing in a healthy demo.
 const ONLY_ON_TROUBLE: &[&str] = &[
     "tailor_updater_oom_kills_after_resize_total",
+    "tailor_updater_memory_guard_raises_total",
     "tailor_updater_resize_started_timestamp_seconds",
     "tailor_updater_pending_approval_since_timestamp_seconds",
 ];
