@@ -256,6 +256,24 @@ pub fn kube_state(s: &SimState, out: &mut String) {
     }
     family(
         out,
+        "kube_pod_status_ready_time",
+        "gauge",
+        "Readiness achieved time in unix timestamp for a pod.",
+    );
+    for p in &pods {
+        if let Some(t) = p.ready_since() {
+            let _ = writeln!(
+                out,
+                "kube_pod_status_ready_time{{namespace=\"{}\",pod=\"{}\",uid=\"{}\"}} {}",
+                esc(&p.namespace),
+                esc(&p.name),
+                esc(&p.uid),
+                t.floor()
+            );
+        }
+    }
+    family(
+        out,
         "kube_replicaset_owner",
         "gauge",
         "Information about the ReplicaSet's owner.",

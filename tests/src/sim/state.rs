@@ -245,6 +245,10 @@ pub struct PodSim {
     pub qos: String,
     pod_ip: String,
     start_time: f64,
+    /// Whether every container is ready (the pod's Ready condition), and since when it has
+    /// been so (its `lastTransitionTime`; the start time until the first change).
+    ready: bool,
+    ready_changed: f64,
     /// Containers.
     pub containers: Vec<ContainerSim>,
     /// The resize state.
@@ -259,6 +263,11 @@ pub struct PodSim {
 }
 
 impl PodSim {
+    /// When the pod last became Ready (Unix seconds), while it is.
+    pub fn ready_since(&self) -> Option<f64> {
+        self.ready.then_some(self.ready_changed)
+    }
+
     fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
@@ -694,6 +703,8 @@ impl SimState {
             qos,
             pod_ip: format!("10.244.{}.{}", n.index % 256, n.next_ip % 256),
             start_time: now,
+            ready: containers.iter().all(|c| c.ready),
+            ready_changed: now,
             containers,
             resize: ResizeState::Idle,
             rejected: None,
@@ -1086,6 +1097,15 @@ impl SimState {
                 changed = true;
             }
         }
+        let all_ready = p
+            .containers
+            .iter()
+            .all(|c| c.ready && c.waiting_until.is_none());
+        if all_ready != p.ready {
+            p.ready = all_ready;
+            p.ready_changed = now;
+            changed = true;
+        }
         let node = p.node.clone();
         if changed {
             self.dirty.insert(key.to_owned());
@@ -1115,13 +1135,18 @@ impl SimState {
             .filter(|c| c.waiting_until.is_some() || !c.ready)
             .map(|c| c.name.as_str())
             .collect();
+        // Ready and ContainersReady change when the containers' readiness does (their
+        // lastTransitionTime); the others hold from the start.
+        let changed = rfc3339(p.ready_changed);
         let ready = |t: &str| {
-            if unready.is_empty() || !matches!(t, "Ready" | "ContainersReady") {
+            if !matches!(t, "Ready" | "ContainersReady") {
                 json!({"type": t, "status": "True", "lastTransitionTime": start, "observedGeneration": p.generation})
+            } else if unready.is_empty() {
+                json!({"type": t, "status": "True", "lastTransitionTime": changed, "observedGeneration": p.generation})
             } else {
                 json!({"type": t, "status": "False", "reason": "ContainersNotReady",
                        "message": format!("containers with unready status: [{}]", unready.join(" ")),
-                       "lastTransitionTime": start, "observedGeneration": p.generation})
+                       "lastTransitionTime": changed, "observedGeneration": p.generation})
             }
         };
         // The kubelet's order: resize conditions, then its standard conditions.
@@ -1388,6 +1413,49 @@ mod tests {
             app(&s2).waiting_until,
             None,
             "first kill after a quiet spell restarts at once"
+        );
+    }
+
+    #[test]
+    fn ready_changes_carry_their_own_transition_time_and_ready_time() {
+        let mut s = state();
+        let mut pod = holding_pod("64Mi", 1, "128Mi");
+        pod.spec.as_mut().unwrap().containers[0].readiness_probe =
+            Some(serde_json::from_value(json!({"initialDelaySeconds": 5})).unwrap());
+        s.observe_pod(&pod, 100.0);
+        s.tick(100.0);
+        let condition = |s: &SimState, t: &str| {
+            let status = s.status(s.pod("ns/leaky").unwrap());
+            status["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == t)
+                .unwrap()
+                .clone()
+        };
+        let ready = condition(&s, "Ready");
+        assert_eq!(ready["status"], "False");
+        assert_eq!(ready["lastTransitionTime"], rfc3339(100.0));
+        assert_eq!(s.pod("ns/leaky").unwrap().ready_since(), None);
+        s.tick(106.0);
+        for t in ["Ready", "ContainersReady"] {
+            let c = condition(&s, t);
+            assert_eq!(c["status"], "True", "{t}");
+            assert_eq!(c["lastTransitionTime"], rfc3339(106.0), "{t}");
+        }
+        assert_eq!(
+            condition(&s, "PodScheduled")["lastTransitionTime"],
+            rfc3339(100.0)
+        );
+        assert_eq!(s.pod("ns/leaky").unwrap().ready_since(), Some(106.0));
+        let mut out = String::new();
+        crate::sim::metrics::kube_state(&s, &mut out);
+        assert!(
+            out.contains(
+                "kube_pod_status_ready_time{namespace=\"ns\",pod=\"leaky\",uid=\"u-1\"} 106"
+            ),
+            "{out}"
         );
     }
 
