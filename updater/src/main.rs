@@ -192,6 +192,9 @@ struct UsageArgs {
         default_value = "container_memory_working_set_bytes"
     )]
     metric_memory: String,
+    /// kube-state-metrics series prefix: the memory guard reads `<prefix>pod_container_resource_limits`.
+    #[arg(long, env = "TAILOR_KSM_PREFIX", default_value = "kube_")]
+    ksm_prefix: String,
     /// The highest working set over this many seconds before a restart cut counts as the
     /// usage now (a few scrape intervals).
     #[arg(long, env = "TAILOR_USAGE_WINDOW_SECONDS", default_value_t = 120)]
@@ -224,6 +227,7 @@ impl UsageArgs {
             retries: 1,
             names: MetricNames {
                 memory: self.metric_memory.clone(),
+                limits: format!("{}pod_container_resource_limits", self.ksm_prefix),
                 extra_matchers: self.access.prometheus_extra_matchers.clone(),
                 ..MetricNames::default()
             },

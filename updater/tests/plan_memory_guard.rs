@@ -33,12 +33,24 @@ fn run(
     node_free: Option<i64>,
     last: Option<i64>,
 ) -> GuardPlan {
+    run_stalled(p, extra, usage_mib, 0.0, (node_free, last))
+}
+
+fn run_stalled(
+    p: &Pod,
+    extra: Value,
+    usage_mib: f64,
+    stall: f64,
+    (node_free, last): (Option<i64>, Option<i64>),
+) -> GuardPlan {
     let s = spec(extra);
     let sets: BTreeMap<String, f64> = [("app".to_owned(), usage_mib * MI as f64)].into();
+    let stalls: BTreeMap<String, f64> = [("app".to_owned(), stall)].into();
     plan(&GuardInput {
         pod: p,
         spec: &s,
         working_sets: &sets,
+        stalls: &stalls,
         last_raise: last,
         node_free,
         now: NOW,
@@ -82,6 +94,20 @@ fn at_the_threshold_the_limit_rises_to_usage_plus_step_and_the_request_stays_wit
         "the request needs node room it is not known to have"
     );
     assert!(!g.plan.restarts());
+}
+
+#[test]
+fn a_container_stalled_on_memory_is_hot_below_the_threshold() {
+    // 300Mi of 512Mi, but every task waited for memory 20% of the time: raised as if at the
+    // threshold (0.9 x 512 x 1.25 = 576Mi).
+    let g = run_stalled(&burstable("512Mi"), json!({}), 300.0, 0.2, (None, None));
+    assert_eq!(limit_to(&g), Some(576 * MI));
+    assert_eq!(g.plan.guard[0].usage, 300 * MI);
+    // A little stall, or a stall far below the limit (node pressure, not the limit's): nothing.
+    let little = run_stalled(&burstable("512Mi"), json!({}), 300.0, 0.05, (None, None));
+    assert!(little.plan.changes.is_empty());
+    let far = run_stalled(&burstable("512Mi"), json!({}), 200.0, 0.5, (None, None));
+    assert!(far.plan.changes.is_empty());
 }
 
 #[test]

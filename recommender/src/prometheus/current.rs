@@ -51,12 +51,18 @@ pub struct WorkingSet {
     pub container: String,
     /// Bytes.
     pub bytes: f64,
+    /// The share of the last two minutes in which every task of the container waited for
+    /// memory (cgroup v2 PSI `full`); 0 where cAdvisor does not export it.
+    pub stalled: f64,
 }
+
+type ContainerKey = (String, String, String);
 
 impl Prometheus {
     /// The working set of every container in the cluster whose working set is at least `share`
-    /// of its memory limit (kube-state-metrics' limit), in one query: the live memory guard's
-    /// read. A value that is not a finite, non-negative number is an error.
+    /// of its memory limit (kube-state-metrics' limit), with its memory stall share where
+    /// cAdvisor exports it: the live memory guard's read, two queries. A value that is not a
+    /// finite, non-negative number is an error.
     pub async fn hot_working_sets(
         &self,
         share: f64,
@@ -76,26 +82,56 @@ impl Prometheus {
         let query = format!(
             "{by} ({memory}) >= on (namespace, pod, container) ({share} * {by} ({limits}))"
         );
-        let mut out = Vec::new();
-        for s in self.query(&query, at).await? {
+        let sets = self.by_container(&query, at, "working set").await?;
+        if sets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stalled = self.selector(&n.memory_stalled, &containers);
+        let stalls = self
+            .by_container(
+                &format!("{by} (rate({stalled}[2m]))"),
+                at,
+                "memory stall rate",
+            )
+            .await?;
+        Ok(sets
+            .into_iter()
+            .map(|((namespace, pod, container), bytes)| {
+                let key = (namespace, pod, container);
+                let stalled = stalls.get(&key).copied().unwrap_or(0.0).min(1.0);
+                let (namespace, pod, container) = key;
+                WorkingSet {
+                    namespace,
+                    pod,
+                    container,
+                    bytes,
+                    stalled,
+                }
+            })
+            .collect())
+    }
+
+    /// An instant query's values by (namespace, pod, container); `what` names them in errors.
+    async fn by_container(
+        &self,
+        query: &str,
+        at: f64,
+        what: &str,
+    ) -> Result<BTreeMap<ContainerKey, f64>, HistoryError> {
+        let mut out = BTreeMap::new();
+        for s in self.query(query, at).await? {
             let Some(&(_, v)) = s.samples.first() else {
                 continue;
             };
             let label = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
+            let key = (label("namespace"), label("pod"), label("container"));
             if !v.is_finite() || v < 0.0 {
                 return Err(HistoryError::Malformed(format!(
-                    "working set of {}/{} container {:?} is {v}",
-                    label("namespace"),
-                    label("pod"),
-                    label("container")
+                    "{what} of {}/{} container {:?} is {v}",
+                    key.0, key.1, key.2
                 )));
             }
-            out.push(WorkingSet {
-                namespace: label("namespace"),
-                pod: label("pod"),
-                container: label("container"),
-                bytes: v,
-            });
+            out.insert(key, v);
         }
         Ok(out)
     }

@@ -2,7 +2,8 @@
 //!
 //! - **scan** (every `--memory-guard-interval-seconds`, on the leader): one query reads the
 //!   working set of every container in the cluster at half its memory limit or more (below any
-//!   threshold the policy allows); for the pods of `InPlace` VerticalAutoscalers with the guard
+//!   threshold the policy allows), a second their memory stall share where cAdvisor exports
+//!   it (cgroup v2); for the pods of `InPlace` VerticalAutoscalers with the guard
 //!   on, it reads the node's free memory (allocatable, less the requests of the pods on it) and
 //!   keeps what it found, then puts their VerticalAutoscalers on the work queue;
 //! - **plan** (in the reconcile's plan step): a pod the scan found hot is planned by the guard,
@@ -39,6 +40,8 @@ const SCAN_SHARE: f64 = 0.5;
 pub(super) struct Hot {
     /// Each hot container's working set (bytes).
     sets: BTreeMap<String, f64>,
+    /// Each hot container's memory stall share, where exported.
+    stalls: BTreeMap<String, f64>,
     /// The node's free memory (bytes), when it could be read.
     node_free: Option<i64>,
     /// When.
@@ -73,16 +76,16 @@ async fn scan(ctx: &Context, queue: &UnboundedSender<Key>, every: Duration) {
         }
     };
     ctx.metrics.guard_scanned(true);
-    let mut by_pod: BTreeMap<(String, String), BTreeMap<String, f64>> = BTreeMap::new();
+    type Readings = (BTreeMap<String, f64>, BTreeMap<String, f64>);
+    let mut by_pod: BTreeMap<(String, String), Readings> = BTreeMap::new();
     for s in sets {
-        by_pod
-            .entry((s.namespace, s.pod))
-            .or_default()
-            .insert(s.container, s.bytes);
+        let (sets, stalls) = by_pod.entry((s.namespace, s.pod)).or_default();
+        sets.insert(s.container.clone(), s.bytes);
+        stalls.insert(s.container, s.stalled);
     }
     let mut free: HashMap<String, Option<i64>> = HashMap::new();
     let mut found = Vec::new();
-    for ((ns, name), sets) in by_pod {
+    for ((ns, name), (sets, stalls)) in by_pod {
         let Some(pod) = ctx.pods.get(&ObjectRef::new(&name).within(&ns)) else {
             continue;
         };
@@ -98,6 +101,7 @@ async fn scan(ctx: &Context, queue: &UnboundedSender<Key>, every: Duration) {
         let node_free = free.get(&node).copied().flatten();
         let hot = Hot {
             sets,
+            stalls,
             node_free,
             at: Instant::now(),
         };
@@ -189,6 +193,7 @@ pub(super) fn plan(ctx: &Context, w: &Workload, pod: &Pod, plan: PodPlan) -> Pod
         pod,
         spec: &w.va.spec,
         working_sets: &hot.sets,
+        stalls: &hot.stalls,
         last_raise,
         node_free: hot.node_free,
         now: now().0.as_second(),

@@ -7,11 +7,14 @@
 //! `InPlace` VerticalAutoscaler whose `updatePolicy.memoryGuard` is enabled, for each container
 //! whose memory tailor controls (`mode: Auto`, memory in `controlledResources`) and which has a
 //! memory limit `L` (the spec's: what was last asked, never less than what runs), with `U` its
-//! working set read this pass:
+//! working set read this pass and `S` the share of the last two minutes in which all its tasks
+//! waited for memory (PSI `full`, where cAdvisor exports it; else 0):
 //!
 //! ```text
-//! hot        U >= threshold x L
-//! limit      L' = min(U x (1 + step), cap), rounded up to a whole MiB       (only if L' > L)
+//! hot        U >= threshold x L,  or  S >= 0.1 and U >= L / 2   (stalled: the kernel is
+//!                                      already reclaiming to keep it under its limit)
+//! usage      U* = U, or for a stalled container max(U, threshold x L)
+//! limit      L' = min(U* x (1 + step), cap), rounded up to a whole MiB      (only if L' > L)
 //! cap        maxAllowed.memory x L / R   (the limit a request at maxAllowed would get;
 //!                                          none without maxAllowed)
 //! request    Guaranteed: R' = L' (the class must not change)
@@ -41,6 +44,10 @@ use super::{ContainerChange, PodPlan};
 
 const MIB: i64 = 1024 * 1024;
 
+/// The memory stall share from which a container counts as hot (10% of the time, every task
+/// waiting for memory).
+pub const STALLED: f64 = 0.1;
+
 /// What the guard is given for one pod.
 #[derive(Clone, Copy, Debug)]
 pub struct GuardInput<'a> {
@@ -50,6 +57,8 @@ pub struct GuardInput<'a> {
     pub spec: &'a VerticalAutoscalerSpec,
     /// Each container's working set (bytes), read this pass.
     pub working_sets: &'a BTreeMap<String, f64>,
+    /// Each container's memory stall share (0..1), where exported.
+    pub stalls: &'a BTreeMap<String, f64>,
     /// When the guard last raised this pod (Unix seconds).
     pub last_raise: Option<i64>,
     /// The node's allocatable memory less the requests of the pods on it (bytes); `None`:
@@ -168,12 +177,19 @@ fn raise(
     }
     let limit = cur.limits.memory.filter(|l| *l > 0)?;
     let usage = *input.working_sets.get(&c.name)?;
-    if !usage.is_finite() || usage < guard.threshold * limit as f64 {
+    let stalled =
+        input.stalls.get(&c.name).is_some_and(|s| *s >= STALLED) && usage >= limit as f64 / 2.0;
+    if !usage.is_finite() || (usage < guard.threshold * limit as f64 && !stalled) {
         return None;
     }
+    let effective = if stalled {
+        usage.max(guard.threshold * limit as f64)
+    } else {
+        usage
+    };
     let usage = usage.ceil() as i64;
     let request = cur.requests.memory;
-    let wanted = round_up_mib((usage as f64 * (1.0 + guard.step)).ceil() as i64);
+    let wanted = round_up_mib((effective * (1.0 + guard.step)).ceil() as i64);
     if wanted <= limit {
         return None;
     }
