@@ -21,8 +21,11 @@ fn client(url: &str) -> Prometheus {
     .unwrap()
 }
 
-/// Ten minutes of 15-second samples ending at `end`: `(labels, value at t)` per series.
-fn openmetrics(end: i64, families: &[(&str, &str, Vec<(String, f64)>)]) -> String {
+/// A metric family: name, type, and each series' labels and value (per second for a counter).
+type Family<'a> = (&'a str, &'a str, Vec<(String, f64)>);
+
+/// Ten minutes of 15-second samples ending at `end`.
+fn openmetrics(end: i64, families: &[Family<'_>]) -> String {
     let mut om = String::new();
     for (name, kind, series) in families {
         om.push_str(&format!("# TYPE {name} {kind}\n"));
