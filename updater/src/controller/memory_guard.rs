@@ -83,26 +83,23 @@ async fn scan(ctx: &Context, queue: &UnboundedSender<Key>, every: Duration) {
         sets.insert(s.container.clone(), s.bytes);
         stalls.insert(s.container, s.stalled);
     }
-    let mut free: HashMap<String, Option<i64>> = HashMap::new();
-    let mut found = Vec::new();
-    for ((ns, name), (sets, stalls)) in by_pod {
+    let mut guarded_pods = Vec::new();
+    for ((ns, name), readings) in by_pod {
         let Some(pod) = ctx.pods.get(&ObjectRef::new(&name).within(&ns)) else {
             continue;
         };
         let keys = guarded(ctx, &pod);
-        if keys.is_empty() {
-            continue;
+        if !keys.is_empty() {
+            guarded_pods.push((pod, readings, keys));
         }
-        let node = pod_node(&pod);
-        if !free.contains_key(&node) {
-            let room = node_free(ctx, &node).await;
-            free.insert(node.clone(), room);
-        }
-        let node_free = free.get(&node).copied().flatten();
+    }
+    let free = nodes_free(ctx, guarded_pods.iter().map(|(p, _, _)| pod_node(p))).await;
+    let mut found = Vec::new();
+    for (pod, (sets, stalls), keys) in guarded_pods {
         let hot = Hot {
             sets,
             stalls,
-            node_free,
+            node_free: free.get(&pod_node(&pod)).copied().flatten(),
             at: Instant::now(),
         };
         found.push((uid_of(pod.as_ref()), hot, keys));
@@ -139,36 +136,53 @@ fn pod_node(pod: &Pod) -> String {
         .unwrap_or_default()
 }
 
-/// The node's allocatable memory less the memory requests of the pods on it; `None` when the
-/// node cannot be read.
-async fn node_free(ctx: &Context, node: &str) -> Option<i64> {
-    if node.is_empty() {
-        return None;
+/// Each of `nodes`' allocatable memory less the memory requests of the pods on it (one pass
+/// over the pod cache); `None` for a node that cannot be read.
+async fn nodes_free(
+    ctx: &Context,
+    nodes: impl Iterator<Item = String>,
+) -> HashMap<String, Option<i64>> {
+    let mut free: HashMap<String, Option<i64>> = HashMap::new();
+    for node in nodes {
+        if !node.is_empty() && !free.contains_key(&node) {
+            let allocatable = allocatable_memory(ctx, &node).await;
+            free.insert(node, allocatable);
+        }
     }
+    for p in ctx.pods.state() {
+        let Some(Some(room)) = free.get_mut(&pod_node(&p)) else {
+            continue;
+        };
+        if terminal(&p) {
+            continue;
+        }
+        let requested: i64 = p
+            .spec
+            .iter()
+            .flat_map(|s| &s.containers)
+            .filter_map(|c| ContainerResources::of(c.resources.as_ref()).ok())
+            .filter_map(|r| r.requests.memory)
+            .sum();
+        *room -= requested;
+    }
+    free
+}
+
+/// The node's allocatable memory; `None` when it cannot be read.
+async fn allocatable_memory(ctx: &Context, node: &str) -> Option<i64> {
     ctx.metrics.request("get");
-    let read = Api::<Node>::all(ctx.client.clone()).get_opt(node).await;
-    let allocatable = match read {
+    match Api::<Node>::all(ctx.client.clone()).get_opt(node).await {
         Ok(Some(n)) => n
             .status
             .and_then(|s| s.allocatable)
             .and_then(|a| a.get("memory").cloned())
-            .and_then(|q| memory_bytes(&q).ok())?,
-        Ok(None) => return None,
+            .and_then(|q| memory_bytes(&q).ok()),
+        Ok(None) => None,
         Err(e) => {
             tracing::warn!(node, error = %e, "memory guard: cannot read the node");
-            return None;
+            None
         }
-    };
-    let requested: i64 = ctx
-        .pods
-        .state()
-        .iter()
-        .filter(|p| pod_node(p) == node && !terminal(p))
-        .flat_map(|p| p.spec.iter().flat_map(|s| s.containers.clone()))
-        .filter_map(|c| ContainerResources::of(c.resources.as_ref()).ok())
-        .filter_map(|r| r.requests.memory)
-        .sum();
-    Some(allocatable - requested)
+    }
 }
 
 /// The guard's plan for `pod` when the last scan found it hot (and not long ago), in place of
