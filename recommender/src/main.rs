@@ -209,6 +209,7 @@ fn prometheus(url: &str, args: &PrometheusConnection) -> Result<Prometheus, Stri
             replicaset_owner: format!("{}replicaset_owner", args.ksm_prefix),
             job_owner: format!("{}job_owner", args.ksm_prefix),
             ready_time: format!("{}pod_status_ready_time", args.ksm_prefix),
+            memory_limit: MetricNames::default().memory_limit,
             memory_stalled: MetricNames::default().memory_stalled,
             jvm_heap_max: if args.jvm_heap_metrics {
                 args.metric_jvm_heap_max

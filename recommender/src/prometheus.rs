@@ -99,6 +99,9 @@ pub struct MetricNames {
     /// the Prometheus client_java / JMX exporter `jvm_memory_bytes_max` (one series per
     /// area). Empty: heap metrics are not read.
     pub jvm_heap_max: Vec<String>,
+    /// cAdvisor's memory limit of a container (the cgroup's; 0 or huge when unlimited), read by
+    /// the live memory guard before kube-state-metrics' limit.
+    pub memory_limit: String,
     /// cAdvisor's memory pressure stall counter (cgroup v2 PSI `full`: seconds in which every
     /// task of the container waited for memory), read by the live memory guard where exported.
     pub memory_stalled: String,
@@ -120,6 +123,7 @@ impl Default for MetricNames {
             job_owner: "kube_job_owner".into(),
             ready_time: "kube_pod_status_ready_time".into(),
             jvm_heap_max: vec!["jvm_memory_max_bytes".into(), "jvm_memory_bytes_max".into()],
+            memory_limit: "container_spec_memory_limit_bytes".into(),
             memory_stalled: "container_pressure_memory_stalled_seconds_total".into(),
             extra_matchers: String::new(),
         }

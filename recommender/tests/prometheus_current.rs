@@ -75,6 +75,7 @@ async fn hot_working_sets_reads_containers_near_their_limit_with_their_stall_sha
                     (c("shop", "near-0", "sidecar"), 10.0 * MI),
                     (c("shop", "calm-0", "app"), 100.0 * MI),
                     (c("shop", "nolimit-0", "app"), 900.0 * MI),
+                    (c("shop", "cgroup-0", "app"), 300.0 * MI),
                     // The pod-level cgroup: never a container.
                     (
                         "namespace=\"shop\",pod=\"near-0\",container=\"\",job=\"kubelet\"".into(),
@@ -91,6 +92,17 @@ async fn hot_working_sets_reads_containers_near_their_limit_with_their_stall_sha
                     (limit("shop", "calm-0", "app"), 512.0 * MI),
                 ],
             ),
+            // cAdvisor's own limit: cgroup-0 has no kube-state-metrics series (as on a node
+            // whose kube-state-metrics lags); near-0's agrees with kube-state-metrics.
+            (
+                "container_spec_memory_limit_bytes",
+                "gauge",
+                vec![
+                    (c("shop", "cgroup-0", "app"), 320.0 * MI),
+                    (c("shop", "near-0", "app"), 512.0 * MI),
+                    (c("shop", "nolimit-0", "app"), 0.0),
+                ],
+            ),
             (
                 "container_pressure_memory_stalled_seconds_total",
                 "counter",
@@ -101,14 +113,19 @@ async fn hot_working_sets_reads_containers_near_their_limit_with_their_stall_sha
     let server = PromServer::backfilled(&om).await.unwrap();
     let prom = client(server.url());
     let mut sets = prom.hot_working_sets(0.5, end as f64).await.unwrap();
-    sets.sort_by(|a, b| a.container.cmp(&b.container));
+    sets.sort_by(|a, b| (&a.pod, &a.container).cmp(&(&b.pod, &b.container)));
     let found: Vec<(&str, &str, f64)> = sets
         .iter()
         .map(|s| (s.pod.as_str(), s.container.as_str(), s.bytes / MI))
         .collect();
-    // calm-0 is at a fifth of its limit, the sidecar at a sixth, nolimit-0 has no limit.
-    assert_eq!(found, vec![("near-0", "app", 470.0)]);
-    let stall = sets[0].stalled;
+    // calm-0 is at a fifth of its limit, the sidecar at a sixth, nolimit-0 has no limit;
+    // cgroup-0's limit is cAdvisor's.
+    assert_eq!(
+        found,
+        vec![("cgroup-0", "app", 300.0), ("near-0", "app", 470.0)]
+    );
+    assert_eq!(sets[0].stalled, 0.0);
+    let stall = sets[1].stalled;
     assert!((stall - 0.25).abs() < 0.01, "stall share {stall}");
     // Without PSI series (cgroup v1), the stall share is 0.
     let mut lower = prom.hot_working_sets(0.1, end as f64).await.unwrap();

@@ -60,9 +60,9 @@ type ContainerKey = (String, String, String);
 
 impl Prometheus {
     /// The working set of every container in the cluster whose working set is at least `share`
-    /// of its memory limit (kube-state-metrics' limit), with its memory stall share where
-    /// cAdvisor exports it: the live memory guard's read, two queries. A value that is not a
-    /// finite, non-negative number is an error.
+    /// of its memory limit (cAdvisor's, the cgroup's own; else kube-state-metrics'), with its
+    /// memory stall share where cAdvisor exports it: the live memory guard's read, two
+    /// queries. A value that is not a finite, non-negative number is an error.
     pub async fn hot_working_sets(
         &self,
         share: f64,
@@ -74,13 +74,14 @@ impl Prometheus {
             "container!=\"POD\"".to_owned(),
         ];
         let memory = self.selector(&n.memory, &containers);
+        let cgroup = self.selector(&n.memory_limit, &containers);
         let limits = self.selector(
             &n.limits,
             &["resource=\"memory\"".to_owned(), containers[0].clone()],
         );
         let by = "max by (namespace, pod, container)";
         let query = format!(
-            "{by} ({memory}) >= on (namespace, pod, container) ({share} * {by} ({limits}))"
+            "{by} ({memory}) >= on (namespace, pod, container) ({share} * ({by} ({cgroup} > 0) or {by} ({limits})))"
         );
         let sets = self.by_container(&query, at, "working set").await?;
         if sets.is_empty() {
