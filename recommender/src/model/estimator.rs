@@ -9,11 +9,14 @@
 //!     the largest such jump (an hour's peak over the highest peak of every earlier hour, after
 //!     the window's first day), at most `memory.maxGrowthMargin`;
 //!   - `HeapHint`: heap ceiling + overhead (see [`super::heap`]);
+//!   - `GuardRaise`: after the live memory guard raised the limit in the window (the use came
+//!     above its threshold and the updater raised the limit live), the highest limit it raised
+//!     to, so that no recommendation cuts back below a raise while it is in the window;
 //!   - `OOM`: after an OOM kill in the window, max(limit at the kill x `oomBump.ratio`,
 //!     limit + `oomBump.minBump`).
 //!
-//!   The last three make the **memory floor**: tailor never sets memory below it. The term
-//!   that decides the target is reported as the floor's reason.
+//!   All but the percentile make the **memory floor**: tailor never sets memory below it. The
+//!   term that decides the target is reported as the floor's reason.
 //! - Bounds: lower = p50, upper = p95 (CPU) or p99 (memory), with the margin, widened by
 //!   confidence as upstream VPA does: `c` = days of history (at most the samples' worth),
 //!   upper x (1 + 1/c), lower x (1 + 0.001/c)^-2. The memory lower bound is never below the
@@ -130,6 +133,8 @@ pub enum MemoryReason {
     Peak,
     /// Heap ceiling + overhead.
     HeapHint,
+    /// The limit the live memory guard raised to.
+    GuardRaise,
     /// The bump after an OOM kill.
     Oom,
 }
@@ -293,7 +298,8 @@ struct MemoryTarget {
     peak_margin: f64,
 }
 
-/// The memory terms: the percentile and the floor's terms (peak, heap hint, OOM bump).
+/// The memory terms: the percentile and the floor's terms (peak, heap hint, guard raise, OOM
+/// bump).
 fn memory_target(
     history: &ContainerHistory,
     policy: &Policy,
@@ -316,6 +322,9 @@ fn memory_target(
     if let Some(h) = heap_floor.filter(|h| h.is_finite() && *h > 0.0) {
         terms.push((MemoryReason::HeapHint, h));
     }
+    if let Some(raised) = history.guard_raise_peak() {
+        terms.push((MemoryReason::GuardRaise, raised));
+    }
     if let Some(oom) = history.last_oom() {
         terms.push((
             MemoryReason::Oom,
@@ -327,7 +336,8 @@ fn memory_target(
         .filter(|(r, _)| *r != MemoryReason::Percentile)
         .map(|(_, v)| *v)
         .fold(settings.min_memory, f64::max);
-    // The deciding term; on a tie the safety term is named (OOM, then heap, then peak).
+    // The deciding term; on a tie the safety term is named (OOM, then guard raise, then heap,
+    // then peak).
     let (reason, target) =
         terms
             .iter()
