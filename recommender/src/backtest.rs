@@ -242,6 +242,8 @@ struct ScoreRow<'a> {
     cpu_over: Option<f64>,
     changes_per_day: Option<f64>,
     memory_cuts_per_day: Option<f64>,
+    guard_raises: u32,
+    guard_raises_per_day: Option<f64>,
     scored_days: f64,
 }
 
@@ -259,12 +261,14 @@ fn row<'a>(trace: &'a str, s: &Score) -> ScoreRow<'a> {
         cpu_over: finite(s.cpu_over),
         changes_per_day: finite(s.changes_per_day),
         memory_cuts_per_day: finite(s.memory_cuts_per_day),
+        guard_raises: s.guard_raises,
+        guard_raises_per_day: finite(s.guard_raises_per_day),
         scored_days: s.scored_seconds / 86_400.0,
     }
 }
 
-/// The overall score of each policy: OOM events summed, the other measures averaged over the
-/// traces where they exist.
+/// The overall score of each policy: OOM events and guard raises summed, the other measures
+/// averaged over the traces where they exist.
 pub fn overall(results: &[TraceResult], policies: &[PolicyKind]) -> Vec<Score> {
     policies
         .iter()
@@ -293,6 +297,8 @@ pub fn overall(results: &[TraceResult], policies: &[PolicyKind]) -> Vec<Score> {
                 cpu_over: mean(|s| s.cpu_over),
                 changes_per_day: mean(|s| s.changes_per_day),
                 memory_cuts_per_day: mean(|s| s.memory_cuts_per_day),
+                guard_raises: scores.iter().map(|s| s.guard_raises).sum(),
+                guard_raises_per_day: mean(|s| s.guard_raises_per_day),
                 scored_seconds: scores.iter().map(|s| s.scored_seconds).sum(),
             }
         })
@@ -339,6 +345,7 @@ fn render_json(
         applied_cpu_cores: Option<f64>,
         applied_memory_bytes: Option<f64>,
         after_oom: bool,
+        guard_raise: bool,
     }
     #[derive(Serialize)]
     struct PerTrace<'a> {
@@ -370,6 +377,7 @@ fn render_json(
                         applied_cpu_cores: d.applied_cpu,
                         applied_memory_bytes: d.applied_memory,
                         after_oom: d.after_oom,
+                        guard_raise: d.guard_raise,
                     })
                     .collect(),
             })
@@ -387,7 +395,7 @@ fn render_csv(
 ) -> std::io::Result<()> {
     writeln!(
         out,
-        "trace,policy,oom_events,memory_slack,cpu_slack,cpu_over,changes_per_day,memory_cuts_per_day,scored_days"
+        "trace,policy,oom_events,memory_slack,cpu_slack,cpu_over,changes_per_day,memory_cuts_per_day,guard_raises,guard_raises_per_day,scored_days"
     )?;
     let opt = |v: Option<f64>| v.map_or_else(String::new, |v| format!("{v:.6}"));
     let all = results
@@ -397,7 +405,7 @@ fn render_csv(
     for r in all {
         writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{:.3}",
+            "{},{},{},{},{},{},{},{},{},{},{:.3}",
             r.trace,
             r.policy,
             r.oom_events,
@@ -406,6 +414,8 @@ fn render_csv(
             opt(r.cpu_over),
             opt(r.changes_per_day),
             opt(r.memory_cuts_per_day),
+            r.guard_raises,
+            opt(r.guard_raises_per_day),
             r.scored_days
         )?;
     }
@@ -419,8 +429,16 @@ fn render_table(
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
     let header = format!(
-        "{:<44} {:<12} {:>6} {:>10} {:>10} {:>10} {:>12} {:>9}",
-        "TRACE", "POLICY", "OOMS", "MEM SLACK", "CPU SLACK", "CPU OVER", "CHANGES/DAY", "CUTS/DAY"
+        "{:<44} {:<12} {:>6} {:>10} {:>10} {:>10} {:>12} {:>9} {:>11}",
+        "TRACE",
+        "POLICY",
+        "OOMS",
+        "MEM SLACK",
+        "CPU SLACK",
+        "CPU OVER",
+        "CHANGES/DAY",
+        "CUTS/DAY",
+        "RAISES/DAY"
     );
     writeln!(out, "{header}")?;
     let line = |out: &mut dyn Write, r: ScoreRow<'_>| {
@@ -429,7 +447,7 @@ fn render_table(
         let name: String = r.trace.chars().skip(n.saturating_sub(44)).collect();
         writeln!(
             out,
-            "{:<44} {:<12} {:>6} {:>10} {:>10} {:>10} {:>12} {:>9}",
+            "{:<44} {:<12} {:>6} {:>10} {:>10} {:>10} {:>12} {:>9} {:>11}",
             name,
             r.policy,
             r.oom_events,
@@ -437,7 +455,8 @@ fn render_table(
             pct(r.cpu_slack),
             pct(r.cpu_over),
             per_day(r.changes_per_day),
-            per_day(r.memory_cuts_per_day)
+            per_day(r.memory_cuts_per_day),
+            per_day(r.guard_raises_per_day)
         )
     };
     for r in results {

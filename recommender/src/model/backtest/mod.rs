@@ -14,13 +14,16 @@
 //! - slack: `1 - used / applied`, averaged over time (samples weighted by the time they stand
 //!   for; gaps in the trace count for nothing);
 //! - CPU: slack likewise, and the share of samples above the applied CPU;
-//! - churn: applied changes per day, and memory cuts per day.
+//! - churn: applied changes per day, and memory cuts per day;
+//! - the live memory guard ([`Guard`], tailor only, on unless turned off): after a sample above
+//!   its threshold the memory in force is raised from the next sample on; raises per day.
 //!
 //! Policies: `tailor` (the real estimator with [`Options::tailor_policy`]), `vpa` (upstream
 //! VPA's recommender as in the reference: decaying histograms, P90 x 1.15, daily memory peaks,
-//! OOM bump, confidence bounds), `krr` (Robusta KRR `simple`: CPU p95, memory peak x 1.15, 14 days) and `provisioned`
-//! (the trace's own limits).
+//! OOM bump, confidence bounds), `krr` (Robusta KRR `simple`: CPU p95, memory peak x 1.15, 14
+//! days) and `provisioned` (the trace's own limits).
 
+mod guard;
 mod policies;
 #[cfg(test)]
 mod tests;
@@ -28,6 +31,8 @@ mod tests;
 use super::estimator::{Policy, Settings};
 use super::trace::{Sample, Trace};
 use policies::{Provisioned, Rec, Recommender, Target};
+
+pub use guard::Guard;
 
 const MI: f64 = 1024.0 * 1024.0;
 const DAY: f64 = 86_400.0;
@@ -80,6 +85,8 @@ pub struct Options {
     pub tailor_policy: Policy,
     /// tailor's estimator settings.
     pub settings: Settings,
+    /// The live memory guard, modelled for tailor.
+    pub guard: Guard,
 }
 
 impl Default for Options {
@@ -91,6 +98,7 @@ impl Default for Options {
             tailor_window: 14.0 * DAY,
             tailor_policy: Policy::default(),
             settings: Settings::default(),
+            guard: Guard::default(),
         }
     }
 }
@@ -114,6 +122,9 @@ pub struct Decision {
     pub applied_memory: Option<f64>,
     /// Taken at a would-be OOM kill rather than on the decision interval.
     pub after_oom: bool,
+    /// Not a decision of the policy but a raise by the live memory guard: `memory` is what the
+    /// guard raised to, in force from the next sample on; `cpu` and `memory_floor` are `None`.
+    pub guard_raise: bool,
 }
 
 /// The score of one policy on one trace.
@@ -133,6 +144,10 @@ pub struct Score {
     pub changes_per_day: f64,
     /// Applied memory decreases per day (each a restart or an approval with tailor).
     pub memory_cuts_per_day: f64,
+    /// Raises by the live memory guard (not counted in the changes).
+    pub guard_raises: u32,
+    /// Guard raises per day; NaN where the guard is not modelled.
+    pub guard_raises_per_day: f64,
     /// Seconds of usage scored (with something applied).
     pub scored_seconds: f64,
 }
@@ -179,6 +194,10 @@ struct Tally {
     cpu_time: f64,
     cpu_over: u32,
     cpu_samples: u32,
+    /// Whether the guard is modelled for this policy.
+    guarded: bool,
+    guard_raises: u32,
+    last_raise: Option<f64>,
 }
 
 impl Tally {
@@ -263,7 +282,13 @@ impl<'a> Replay<'a> {
             options,
             models,
             provisioned: Provisioned::default(),
-            tallies: policies.iter().map(|_| Tally::default()).collect(),
+            tallies: policies
+                .iter()
+                .map(|p| Tally {
+                    guarded: *p == PolicyKind::Tailor && options.guard.enabled,
+                    ..Tally::default()
+                })
+                .collect(),
             decisions: Vec::new(),
         }
     }
@@ -285,6 +310,7 @@ impl<'a> Replay<'a> {
             applied_cpu: tally.cpu,
             applied_memory: tally.memory,
             after_oom,
+            guard_raise: false,
         });
     }
 
@@ -317,7 +343,42 @@ impl<'a> Replay<'a> {
                 t.cpu_over += 1;
             }
         }
+        self.guard(i, s);
         false
+    }
+
+    /// The live memory guard after sample `s` (not a kill): when the use is above the
+    /// threshold, the memory in force is raised from the next sample on, and the policy told.
+    fn guard(&mut self, i: usize, s: &Sample) {
+        let t = &mut self.tallies[i];
+        let Some(m) = t.memory.filter(|_| t.guarded) else {
+            return;
+        };
+        let max_allowed = self.options.tailor_policy.max_allowed.memory;
+        let Some(to) = self
+            .options
+            .guard
+            .raise(s.time, s.memory, m, t.last_raise, max_allowed)
+        else {
+            return;
+        };
+        t.memory = Some(to);
+        t.guard_raises += 1;
+        t.last_raise = Some(s.time);
+        if let Some(model) = self.models[i].as_mut() {
+            model.guard_raise(s.time, to);
+        }
+        self.decisions.push(Decision {
+            time: s.time,
+            policy: self.policies[i],
+            cpu: None,
+            memory: Some(to),
+            memory_floor: None,
+            applied_cpu: t.cpu,
+            applied_memory: t.memory,
+            after_oom: false,
+            guard_raise: true,
+        });
     }
 }
 
@@ -334,6 +395,12 @@ impl Tally {
             cpu_over: ratio(f64::from(self.cpu_over), f64::from(self.cpu_samples)),
             changes_per_day: ratio(f64::from(self.changes), days),
             memory_cuts_per_day: ratio(f64::from(self.memory_cuts), days),
+            guard_raises: self.guard_raises,
+            guard_raises_per_day: if self.guarded {
+                ratio(f64::from(self.guard_raises), days)
+            } else {
+                f64::NAN
+            },
             scored_seconds: self.memory_time.max(self.cpu_time),
         }
     }

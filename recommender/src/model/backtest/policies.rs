@@ -48,6 +48,8 @@ impl Rec {
 pub(super) trait Recommender {
     fn observe(&mut self, t: f64, cpu: f64, memory: f64, weight: f64);
     fn oom(&mut self, t: f64, memory_in_force: f64);
+    /// The live memory guard raised the memory in force to `to` bytes.
+    fn guard_raise(&mut self, _t: f64, _to: f64) {}
     fn recommend(&mut self, now: f64, applied: (Option<f64>, Option<f64>)) -> Rec;
 }
 
@@ -66,6 +68,10 @@ impl Recommender for TailorPolicy {
 
     fn oom(&mut self, t: f64, memory_in_force: f64) {
         self.history.add_oom(t, memory_in_force);
+    }
+
+    fn guard_raise(&mut self, t: f64, to: f64) {
+        self.history.add_guard_raise(t, to);
     }
 
     fn recommend(&mut self, now: f64, applied: (Option<f64>, Option<f64>)) -> Rec {

@@ -179,3 +179,131 @@ fn policy_names_round_trip() {
     }
     assert_eq!(PolicyKind::parse("goldilocks"), None);
 }
+
+/// The memory tailor has in force after two days flat at 1 GiB, sampled every 5 minutes.
+fn applied_after_two_flat_days() -> f64 {
+    let t = trace((0..578).map(|i| (f64::from(i) * 300.0, 0.2, GIB)), ",");
+    let (_, decisions) = run(&t, &[PolicyKind::Tailor], &Options::default());
+    decisions.last().and_then(|d| d.applied_memory).unwrap()
+}
+
+/// Two days flat at 1 GiB every 5 minutes; from 10 minutes into the third day (between two
+/// hourly decisions) the samples of `tail`; then a day flat at 1 GiB again.
+fn flat_then(tail: &[f64]) -> Trace {
+    let rows = (0..578)
+        .map(|_| GIB)
+        .chain(tail.iter().copied())
+        .chain((0..288).map(|_| GIB))
+        .enumerate()
+        .map(|(i, m)| (i as f64 * 300.0, 0.2, m));
+    trace(rows, ",")
+}
+
+fn with_guard(guard: Guard) -> Options {
+    Options {
+        guard,
+        ..Options::default()
+    }
+}
+
+/// tailor's score and decisions, and its guard raises (time, memory in force after).
+fn tailor(t: &Trace, options: &Options) -> (Score, Vec<Decision>, Vec<(f64, f64)>) {
+    let (scores, decisions) = run(t, &[PolicyKind::Tailor], options);
+    let raises = decisions
+        .iter()
+        .filter(|d| d.guard_raise)
+        .map(|d| (d.time, d.applied_memory.unwrap()))
+        .collect();
+    (scores[0].clone(), decisions, raises)
+}
+
+#[test]
+fn a_ramp_seen_above_the_threshold_is_saved_by_the_guard_and_killed_without() {
+    let m = applied_after_two_flat_days();
+    // 1 GiB is below 90% of what is in force: the flat days raise nothing.
+    assert!(GIB < 0.9 * m, "{m}");
+    // 95% of the memory in force, then 5% above it: within use x 1.5.
+    let t = flat_then(&[0.95 * m, 1.05 * m]);
+    let (score, decisions, raises) = tailor(&t, &Options::default());
+    assert_eq!(score.oom_events, 0, "{score:?}");
+    // Raised once, after the first sample, to 1.425 m (1.05 m is below 90% of that).
+    assert_eq!(raises.len(), 1, "{raises:?}");
+    assert_eq!(score.guard_raises, 1);
+    assert!((raises[0].1 - 1.425 * m).abs() < 1.0, "{raises:?}");
+    // The raise is in force from the next sample on, not for the one that prompted it.
+    assert_eq!(raises[0].0, 578.0 * 300.0);
+    // No decision after the raise undoes it (the peak with its margin is below it: 1.05 m x
+    // 1.21), so the estimator keeps the raise as a floor and nothing is cut.
+    for d in decisions.iter().filter(|d| d.time > raises[0].0) {
+        assert!(d.applied_memory.unwrap() >= raises[0].1, "{d:?}");
+    }
+    assert_eq!(score.memory_cuts_per_day, 0.0, "{score:?}");
+    assert!(score.guard_raises_per_day > 0.0);
+
+    // Without the guard the second sample is a kill.
+    let (score, _, raises) = tailor(&t, &with_guard(Guard::off()));
+    assert_eq!(score.oom_events, 1, "{score:?}");
+    assert!(raises.is_empty());
+    assert_eq!(score.guard_raises, 0);
+    assert!(score.guard_raises_per_day.is_nan());
+}
+
+#[test]
+fn a_jump_from_below_the_threshold_over_the_limit_is_still_a_kill() {
+    let m = applied_after_two_flat_days();
+    // From 1 GiB (below 90% of m) straight to 1.3 m in one sample: nothing to see before.
+    let t = flat_then(&[1.3 * m]);
+    let (score, _, raises) = tailor(&t, &Options::default());
+    assert_eq!(score.oom_events, 1, "{score:?}");
+    assert!(raises.is_empty(), "{raises:?}");
+    // Even a guard that raises 10-fold is too late for it.
+    let eager = Guard {
+        step: 9.0,
+        ..Guard::default()
+    };
+    assert_eq!(tailor(&t, &with_guard(eager)).0.oom_events, 1);
+}
+
+#[test]
+fn the_guard_waits_its_min_interval_and_never_lowers_the_memory() {
+    let m = applied_after_two_flat_days();
+    let t = flat_then(&[0.95 * m, 1.3 * m, 1.8 * m]);
+    // Every sample above the threshold raises: no kill, three raises.
+    let (score, decisions, raises) = tailor(&t, &Options::default());
+    assert_eq!((score.oom_events, raises.len()), (0, 3), "{raises:?}");
+    // Each raise is above what was in force before it.
+    let mut in_force = 0.0;
+    for d in &decisions {
+        let applied = d.applied_memory.unwrap_or(0.0);
+        if d.guard_raise {
+            assert!(applied > in_force, "{d:?} after {in_force}");
+        }
+        in_force = applied;
+    }
+    // Ten minutes between raises: the second sample (5 minutes after the first raise) is not
+    // raised for, and the third, above the first raise, is a kill.
+    let slow = Guard {
+        min_interval: 600.0,
+        ..Guard::default()
+    };
+    let (score, _, raises) = tailor(&t, &with_guard(slow));
+    assert_eq!((score.oom_events, raises.len()), (1, 1), "{raises:?}");
+    assert_eq!(score.guard_raises, 1);
+}
+
+#[test]
+fn only_tailor_has_a_guard() {
+    let m = applied_after_two_flat_days();
+    let t = flat_then(&[0.95 * m, 1.05 * m]);
+    let (scores, decisions) = run(&t, &PolicyKind::ALL, &Options::default());
+    for s in &scores[1..] {
+        assert_eq!(s.guard_raises, 0, "{s:?}");
+        assert!(s.guard_raises_per_day.is_nan(), "{s:?}");
+    }
+    assert!(
+        decisions
+            .iter()
+            .all(|d| !d.guard_raise || d.policy == PolicyKind::Tailor)
+    );
+    assert_eq!(scores[0].guard_raises, 1);
+}
