@@ -242,6 +242,8 @@ struct ScoreRow<'a> {
     cpu_over: Option<f64>,
     changes_per_day: Option<f64>,
     memory_cuts_per_day: Option<f64>,
+    guard_raises: u32,
+    guard_raises_per_day: Option<f64>,
     scored_days: f64,
 }
 
@@ -259,12 +261,14 @@ fn row<'a>(trace: &'a str, s: &Score) -> ScoreRow<'a> {
         cpu_over: finite(s.cpu_over),
         changes_per_day: finite(s.changes_per_day),
         memory_cuts_per_day: finite(s.memory_cuts_per_day),
+        guard_raises: s.guard_raises,
+        guard_raises_per_day: finite(s.guard_raises_per_day),
         scored_days: s.scored_seconds / 86_400.0,
     }
 }
 
-/// The overall score of each policy: OOM events summed, the other measures averaged over the
-/// traces where they exist.
+/// The overall score of each policy: OOM events and guard raises summed, the other measures
+/// averaged over the traces where they exist.
 pub fn overall(results: &[TraceResult], policies: &[PolicyKind]) -> Vec<Score> {
     policies
         .iter()
@@ -293,6 +297,8 @@ pub fn overall(results: &[TraceResult], policies: &[PolicyKind]) -> Vec<Score> {
                 cpu_over: mean(|s| s.cpu_over),
                 changes_per_day: mean(|s| s.changes_per_day),
                 memory_cuts_per_day: mean(|s| s.memory_cuts_per_day),
+                guard_raises: scores.iter().map(|s| s.guard_raises).sum(),
+                guard_raises_per_day: mean(|s| s.guard_raises_per_day),
                 scored_seconds: scores.iter().map(|s| s.scored_seconds).sum(),
             }
         })
@@ -316,123 +322,150 @@ pub fn render(
 ) -> std::io::Result<()> {
     let total = overall(results, policies);
     match output {
-        Output::Json => {
-            #[derive(Serialize)]
-            struct DecisionRow {
-                time: f64,
-                policy: &'static str,
-                cpu_cores: Option<f64>,
-                memory_bytes: Option<f64>,
-                #[serde(skip_serializing_if = "Option::is_none")]
-                memory_floor_bytes: Option<f64>,
-                applied_cpu_cores: Option<f64>,
-                applied_memory_bytes: Option<f64>,
-                after_oom: bool,
-            }
-            #[derive(Serialize)]
-            struct PerTrace<'a> {
-                trace: &'a str,
-                scores: Vec<ScoreRow<'a>>,
-                decisions: Vec<DecisionRow>,
-            }
-            #[derive(Serialize)]
-            struct Report<'a> {
-                overall: Vec<ScoreRow<'a>>,
-                traces: Vec<PerTrace<'a>>,
-            }
-            let report = Report {
-                overall: total.iter().map(|s| row("(all)", s)).collect(),
-                traces: results
+        Output::Json => render_json(results, &total, out),
+        Output::Csv => render_csv(results, &total, out),
+        Output::Table => render_table(results, &total, out),
+    }
+}
+
+/// JSON: the overall scores, and per trace its scores and every decision.
+fn render_json(
+    results: &[TraceResult],
+    total: &[Score],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    #[derive(Serialize)]
+    struct DecisionRow {
+        time: f64,
+        policy: &'static str,
+        cpu_cores: Option<f64>,
+        memory_bytes: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        memory_floor_bytes: Option<f64>,
+        applied_cpu_cores: Option<f64>,
+        applied_memory_bytes: Option<f64>,
+        after_oom: bool,
+        guard_raise: bool,
+    }
+    #[derive(Serialize)]
+    struct PerTrace<'a> {
+        trace: &'a str,
+        scores: Vec<ScoreRow<'a>>,
+        decisions: Vec<DecisionRow>,
+    }
+    #[derive(Serialize)]
+    struct Report<'a> {
+        overall: Vec<ScoreRow<'a>>,
+        traces: Vec<PerTrace<'a>>,
+    }
+    let report = Report {
+        overall: total.iter().map(|s| row("(all)", s)).collect(),
+        traces: results
+            .iter()
+            .map(|r| PerTrace {
+                trace: &r.trace,
+                scores: r.scores.iter().map(|s| row(&r.trace, s)).collect(),
+                decisions: r
+                    .decisions
                     .iter()
-                    .map(|r| PerTrace {
-                        trace: &r.trace,
-                        scores: r.scores.iter().map(|s| row(&r.trace, s)).collect(),
-                        decisions: r
-                            .decisions
-                            .iter()
-                            .map(|d| DecisionRow {
-                                time: d.time,
-                                policy: d.policy.name(),
-                                cpu_cores: d.cpu,
-                                memory_bytes: d.memory,
-                                memory_floor_bytes: d.memory_floor,
-                                applied_cpu_cores: d.applied_cpu,
-                                applied_memory_bytes: d.applied_memory,
-                                after_oom: d.after_oom,
-                            })
-                            .collect(),
+                    .map(|d| DecisionRow {
+                        time: d.time,
+                        policy: d.policy.name(),
+                        cpu_cores: d.cpu,
+                        memory_bytes: d.memory,
+                        memory_floor_bytes: d.memory_floor,
+                        applied_cpu_cores: d.applied_cpu,
+                        applied_memory_bytes: d.applied_memory,
+                        after_oom: d.after_oom,
+                        guard_raise: d.guard_raise,
                     })
                     .collect(),
-            };
-            serde_json::to_writer_pretty(&mut *out, &report)?;
-            writeln!(out)
-        }
-        Output::Csv => {
-            writeln!(
-                out,
-                "trace,policy,oom_events,memory_slack,cpu_slack,cpu_over,changes_per_day,memory_cuts_per_day,scored_days"
-            )?;
-            let opt = |v: Option<f64>| v.map_or_else(String::new, |v| format!("{v:.6}"));
-            let all = results
-                .iter()
-                .flat_map(|r| r.scores.iter().map(|s| row(&r.trace, s)))
-                .chain(total.iter().map(|s| row("(all)", s)));
-            for r in all {
-                writeln!(
-                    out,
-                    "{},{},{},{},{},{},{},{},{:.3}",
-                    r.trace,
-                    r.policy,
-                    r.oom_events,
-                    opt(r.memory_slack),
-                    opt(r.cpu_slack),
-                    opt(r.cpu_over),
-                    opt(r.changes_per_day),
-                    opt(r.memory_cuts_per_day),
-                    r.scored_days
-                )?;
-            }
-            Ok(())
-        }
-        Output::Table => {
-            let header = format!(
-                "{:<44} {:<12} {:>6} {:>10} {:>10} {:>10} {:>12} {:>9}",
-                "TRACE",
-                "POLICY",
-                "OOMS",
-                "MEM SLACK",
-                "CPU SLACK",
-                "CPU OVER",
-                "CHANGES/DAY",
-                "CUTS/DAY"
-            );
-            writeln!(out, "{header}")?;
-            let line = |out: &mut dyn Write, r: ScoreRow<'_>| {
-                // The end of a long path: the folder and file say which trace.
-                let n = r.trace.chars().count();
-                let name: String = r.trace.chars().skip(n.saturating_sub(44)).collect();
-                writeln!(
-                    out,
-                    "{:<44} {:<12} {:>6} {:>10} {:>10} {:>10} {:>12} {:>9}",
-                    name,
-                    r.policy,
-                    r.oom_events,
-                    pct(r.memory_slack),
-                    pct(r.cpu_slack),
-                    pct(r.cpu_over),
-                    per_day(r.changes_per_day),
-                    per_day(r.memory_cuts_per_day)
-                )
-            };
-            for r in results {
-                for s in &r.scores {
-                    line(out, row(&r.trace, s))?;
-                }
-            }
-            for s in &total {
-                line(out, row("(all)", s))?;
-            }
-            Ok(())
+            })
+            .collect(),
+    };
+    serde_json::to_writer_pretty(&mut *out, &report)?;
+    writeln!(out)
+}
+
+/// CSV: a row per trace and policy, then the overall rows.
+fn render_csv(
+    results: &[TraceResult],
+    total: &[Score],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "trace,policy,oom_events,memory_slack,cpu_slack,cpu_over,changes_per_day,memory_cuts_per_day,guard_raises,guard_raises_per_day,scored_days"
+    )?;
+    let opt = |v: Option<f64>| v.map_or_else(String::new, |v| format!("{v:.6}"));
+    let all = results
+        .iter()
+        .flat_map(|r| r.scores.iter().map(|s| row(&r.trace, s)))
+        .chain(total.iter().map(|s| row("(all)", s)));
+    for r in all {
+        writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{},{},{:.3}",
+            r.trace,
+            r.policy,
+            r.oom_events,
+            opt(r.memory_slack),
+            opt(r.cpu_slack),
+            opt(r.cpu_over),
+            opt(r.changes_per_day),
+            opt(r.memory_cuts_per_day),
+            r.guard_raises,
+            opt(r.guard_raises_per_day),
+            r.scored_days
+        )?;
+    }
+    Ok(())
+}
+
+/// An aligned table: a row per trace and policy, then the overall rows.
+fn render_table(
+    results: &[TraceResult],
+    total: &[Score],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let header = format!(
+        "{:<44} {:<12} {:>6} {:>10} {:>10} {:>10} {:>12} {:>9} {:>11}",
+        "TRACE",
+        "POLICY",
+        "OOMS",
+        "MEM SLACK",
+        "CPU SLACK",
+        "CPU OVER",
+        "CHANGES/DAY",
+        "CUTS/DAY",
+        "RAISES/DAY"
+    );
+    writeln!(out, "{header}")?;
+    let line = |out: &mut dyn Write, r: ScoreRow<'_>| {
+        // The end of a long path: the folder and file say which trace.
+        let n = r.trace.chars().count();
+        let name: String = r.trace.chars().skip(n.saturating_sub(44)).collect();
+        writeln!(
+            out,
+            "{:<44} {:<12} {:>6} {:>10} {:>10} {:>10} {:>12} {:>9} {:>11}",
+            name,
+            r.policy,
+            r.oom_events,
+            pct(r.memory_slack),
+            pct(r.cpu_slack),
+            pct(r.cpu_over),
+            per_day(r.changes_per_day),
+            per_day(r.memory_cuts_per_day),
+            per_day(r.guard_raises_per_day)
+        )
+    };
+    for r in results {
+        for s in &r.scores {
+            line(out, row(&r.trace, s))?;
         }
     }
+    for s in total {
+        line(out, row("(all)", s))?;
+    }
+    Ok(())
 }

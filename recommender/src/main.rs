@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::{ArgGroup, Args as ClapArgs, Parser, Subcommand};
 use tailor_recommender::controller::{self, Options};
 use tailor_recommender::metrics::Metrics;
+use tailor_recommender::model::backtest::{Guard, Options as BacktestOptions, PolicyKind};
 use tailor_recommender::prometheus::{Access, Config, MetricNames, Prometheus};
 use tailor_runtime::lease::{self, LeaseConfig, TimingArgs};
 
@@ -82,6 +83,41 @@ struct BacktestArgs {
     /// or "$(kubectl get va api -o jsonpath='{.spec.recommenderPolicy}')".
     #[arg(long)]
     tailor_policy: Option<String>,
+    /// Model tailor's live memory guard (as in InPlace mode on Kubernetes 1.35+): after a
+    /// sample above --guard-threshold x the memory in force, the memory is raised to the use x
+    /// (1 + --guard-step) from the next sample on. --memory-guard=false scores tailor without it.
+    #[arg(
+        long,
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set,
+        help_heading = "Live memory guard (tailor)"
+    )]
+    memory_guard: bool,
+    /// Raise when the use is above this share of the memory in force, above 0 and below 1.
+    #[arg(
+        long,
+        default_value_t = Guard::default().threshold,
+        allow_negative_numbers = true,
+        help_heading = "Live memory guard (tailor)"
+    )]
+    guard_threshold: f64,
+    /// Raise to the use x (1 + this), at least 0.
+    #[arg(
+        long,
+        default_value_t = Guard::default().step,
+        allow_negative_numbers = true,
+        help_heading = "Live memory guard (tailor)"
+    )]
+    guard_step: f64,
+    /// The least time between two raises of a container.
+    #[arg(
+        long,
+        default_value = "60s",
+        help_heading = "Live memory guard (tailor)"
+    )]
+    guard_min_interval: String,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "table")]
     output: tailor_recommender::cli::Output,
@@ -298,8 +334,22 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-async fn backtest(args: &BacktestArgs) -> Result<(), String> {
-    use tailor_recommender::model::backtest::{Options, PolicyKind};
+/// A duration flag of `backtest` in seconds; positive, or >= 0 for --warmup and
+/// --guard-min-interval.
+fn seconds(what: &str, text: &str) -> Result<f64, String> {
+    tailor_recommender::spec::parse_duration(text)
+        .map_err(|e| format!("--{what}: {e}"))
+        .and_then(|s| {
+            if s > 0.0 || what == "warmup" || what == "guard-min-interval" {
+                Ok(s)
+            } else {
+                Err(format!("--{what}: must be positive"))
+            }
+        })
+}
+
+/// The policies and options `backtest` runs with, every flag checked.
+fn backtest_options(args: &BacktestArgs) -> Result<(Vec<PolicyKind>, BacktestOptions), String> {
     let policies = args
         .policy
         .iter()
@@ -309,27 +359,23 @@ async fn backtest(args: &BacktestArgs) -> Result<(), String> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let seconds = |what: &str, text: &str| {
-        tailor_recommender::spec::parse_duration(text)
-            .map_err(|e| format!("--{what}: {e}"))
-            .and_then(|s| {
-                if s > 0.0 || what == "warmup" {
-                    Ok(s)
-                } else {
-                    Err(format!("--{what}: must be positive"))
-                }
-            })
-    };
     if !(0.0..1.0).contains(&args.min_change) {
         return Err("--min-change: must be in [0, 1)".into());
     }
+    let guard = Guard {
+        enabled: args.memory_guard,
+        threshold: args.guard_threshold,
+        step: args.guard_step,
+        min_interval: seconds("guard-min-interval", &args.guard_min_interval)?,
+    };
+    guard.check().map_err(|e| format!("--guard-{e}"))?;
     // tailor runs with the given policy, or the defaults a VerticalAutoscaler gets.
     let defaults = match &args.tailor_policy {
         Some(json) => tailor_recommender::backtest::parse_policy(json)
             .map_err(|e| format!("--tailor-policy: {e}"))?,
         None => tailor_crds::v1alpha1::RecommenderPolicy::default(),
     };
-    let options = Options {
+    let options = BacktestOptions {
         decision_interval: seconds("decision-interval", &args.decision_interval)?,
         warmup: seconds("warmup", &args.warmup)?,
         min_change: args.min_change,
@@ -337,8 +383,14 @@ async fn backtest(args: &BacktestArgs) -> Result<(), String> {
             .map_err(|e| format!("--tailor-policy: historyWindow: {e}"))?,
         tailor_policy: tailor_recommender::spec::recommender_policy(&defaults, None, None)
             .map_err(|e| format!("--tailor-policy: {e}"))?,
-        ..Options::default()
+        guard,
+        ..BacktestOptions::default()
     };
+    Ok((policies, options))
+}
+
+async fn backtest(args: &BacktestArgs) -> Result<(), String> {
+    let (policies, options) = backtest_options(args)?;
     let (results, problems) = match (&args.prometheus_url, &args.trace) {
         (Some(url), _) => {
             let workload = tailor_recommender::backtest::Workload::parse(

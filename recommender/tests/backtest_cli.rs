@@ -194,3 +194,76 @@ fn tailor_runs_with_the_given_policy() {
         assert!(err.contains(message), "{policy}: {err}");
     }
 }
+
+/// Five days at 5 minutes at 1 GiB; on day 3 a ramp over four samples to 1.4 GiB for an
+/// hour.
+fn ramping() -> String {
+    let mut text = String::from(HEADER);
+    for i in 0..(5 * 288) {
+        let t = i * 300;
+        let memory = match t - 3 * 86_400 {
+            0 => 1.1 * GIB,
+            300 => 1.2 * GIB,
+            600 => 1.3 * GIB,
+            900..3600 => 1.4 * GIB,
+            _ => GIB,
+        };
+        text.push_str(&format!("{t},0.5,{memory},2,4294967296\n"));
+    }
+    text
+}
+
+#[test]
+fn the_memory_guard_is_on_by_default_and_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ramping.csv"), ramping()).unwrap();
+    let score = |args: &[&str]| {
+        let mut all = vec!["--policy", "tailor,krr", "-o", "json"];
+        all.extend_from_slice(args);
+        let (ok, json, err) = backtest(dir.path(), &all);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v["overall"].as_array().unwrap().clone()
+    };
+    // The first step (1.1 GiB) is within 1 GiB x 1.15 and above 90% of it: the guard raises
+    // to 1.65 GiB, and the ramp stays below that.
+    let on = score(&[]);
+    assert_eq!(on[0]["oom_events"], 0, "{on:?}");
+    assert!(on[0]["guard_raises"].as_u64().unwrap() >= 1, "{on:?}");
+    assert!(on[0]["guard_raises_per_day"].as_f64().unwrap() > 0.0);
+    // KRR has no guard.
+    assert_eq!(on[1]["guard_raises"], 0);
+    assert!(on[1]["guard_raises_per_day"].is_null());
+    // Without it, the ramp is a kill.
+    let off = score(&["--memory-guard=false"]);
+    assert_eq!(off[0]["oom_events"], 1, "{off:?}");
+    assert_eq!(off[0]["guard_raises"], 0);
+    // The table has the column.
+    let (ok, table, err) = backtest(dir.path(), &[]);
+    assert!(ok, "{err}");
+    assert!(
+        table.lines().next().unwrap().ends_with("RAISES/DAY"),
+        "{table}"
+    );
+
+    // Bad settings are refused, naming the flag.
+    for (args, message) in [
+        (
+            &["--guard-threshold", "1"][..],
+            "--guard-threshold: must be above 0 and below 1",
+        ),
+        (
+            &["--guard-threshold", "NaN"],
+            "--guard-threshold: must be above 0 and below 1",
+        ),
+        (
+            &["--guard-step", "-0.1"],
+            "--guard-step: must be a finite number >= 0",
+        ),
+        (&["--guard-min-interval", "soon"], "--guard-min-interval"),
+    ] {
+        let (ok, _, err) = backtest(dir.path(), args);
+        assert!(!ok, "{args:?}");
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+}

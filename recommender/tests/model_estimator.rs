@@ -168,6 +168,24 @@ fn an_oom_kill_raises_the_recommendation() {
 }
 
 #[test]
+fn a_guard_raise_is_a_floor_for_the_window() {
+    let mut h = week(|_| 0.2, |_| 400.0 * MI);
+    let before = est(&h, &Policy::default(), None, Current::default());
+    // The guard raised the limit to 600 MiB: no recommendation below it.
+    h.add_guard_raise(6.0 * DAY, 600.0 * MI);
+    let after = est(&h, &Policy::default(), None, Current::default());
+    assert!(before.target.memory < round_memory(600.0 * MI));
+    assert_eq!(after.reason, MemoryReason::GuardRaise);
+    assert_eq!(after.target.memory, round_memory(600.0 * MI));
+    assert_eq!(after.floor, after.target.memory);
+    // Once it leaves the window, the usage decides again.
+    h.expire(6.5 * DAY);
+    let later = est(&h, &Policy::default(), None, Current::default());
+    assert_ne!(later.reason, MemoryReason::GuardRaise);
+    assert!(later.target.memory < round_memory(600.0 * MI));
+}
+
+#[test]
 fn little_history_gives_nothing_or_no_decrease() {
     let mut h = ContainerHistory::default();
     for i in 0..10 {

@@ -1,4 +1,4 @@
-//! Container usage history: peaks, expiry, garbage samples, OOM kills.
+//! Container usage history: peaks, expiry, garbage samples, OOM kills, guard raises.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 const HOUR: f64 = 3600.0;
@@ -45,6 +45,20 @@ fn oom_kills_are_kept_in_order_without_duplicates() {
     );
     h.expire(30.0);
     assert_eq!(h.last_oom(), None);
+}
+
+#[test]
+fn guard_raises_keep_their_highest_limit_until_they_leave_the_window() {
+    let mut h = ContainerHistory::default();
+    assert_eq!(h.guard_raise_peak(), None);
+    h.add_guard_raise(10.0, 700.0);
+    h.add_guard_raise(20.0, 600.0);
+    h.add_guard_raise(25.0, f64::NAN);
+    assert_eq!(h.guard_raise_peak(), Some(700.0));
+    h.expire(15.0);
+    assert_eq!(h.guard_raise_peak(), Some(600.0));
+    h.expire(30.0);
+    assert_eq!(h.guard_raise_peak(), None);
 }
 
 #[test]

@@ -44,7 +44,9 @@ pub(super) fn reason(r: MemoryReason) -> FloorReason {
         MemoryReason::Percentile => FloorReason::Percentile,
         MemoryReason::Peak => FloorReason::Peak,
         MemoryReason::HeapHint => FloorReason::HeapHint,
-        MemoryReason::Oom => FloorReason::Oom,
+        // The status has no value of its own for a guard raise yet; it is evidence like an
+        // OOM kill.
+        MemoryReason::GuardRaise | MemoryReason::Oom => FloorReason::Oom,
     }
 }
 

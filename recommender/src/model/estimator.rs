@@ -9,11 +9,14 @@
 //!     the largest such jump (an hour's peak over the highest peak of every earlier hour, after
 //!     the window's first day), at most `memory.maxGrowthMargin`;
 //!   - `HeapHint`: heap ceiling + overhead (see [`super::heap`]);
+//!   - `GuardRaise`: after the live memory guard raised the limit in the window (the use came
+//!     above its threshold and the updater raised the limit live), the highest limit it raised
+//!     to, so that no recommendation cuts back below a raise while it is in the window;
 //!   - `OOM`: after an OOM kill in the window, max(limit at the kill x `oomBump.ratio`,
 //!     limit + `oomBump.minBump`).
 //!
-//!   The last three make the **memory floor**: tailor never sets memory below it. The term
-//!   that decides the target is reported as the floor's reason.
+//!   All but the percentile make the **memory floor**: tailor never sets memory below it. The
+//!   term that decides the target is reported as the floor's reason.
 //! - Bounds: lower = p50, upper = p95 (CPU) or p99 (memory), with the margin, widened by
 //!   confidence as upstream VPA does: `c` = days of history (at most the samples' worth),
 //!   upper x (1 + 1/c), lower x (1 + 0.001/c)^-2. The memory lower bound is never below the
@@ -130,6 +133,8 @@ pub enum MemoryReason {
     Peak,
     /// Heap ceiling + overhead.
     HeapHint,
+    /// The limit the live memory guard raised to.
+    GuardRaise,
     /// The bump after an OOM kill.
     Oom,
 }
@@ -205,18 +210,33 @@ fn clamp(v: f64, min: Option<f64>, max: Option<f64>) -> f64 {
     max.map_or(v, |m| v.min(m))
 }
 
-/// Computes the recommendation for one container.
-pub fn estimate(
+/// The usage distribution the targets are read from, and the confidence in it.
+struct Usage {
+    span: f64,
+    /// Days of evidence, and the factors that widen the upper and lower bounds by it.
+    confidence: f64,
+    widen_up: f64,
+    widen_down: f64,
+    cpu_p: f64,
+    cpu_p50: f64,
+    cpu_p95: f64,
+    mem_p: f64,
+    mem_p50: f64,
+    mem_p99: f64,
+    mem_peak: f64,
+}
+
+/// The percentiles, the peak and the confidence, or why there is not enough history for
+/// them.
+fn usage(
     history: &ContainerHistory,
     policy: &Policy,
-    heap_floor: Option<f64>,
-    current: &Current,
     settings: &Settings,
-) -> Verdict {
+) -> Result<Usage, String> {
     let span = history.span();
     let (cpu_n, mem_n) = (history.cpu_samples(), history.memory_samples());
     if cpu_n < settings.min_samples || mem_n < settings.min_samples || span < settings.min_span {
-        return Verdict::NotEnoughHistory(format!(
+        return Err(format!(
             "{cpu_n} CPU and {mem_n} memory samples over {:.1} h; at least {} of each over {:.1} h are needed",
             span / 3600.0,
             settings.min_samples,
@@ -241,21 +261,52 @@ pub fn estimate(
         history.memory_peak(),
     )
     else {
-        return Verdict::NotEnoughHistory("no usable samples".into());
+        return Err("no usable samples".into());
     };
-
-    let days = span / DAY;
+    // VPA's confidence: days of history, at most the samples' worth.
     let per_day = DAY / settings.sample_interval.max(1.0);
-    let confidence = days.min(cpu_n.min(mem_n) as f64 / per_day).max(1e-3);
-    let widen_up = 1.0 + 1.0 / confidence;
-    let widen_down = (1.0 + 0.001 / confidence).powi(-2);
+    let confidence = (span / DAY)
+        .min(cpu_n.min(mem_n) as f64 / per_day)
+        .max(1e-3);
+    Ok(Usage {
+        span,
+        confidence,
+        widen_up: 1.0 + 1.0 / confidence,
+        widen_down: (1.0 + 0.001 / confidence).powi(-2),
+        cpu_p,
+        cpu_p50,
+        cpu_p95,
+        mem_p,
+        mem_p50,
+        mem_p99,
+        mem_peak,
+    })
+}
 
-    // CPU.
-    let cpu_target = (cpu_p * (1.0 + policy.cpu_margin)).max(settings.min_cpu);
-    let cpu_lower = (cpu_p50 * (1.0 + policy.cpu_margin) * widen_down).min(cpu_target);
-    let cpu_upper = (cpu_p95 * (1.0 + policy.cpu_margin) * widen_up).max(cpu_target);
+/// A target with its bounds, before rounding and min/max allowed.
+struct Band {
+    target: f64,
+    lower: f64,
+    upper: f64,
+}
 
-    // Memory: the percentile term and the floor's terms.
+/// The memory target and bounds, the floor, the deciding term and the peak margin in force.
+struct MemoryTarget {
+    band: Band,
+    floor: f64,
+    reason: MemoryReason,
+    peak_margin: f64,
+}
+
+/// The memory terms: the percentile and the floor's terms (peak, heap hint, guard raise, OOM
+/// bump).
+fn memory_target(
+    history: &ContainerHistory,
+    policy: &Policy,
+    heap_floor: Option<f64>,
+    settings: &Settings,
+    u: &Usage,
+) -> MemoryTarget {
     // A workload that has jumped to a new high by x% in the window may do it again: the margin
     // over the peak is at least that jump (at most `max_growth_margin`). Jumps in the first day
     // of the window are not counted: there, everything is a new high.
@@ -263,13 +314,16 @@ pub fn estimate(
         .memory_peak_jump(DAY)
         .map_or(0.0, |j| (j - 1.0).min(policy.max_growth_margin));
     let peak_margin = policy.peak_margin.max(growth);
-    let percentile_term = mem_p * (1.0 + policy.memory_margin);
+    let percentile_term = u.mem_p * (1.0 + policy.memory_margin);
     let mut terms = vec![
         (MemoryReason::Percentile, percentile_term),
-        (MemoryReason::Peak, mem_peak * (1.0 + peak_margin)),
+        (MemoryReason::Peak, u.mem_peak * (1.0 + peak_margin)),
     ];
     if let Some(h) = heap_floor.filter(|h| h.is_finite() && *h > 0.0) {
         terms.push((MemoryReason::HeapHint, h));
+    }
+    if let Some(raised) = history.guard_raise_peak() {
+        terms.push((MemoryReason::GuardRaise, raised));
     }
     if let Some(oom) = history.last_oom() {
         terms.push((
@@ -282,8 +336,9 @@ pub fn estimate(
         .filter(|(r, _)| *r != MemoryReason::Percentile)
         .map(|(_, v)| *v)
         .fold(settings.min_memory, f64::max);
-    // The deciding term; on a tie the safety term is named (OOM, then heap, then peak).
-    let (reason, memory_target) =
+    // The deciding term; on a tie the safety term is named (OOM, then guard raise, then heap,
+    // then peak).
+    let (reason, target) =
         terms
             .iter()
             .copied()
@@ -291,14 +346,57 @@ pub fn estimate(
             .fold((MemoryReason::Percentile, f64::MIN), |best, t| {
                 if t.1 > best.1 { t } else { best }
             });
-    let memory_target = memory_target.max(floor);
-    let memory_lower =
-        (mem_p50 * (1.0 + policy.memory_margin) * widen_down).clamp(floor, memory_target);
-    let memory_upper = (mem_p99 * (1.0 + policy.memory_margin) * widen_up).max(memory_target);
+    let target = target.max(floor);
+    let lower = (u.mem_p50 * (1.0 + policy.memory_margin) * u.widen_down).clamp(floor, target);
+    let upper = (u.mem_p99 * (1.0 + policy.memory_margin) * u.widen_up).max(target);
+    MemoryTarget {
+        band: Band {
+            target,
+            lower,
+            upper,
+        },
+        floor,
+        reason,
+        peak_margin,
+    }
+}
 
+/// Computes the recommendation for one container.
+pub fn estimate(
+    history: &ContainerHistory,
+    policy: &Policy,
+    heap_floor: Option<f64>,
+    current: &Current,
+    settings: &Settings,
+) -> Verdict {
+    let u = match usage(history, policy, settings) {
+        Ok(u) => u,
+        Err(why) => return Verdict::NotEnoughHistory(why),
+    };
+    // CPU.
+    let cpu_target = (u.cpu_p * (1.0 + policy.cpu_margin)).max(settings.min_cpu);
+    let cpu = Band {
+        target: cpu_target,
+        lower: (u.cpu_p50 * (1.0 + policy.cpu_margin) * u.widen_down).min(cpu_target),
+        upper: (u.cpu_p95 * (1.0 + policy.cpu_margin) * u.widen_up).max(cpu_target),
+    };
+    let memory = memory_target(history, policy, heap_floor, settings, &u);
+    finish(history, policy, current, settings, &u, cpu, memory)
+}
+
+/// The low-confidence rule, min/max allowed and rounding.
+fn finish(
+    history: &ContainerHistory,
+    policy: &Policy,
+    current: &Current,
+    settings: &Settings,
+    u: &Usage,
+    cpu: Band,
+    memory: MemoryTarget,
+) -> Verdict {
     // Little history: never below what the container has now.
-    let low_confidence = span < settings.confident_span;
-    let (mut cpu_target, mut memory_target) = (cpu_target, memory_target);
+    let low_confidence = u.span < settings.confident_span;
+    let (mut cpu_target, mut memory_target) = (cpu.target, memory.band.target);
     if low_confidence {
         cpu_target = cpu_target.max(current.cpu.unwrap_or(0.0));
         memory_target = memory_target.max(current.memory.unwrap_or(0.0));
@@ -317,24 +415,24 @@ pub fn estimate(
             memory: cap_memory(memory_target),
         },
         lower: Amounts {
-            cpu: cap_cpu(cpu_lower.min(cpu_target)),
-            memory: cap_memory(memory_lower.min(memory_target)),
+            cpu: cap_cpu(cpu.lower.min(cpu_target)),
+            memory: cap_memory(memory.band.lower.min(memory_target)),
         },
         upper: Amounts {
-            cpu: cap_cpu(cpu_upper.max(cpu_target)),
-            memory: cap_memory(memory_upper.max(memory_target)),
+            cpu: cap_cpu(cpu.upper.max(cpu_target)),
+            memory: cap_memory(memory.band.upper.max(memory_target)),
         },
         uncapped,
-        floor: round_memory(floor),
-        reason,
-        peak_margin,
+        floor: round_memory(memory.floor),
+        reason: memory.reason,
+        peak_margin: memory.peak_margin,
         samples: history.samples(),
-        span,
+        span: u.span,
         peak: Amounts {
             cpu: round_cpu(history.cpu_peak().unwrap_or(0.0)),
-            memory: mem_peak.ceil() as i64,
+            memory: u.mem_peak.ceil() as i64,
         },
-        confidence,
+        confidence: u.confidence,
         low_confidence,
     })
 }

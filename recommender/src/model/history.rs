@@ -1,5 +1,6 @@
 //! What is known about one container of one workload: usage distributions, the exact memory
-//! peak per hour (so the window's peak expires exactly), sample counts, and OOM kills.
+//! peak per hour (so the window's peak expires exactly), sample counts, OOM kills, and the
+//! raises of the live memory guard.
 //!
 //! Samples of every pod of the workload, earlier rollouts included, go into the same history:
 //! the recommendation is per workload and container name.
@@ -19,6 +20,15 @@ pub struct OomKill {
     pub limit: f64,
 }
 
+/// A raise of the memory limit by the live memory guard, seen in the window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GuardRaise {
+    /// When (unix seconds).
+    pub time: f64,
+    /// The memory limit the guard raised to, bytes.
+    pub limit: f64,
+}
+
 /// Usage history of one container name of one workload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerHistory {
@@ -34,6 +44,7 @@ pub struct ContainerHistory {
     first: Option<f64>,
     last: Option<f64>,
     ooms: Vec<OomKill>,
+    raises: Vec<GuardRaise>,
 }
 
 impl Default for ContainerHistory {
@@ -49,6 +60,7 @@ impl Default for ContainerHistory {
             first: None,
             last: None,
             ooms: Vec::new(),
+            raises: Vec::new(),
         }
     }
 }
@@ -101,18 +113,27 @@ impl ContainerHistory {
         self.ooms.sort_by(|a, b| a.time.total_cmp(&b.time));
     }
 
+    /// A raise of the memory limit to `limit` bytes by the live memory guard.
+    pub fn add_guard_raise(&mut self, t: f64, limit: f64) {
+        if !valid(t, limit) {
+            return;
+        }
+        self.raises.push(GuardRaise { time: t, limit });
+    }
+
     /// Whether an OOM kill is recorded at `t`.
     pub fn has_oom_at(&self, t: f64) -> bool {
         self.ooms.iter().any(|o| o.time == t)
     }
 
-    /// Drops what is older than `since` from the peaks and OOM kills (the histograms decay
-    /// instead).
+    /// Drops what is older than `since` from the peaks, OOM kills and guard raises (the
+    /// histograms decay instead).
     pub fn expire(&mut self, since: f64) {
         let h = hour(since);
         self.memory_peaks = self.memory_peaks.split_off(&h);
         self.cpu_peaks = self.cpu_peaks.split_off(&h);
         self.ooms.retain(|o| o.time >= since);
+        self.raises.retain(|r| r.time >= since);
         if let Some(first) = self.first
             && first < since
         {
@@ -195,5 +216,10 @@ impl ContainerHistory {
     /// The most recent OOM kill in the window.
     pub fn last_oom(&self) -> Option<OomKill> {
         self.ooms.last().copied()
+    }
+
+    /// The highest limit the live memory guard raised to in the window, bytes.
+    pub fn guard_raise_peak(&self) -> Option<f64> {
+        self.raises.iter().map(|r| r.limit).reduce(f64::max)
     }
 }
