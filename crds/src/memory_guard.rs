@@ -21,9 +21,11 @@ pub struct MemoryGuard {
     #[serde(default = "default_threshold")]
     #[x_kube(validation = kube::core::Rule::new("self >= 0.5 && self <= 0.99").message("memoryGuard.threshold must be a fraction between 0.5 and 0.99 (0.9 is 90% of the limit)"))]
     pub threshold: f64,
-    /// How far above the working set the limit is raised: to working set x (1 + step).
+    /// How far above the working set the limit is raised: to working set x (1 + step). The
+    /// default, 0.5, is the recommender's default `maxGrowthMargin`: the most room it gives a
+    /// workload that reached a new high.
     #[serde(default = "default_step")]
-    #[x_kube(validation = kube::core::Rule::new("self >= 0.05 && self <= 4.0").message("memoryGuard.step must be a fraction between 0.05 and 4 (0.25 raises the limit to 125% of the working set)"))]
+    #[x_kube(validation = kube::core::Rule::new("self >= 0.05 && self <= 4.0").message("memoryGuard.step must be a fraction between 0.05 and 4 (0.5 raises the limit to 150% of the working set)"))]
     pub step: f64,
     /// The least time between two raises of one pod.
     #[serde(default = "default_min_interval_seconds")]
@@ -57,7 +59,7 @@ fn default_threshold() -> f64 {
 }
 
 fn default_step() -> f64 {
-    0.25
+    0.5
 }
 
 fn default_min_interval_seconds() -> i64 {

@@ -746,6 +746,8 @@ pub enum FloorReason {
     /// The limit at the last OOM kill x ratio.
     #[serde(rename = "OOM")]
     Oom,
+    /// The highest limit the live memory guard raised to in the window.
+    MemoryGuard,
 }
 
 /// The memory floor: the lowest memory tailor will set for a container.

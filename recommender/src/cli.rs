@@ -238,6 +238,7 @@ fn floor_reason(r: &ContainerRecommendation) -> Option<String> {
         FloorReason::Peak => "Peak",
         FloorReason::HeapHint => "HeapHint",
         FloorReason::Oom => "OOM",
+        FloorReason::MemoryGuard => "MemoryGuard",
     };
     Some(reason.to_owned())
 }

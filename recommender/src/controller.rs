@@ -381,15 +381,21 @@ impl Context {
     }
 }
 
-/// What triggers a recompute of an object: its generation and its `Reverted` resizes (in
-/// `status.lastResizes`, mirrored from the updater's ResizeState).
+/// What triggers a recompute of an object: its generation, its `Reverted` resizes (in
+/// `status.lastResizes`) and the memory guard's raises (`status.memoryGuardRaises`), both
+/// mirrored from the updater's ResizeState.
 fn trigger(va: &VerticalAutoscaler) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     va.metadata.generation.hash(&mut h);
-    for r in va.status.iter().flat_map(|s| &s.last_resizes) {
-        if r.outcome == ResizeOutcome::Reverted {
-            (&r.pod, &r.pod_uid, r.time.0.as_second()).hash(&mut h);
+    for s in va.status.iter() {
+        for r in &s.last_resizes {
+            if r.outcome == ResizeOutcome::Reverted {
+                (&r.pod, &r.pod_uid, r.time.0.as_second()).hash(&mut h);
+            }
+        }
+        for r in &s.memory_guard_raises {
+            (&r.pod_uid, &r.container_name, r.time.0.as_second()).hash(&mut h);
         }
     }
     Some(h.finish())

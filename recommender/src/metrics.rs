@@ -277,6 +277,7 @@ impl Metrics {
                         FloorReason::Peak => "Peak",
                         FloorReason::HeapHint => "HeapHint",
                         FloorReason::Oom => "OOM",
+                        FloorReason::MemoryGuard => "MemoryGuard",
                     }
                     .to_owned(),
                 };

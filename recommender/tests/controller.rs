@@ -482,6 +482,36 @@ async fn recommendations_and_conditions_are_written_for_every_object() {
     assert_eq!(status.pending_approval_count, Some(0));
     assert_eq!(cond(&web, "RecommendationProvided").unwrap().0, "True");
 
+    // The live memory guard raised the container's limit to 12Gi: the recommender reads the
+    // raise from the status (mirrored from the ResizeState) and never recommends below it.
+    let raised = json!({
+        "apiVersion": "tailor.dev/v1alpha1", "kind": "ResizeState",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {"verticalAutoscalerUid": web.metadata.uid,
+            "lastResizes": status.last_resizes,
+            "memoryGuardRaises": [{"pod": "web-x", "podUid": "u-1", "containerName": "app",
+                "time": k8s_openapi::jiff::Timestamp::now().to_string(),
+                "usage": "7Gi", "from": "8Gi", "to": "12Gi"}]},
+    });
+    Api::<tailor_crds::ResizeState>::namespaced(client.clone(), ns)
+        .patch(
+            "web",
+            &kube::api::PatchParams::apply("tailor-updater").force(),
+            &kube::api::Patch::Apply(raised),
+        )
+        .await
+        .unwrap();
+    let web = wait_va(&vas, "web", "a floor at the guard's raise", |v| {
+        memory_rec(v, "app").0 >= 12.0 * GI
+    })
+    .await;
+    assert_eq!(memory_rec(&web, "app").1, FloorReason::MemoryGuard);
+    assert_eq!(
+        web.status.as_ref().unwrap().memory_guard_raises[0].to.0,
+        "12Gi",
+        "mirrored"
+    );
+
     // Prometheus goes away: HistoryUnavailable, and the recommendation is kept.
     let before = web.status.as_ref().unwrap().recommendation.clone();
     drop(server);

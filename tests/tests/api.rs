@@ -134,7 +134,7 @@ async fn valid_objects_round_trip_with_defaults_applied() -> anyhow::Result<()> 
     assert_eq!(spec["updatePolicy"]["hpaConflict"], "Skip");
     assert_eq!(
         spec["updatePolicy"]["memoryGuard"],
-        json!({"enabled": true, "threshold": 0.9, "step": 0.25, "minIntervalSeconds": 60,
+        json!({"enabled": true, "threshold": 0.9, "step": 0.5, "minIntervalSeconds": 60,
                "allowRestart": false})
     );
     assert_eq!(spec["recommenderPolicy"]["historyWindow"], "14d");

@@ -76,7 +76,7 @@ fn below_the_threshold_nothing_happens() {
 
 #[test]
 fn at_the_threshold_the_limit_rises_to_usage_plus_step_and_the_request_stays_without_node_room() {
-    // 470Mi of 512Mi is above 0.9: the limit goes to 470 x 1.25 = 587.5 -> 588Mi.
+    // 470Mi of 512Mi is above 0.9: the limit goes to 470 x 1.5 = 705Mi.
     let g = run(&burstable("512Mi"), json!({}), 470.0, None, None);
     assert_eq!(
         g.plan.guard,
@@ -84,10 +84,10 @@ fn at_the_threshold_the_limit_rises_to_usage_plus_step_and_the_request_stays_wit
             container: "app".into(),
             usage: 470 * MI,
             from: 512 * MI,
-            to: 588 * MI
+            to: 705 * MI
         }]
     );
-    assert_eq!(limit_to(&g), Some(588 * MI));
+    assert_eq!(limit_to(&g), Some(705 * MI));
     assert_eq!(
         request_to(&g),
         Some(256 * MI),
@@ -99,9 +99,9 @@ fn at_the_threshold_the_limit_rises_to_usage_plus_step_and_the_request_stays_wit
 #[test]
 fn a_container_stalled_on_memory_is_hot_below_the_threshold() {
     // 300Mi of 512Mi, but every task waited for memory 20% of the time: raised as if at the
-    // threshold (0.9 x 512 x 1.25 = 576Mi).
+    // threshold (0.9 x 512 x 1.5 = 691.2 -> 692Mi).
     let g = run_stalled(&burstable("512Mi"), json!({}), 300.0, 0.2, (None, None));
-    assert_eq!(limit_to(&g), Some(576 * MI));
+    assert_eq!(limit_to(&g), Some(692 * MI));
     assert_eq!(g.plan.guard[0].usage, 300 * MI);
     // A little stall, or a stall far below the limit (node pressure, not the limit's): nothing.
     let little = run_stalled(&burstable("512Mi"), json!({}), 300.0, 0.05, (None, None));
@@ -113,13 +113,13 @@ fn a_container_stalled_on_memory_is_hot_below_the_threshold() {
 #[test]
 fn with_room_on_the_node_the_request_follows_in_proportion() {
     let g = run(&burstable("512Mi"), json!({}), 470.0, Some(4096 * MI), None);
-    assert_eq!(limit_to(&g), Some(588 * MI));
-    assert_eq!(request_to(&g), Some(294 * MI));
+    assert_eq!(limit_to(&g), Some(705 * MI));
+    assert_eq!(request_to(&g), Some(352 * MI + MI / 2));
     // Too little room for the request: the limit alone rises.
     let g = run(&burstable("512Mi"), json!({}), 470.0, Some(10 * MI), None);
     assert_eq!(
         (limit_to(&g), request_to(&g)),
-        (Some(588 * MI), Some(256 * MI))
+        (Some(705 * MI), Some(256 * MI))
     );
 }
 
@@ -129,7 +129,7 @@ fn requests_only_raises_the_limit_alone() {
     let g = run(&burstable("512Mi"), extra, 470.0, Some(4096 * MI), None);
     assert_eq!(
         (limit_to(&g), request_to(&g)),
-        (Some(588 * MI), Some(256 * MI))
+        (Some(705 * MI), Some(256 * MI))
     );
 }
 
@@ -144,7 +144,7 @@ fn guaranteed_keeps_its_class_and_is_raised_as_far_as_the_node_has_room() {
     );
     assert_eq!(
         (limit_to(&g), request_to(&g)),
-        (Some(588 * MI), Some(588 * MI))
+        (Some(705 * MI), Some(705 * MI))
     );
     let g = run(&guaranteed("512Mi"), json!({}), 470.0, Some(32 * MI), None);
     assert_eq!(
@@ -187,7 +187,7 @@ fn a_restarting_container_is_declined_unless_restarts_are_allowed() {
         None,
         None,
     );
-    assert_eq!(limit_to(&g), Some(588 * MI));
+    assert_eq!(limit_to(&g), Some(705 * MI));
     assert!(g.plan.restarts());
 }
 

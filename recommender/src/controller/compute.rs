@@ -12,7 +12,7 @@ use tailor_crds::v1alpha1::{
 };
 
 use super::heap_hints::{heap_floor, measured_heaps};
-use super::history::{read_history, with_refused_usage};
+use super::history::{read_history, with_updater_evidence};
 use super::{Context, live_pods, now};
 use crate::model::estimator::{self, Current, Estimate, MemoryReason, Verdict};
 use crate::model::heap::HeapHint;
@@ -44,9 +44,8 @@ pub(super) fn reason(r: MemoryReason) -> FloorReason {
         MemoryReason::Percentile => FloorReason::Percentile,
         MemoryReason::Peak => FloorReason::Peak,
         MemoryReason::HeapHint => FloorReason::HeapHint,
-        // The status has no value of its own for a guard raise yet; it is evidence like an
-        // OOM kill.
-        MemoryReason::GuardRaise | MemoryReason::Oom => FloorReason::Oom,
+        MemoryReason::GuardRaise => FloorReason::MemoryGuard,
+        MemoryReason::Oom => FloorReason::Oom,
     }
 }
 
@@ -246,7 +245,7 @@ fn estimate_all(
             out.missing.push(format!("{name}: no samples"));
             continue;
         };
-        let h = with_refused_usage(h, va, name, start);
+        let h = with_updater_evidence(h, va, name, start);
         let current = current(template, name);
         match estimator::estimate(&h, &model_policy, heap, &current, &ctx.options.settings) {
             Verdict::Estimate(e) => {

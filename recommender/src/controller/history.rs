@@ -1,5 +1,6 @@
-//! Reading a workload's usage history: only what is new since the last pass, and the usage
-//! the kubelet named when it refused a memory decrease.
+//! Reading a workload's usage history: only what is new since the last pass, and what the
+//! updater learned (the usage the kubelet named when it refused a memory decrease, the memory
+//! guard's raises).
 
 use std::collections::BTreeMap;
 
@@ -110,24 +111,29 @@ pub(super) fn startup_boosts(va: &VerticalAutoscaler) -> BTreeMap<String, Option
         .collect()
 }
 
-/// The history with the memory usage the kubelet reported when it refused one of the
-/// updater's memory decreases (`status.lastResizes`, outcome `Reverted`) in the window: an
-/// observation like any sample, so the floor stays above it.
-pub(super) fn with_refused_usage<'a>(
+/// The history with what the updater learned in the window and recorded in its status:
+/// - the memory usage the kubelet reported when it refused one of the updater's memory
+///   decreases (`status.lastResizes`, outcome `Reverted`): an observation like any sample, so
+///   the floor stays above it;
+/// - the limits the live memory guard raised to (`status.memoryGuardRaises`): the estimator's
+///   `GuardRaise` term, so no recommendation cuts back below a raise.
+pub(super) fn with_updater_evidence<'a>(
     h: &'a ContainerHistory,
     va: &VerticalAutoscaler,
     container: &str,
     since: f64,
 ) -> std::borrow::Cow<'a, ContainerHistory> {
-    let refused: Vec<(f64, f64)> = va
-        .status
-        .as_ref()
+    let status = va.status.as_ref();
+    let seconds = |t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time| {
+        t.0.as_millisecond() as f64 / 1000.0
+    };
+    let refused: Vec<(f64, f64)> = status
         .map(|s| s.last_resizes.as_slice())
         .unwrap_or_default()
         .iter()
         .filter(|r| r.outcome == ResizeOutcome::Reverted)
         .flat_map(|r| {
-            let t = r.time.0.as_millisecond() as f64 / 1000.0;
+            let t = seconds(&r.time);
             r.containers
                 .iter()
                 .filter(|c| c.container_name == container)
@@ -137,12 +143,23 @@ pub(super) fn with_refused_usage<'a>(
         })
         .filter(|(t, _)| *t >= since)
         .collect();
-    if refused.is_empty() {
+    let raised: Vec<(f64, f64)> = status
+        .map(|s| s.memory_guard_raises.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.container_name == container)
+        .filter_map(|r| Some((seconds(&r.time), memory_bytes(&r.to).ok()? as f64)))
+        .filter(|(t, _)| *t >= since)
+        .collect();
+    if refused.is_empty() && raised.is_empty() {
         return std::borrow::Cow::Borrowed(h);
     }
     let mut h = h.clone();
     for (t, bytes) in refused {
         h.add_memory(t, bytes);
+    }
+    for (t, bytes) in raised {
+        h.add_guard_raise(t, bytes);
     }
     std::borrow::Cow::Owned(h)
 }
