@@ -3,23 +3,15 @@
 //! kube-state-metrics' limits), and against one that answers garbage.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-use std::time::Duration;
+#[path = "support/client.rs"]
+mod client;
 
+use client::client;
 use tailor_e2e::Prometheus as PromServer;
-use tailor_recommender::prometheus::{Config, HistoryError, Prometheus};
+use tailor_recommender::prometheus::HistoryError;
 
 const MI: f64 = 1024.0 * 1024.0;
 
-fn client(url: &str) -> Prometheus {
-    Prometheus::new(Config {
-        url: url.into(),
-        retries: 1,
-        backoff: Duration::from_millis(10),
-        timeout: Duration::from_secs(10),
-        ..Config::default()
-    })
-    .unwrap()
-}
 
 /// A metric family: name, type, and each series' labels and value (per second for a counter).
 type Family<'a> = (&'a str, &'a str, Vec<(String, f64)>);
@@ -45,6 +37,15 @@ fn openmetrics(end: i64, families: &[Family<'_>]) -> String {
     om
 }
 
+/// An hour ago, on a 15-second boundary (backfilled blocks must not overlap the head).
+fn an_hour_ago() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    (now - 3600) / 15 * 15
+}
+
 fn c(ns: &str, pod: &str, container: &str) -> String {
     format!(
         "namespace=\"{ns}\",pod=\"{pod}\",container=\"{container}\",image=\"x\",job=\"kubelet\""
@@ -59,11 +60,7 @@ fn limit(ns: &str, pod: &str, container: &str) -> String {
 
 #[tokio::test]
 async fn hot_working_sets_reads_containers_near_their_limit_with_their_stall_share() {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let end = (now - 3600) / 15 * 15;
+    let end = an_hour_ago();
     let om = openmetrics(
         end,
         &[
@@ -136,11 +133,7 @@ async fn hot_working_sets_reads_containers_near_their_limit_with_their_stall_sha
 
 #[tokio::test]
 async fn hot_working_sets_refuses_a_value_that_is_not_a_number() {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let end = (now - 3600) / 15 * 15;
+    let end = an_hour_ago();
     let om = openmetrics(
         end,
         &[

@@ -2,8 +2,12 @@
 //! history generator, and against servers that are down or answer garbage.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
+#[path = "support/client.rs"]
+mod client;
+
 use std::time::Duration;
 
+use client::client;
 use tailor_e2e::Prometheus as PromServer;
 use tailor_e2e::sim::history::{
     HistoryContainer, JvmHeap, JvmHeapMetrics, ReplicaSetOwner, Series, generate, jvm_heap,
@@ -40,16 +44,6 @@ fn container(
     }
 }
 
-fn client(url: &str) -> Prometheus {
-    Prometheus::new(Config {
-        url: url.into(),
-        retries: 1,
-        backoff: Duration::from_millis(10),
-        timeout: Duration::from_secs(10),
-        ..Config::default()
-    })
-    .unwrap()
-}
 
 #[tokio::test]
 async fn history_spans_rollouts_excludes_neighbours_and_reads_ooms() {

@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 use tailor_crds::quantity::memory_bytes;
-use tailor_e2e::ControlPlane;
 use tailor_e2e::prometheus::{Prometheus, PrometheusOptions};
-use tailor_e2e::real_node::{self, RealNode, Requirement};
 
 use real_node_support::*;
 
@@ -45,16 +43,9 @@ fn oom_killed(p: &Pod) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_guard_raises_a_climbing_container_before_the_kernel_kills_it() {
-    if real_node::requirement() == Requirement::Skip {
-        eprintln!("real-node tests skipped ({}=skip)", real_node::SWITCH);
+    let Some((bins, cp, node)) = start().await else {
         return;
-    }
-    let bins = tokio::task::spawn_blocking(tailor_e2e::cargo::build_tailor_binaries)
-        .await
-        .unwrap()
-        .unwrap();
-    let cp = ControlPlane::start().await.unwrap();
-    let node = RealNode::start(&cp).await.unwrap_or_else(|e| panic!("{e}"));
+    };
     let env = Env {
         cp: &cp,
         node: &node,

@@ -14,9 +14,30 @@ use tailor_crds::v1alpha1::VerticalAutoscaler;
 use tailor_e2e::ControlPlane;
 use tailor_e2e::process::ServerProcess;
 use tailor_e2e::prometheus::Prometheus;
-use tailor_e2e::real_node::{IMAGE, RealNode};
+use tailor_e2e::real_node::{self, IMAGE, RealNode, Requirement};
 
 pub const WAIT: Duration = Duration::from_secs(60);
+
+/// What a real-kubelet test runs on: the tailor binaries (built), a control plane, and the
+/// real node registered with it; `None` when the real node is switched off
+/// (`TAILOR_REAL_NODE=skip`, said on stderr).
+pub async fn start() -> Option<(
+    std::collections::BTreeMap<String, std::path::PathBuf>,
+    ControlPlane,
+    RealNode,
+)> {
+    if real_node::requirement() == Requirement::Skip {
+        eprintln!("real-node tests skipped ({}=skip)", real_node::SWITCH);
+        return None;
+    }
+    let bins = tokio::task::spawn_blocking(tailor_e2e::cargo::build_tailor_binaries)
+        .await
+        .unwrap()
+        .unwrap();
+    let cp = ControlPlane::start().await.unwrap();
+    let node = RealNode::start(&cp).await.unwrap_or_else(|e| panic!("{e}"));
+    Some((bins, cp, node))
+}
 
 pub struct Env<'a> {
     pub cp: &'a ControlPlane,
