@@ -3,7 +3,10 @@
 //! (`--trace PATH`: files that cannot be read or parsed are reported with file and line and
 //! left out; the others are scored) or from a live workload's own history in Prometheus
 //! (`--prometheus-url`: one trace per container, the highest use over the workload's pods at
-//! each step, with their limits as the provisioned sizes).
+//! each step, with their limits as the provisioned sizes and the OOM kills kube-state-metrics
+//! recorded; [`cluster`] sets tailor up as the recommender in the cluster would).
+
+pub mod cluster;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,6 +15,7 @@ use serde::Serialize;
 
 use crate::cli::Output;
 use crate::model::backtest::{self, Decision, Options, PolicyKind, Score};
+use crate::model::history::OomKill;
 use crate::model::trace::Trace;
 use crate::prometheus::{Prometheus, WORKLOAD_KINDS};
 use tailor_crds::v1alpha1::RecommenderPolicy;
@@ -25,6 +29,8 @@ pub struct TraceResult {
     pub scores: Vec<Score>,
     /// Every decision.
     pub decisions: Vec<Decision>,
+    /// The OOM kills recorded with the trace.
+    pub recorded_ooms: Vec<OomKill>,
 }
 
 /// Every `.csv` file under `path` (or `path` itself), sorted.
@@ -114,6 +120,7 @@ pub fn score(trace: &Trace, policies: &[PolicyKind], options: &Options) -> Trace
         trace: trace.name.clone(),
         scores,
         decisions,
+        recorded_ooms: trace.ooms.clone(),
     }
 }
 
@@ -173,15 +180,18 @@ impl std::fmt::Display for Workload {
 }
 
 /// The usage traces of `workload` in the `window` seconds before `end` (unix seconds), one
-/// per container, named `NAMESPACE/KIND/NAME/CONTAINER`: its pods (earlier rollouts included)
-/// from kube-state-metrics' ownership series, their usage and limits from
-/// [`Prometheus::usage_traces`]. A workload without pods or usage in the window is an error.
+/// per container with its name, the trace named `NAMESPACE/KIND/NAME/CONTAINER`: its pods
+/// (earlier rollouts included) from kube-state-metrics' ownership series, their usage and
+/// limits from [`Prometheus::usage_traces`], their OOM kills from [`Prometheus::oom_kills`]
+/// (as the recommender reads them; a kill whose limit kube-state-metrics does not have gets
+/// the trace's peak, as the recommender gives it the history's). A workload without pods or
+/// usage in the window is an error.
 pub async fn live_traces(
     prom: &Prometheus,
     workload: &Workload,
     end: f64,
     window: f64,
-) -> Result<Vec<Trace>, String> {
+) -> Result<Vec<(String, Trace)>, String> {
     let start = end - window;
     let pods = prom
         .workload_pods(
@@ -219,6 +229,10 @@ pub async fn live_traces(
             names.memory
         ));
     }
+    let kills = prom
+        .oom_kills(&workload.namespace, &pods, start, end)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(traces
         .into_iter()
         .map(|(container, mut trace)| {
@@ -226,7 +240,16 @@ pub async fn live_traces(
                 "{}/{}/{}/{container}",
                 workload.namespace, workload.kind, workload.name
             );
-            trace
+            let peak = trace.samples.iter().map(|s| s.memory).fold(0.0, f64::max);
+            trace.ooms = kills
+                .iter()
+                .filter(|k| k.container == container)
+                .map(|k| OomKill {
+                    time: k.time,
+                    limit: k.limit.unwrap_or(peak),
+                })
+                .collect();
+            (container, trace)
         })
         .collect())
 }
@@ -237,6 +260,8 @@ struct ScoreRow<'a> {
     trace: &'a str,
     policy: &'static str,
     oom_events: u32,
+    /// The trace's recorded OOM kills (the same for every policy; not in `oom_events`).
+    recorded_oom_kills: usize,
     memory_slack: Option<f64>,
     cpu_slack: Option<f64>,
     cpu_over: Option<f64>,
@@ -251,11 +276,12 @@ fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
-fn row<'a>(trace: &'a str, s: &Score) -> ScoreRow<'a> {
+fn row<'a>(trace: &'a str, recorded: usize, s: &Score) -> ScoreRow<'a> {
     ScoreRow {
         trace,
         policy: s.policy.name(),
         oom_events: s.oom_events,
+        recorded_oom_kills: recorded,
         memory_slack: finite(s.memory_slack),
         cpu_slack: finite(s.cpu_slack),
         cpu_over: finite(s.cpu_over),
@@ -328,6 +354,19 @@ pub fn render(
     }
 }
 
+/// The rows of every trace and policy, then the overall rows.
+fn rows<'a>(results: &'a [TraceResult], total: &[Score]) -> Vec<ScoreRow<'a>> {
+    let recorded = results.iter().map(|r| r.recorded_ooms.len()).sum();
+    results
+        .iter()
+        .flat_map(|r| {
+            let n = r.recorded_ooms.len();
+            r.scores.iter().map(move |s| row(&r.trace, n, s))
+        })
+        .chain(total.iter().map(|s| row("(all)", recorded, s)))
+        .collect()
+}
+
 /// JSON: the overall scores, and per trace its scores and every decision.
 fn render_json(
     results: &[TraceResult],
@@ -348,9 +387,15 @@ fn render_json(
         guard_raise: bool,
     }
     #[derive(Serialize)]
+    struct Kill {
+        time: f64,
+        memory_limit_bytes: f64,
+    }
+    #[derive(Serialize)]
     struct PerTrace<'a> {
         trace: &'a str,
         scores: Vec<ScoreRow<'a>>,
+        recorded_ooms: Vec<Kill>,
         decisions: Vec<DecisionRow>,
     }
     #[derive(Serialize)]
@@ -358,13 +403,22 @@ fn render_json(
         overall: Vec<ScoreRow<'a>>,
         traces: Vec<PerTrace<'a>>,
     }
+    let recorded = results.iter().map(|r| r.recorded_ooms.len()).sum();
     let report = Report {
-        overall: total.iter().map(|s| row("(all)", s)).collect(),
+        overall: total.iter().map(|s| row("(all)", recorded, s)).collect(),
         traces: results
             .iter()
             .map(|r| PerTrace {
                 trace: &r.trace,
-                scores: r.scores.iter().map(|s| row(&r.trace, s)).collect(),
+                scores: (r.scores.iter())
+                    .map(|s| row(&r.trace, r.recorded_ooms.len(), s))
+                    .collect(),
+                recorded_ooms: (r.recorded_ooms.iter())
+                    .map(|k| Kill {
+                        time: k.time,
+                        memory_limit_bytes: k.limit,
+                    })
+                    .collect(),
                 decisions: r
                     .decisions
                     .iter()
@@ -395,17 +449,13 @@ fn render_csv(
 ) -> std::io::Result<()> {
     writeln!(
         out,
-        "trace,policy,oom_events,memory_slack,cpu_slack,cpu_over,changes_per_day,memory_cuts_per_day,guard_raises,guard_raises_per_day,scored_days"
+        "trace,policy,oom_events,memory_slack,cpu_slack,cpu_over,changes_per_day,memory_cuts_per_day,guard_raises,guard_raises_per_day,scored_days,recorded_oom_kills"
     )?;
     let opt = |v: Option<f64>| v.map_or_else(String::new, |v| format!("{v:.6}"));
-    let all = results
-        .iter()
-        .flat_map(|r| r.scores.iter().map(|s| row(&r.trace, s)))
-        .chain(total.iter().map(|s| row("(all)", s)));
-    for r in all {
+    for r in rows(results, total) {
         writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{:.3}",
+            "{},{},{},{},{},{},{},{},{},{},{:.3},{}",
             r.trace,
             r.policy,
             r.oom_events,
@@ -416,7 +466,8 @@ fn render_csv(
             opt(r.memory_cuts_per_day),
             r.guard_raises,
             opt(r.guard_raises_per_day),
-            r.scored_days
+            r.scored_days,
+            r.recorded_oom_kills
         )?;
     }
     Ok(())
@@ -429,10 +480,11 @@ fn render_table(
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
     let header = format!(
-        "{:<44} {:<12} {:>6} {:>10} {:>10} {:>10} {:>12} {:>9} {:>11}",
+        "{:<44} {:<12} {:>6} {:>9} {:>10} {:>10} {:>10} {:>12} {:>9} {:>11}",
         "TRACE",
         "POLICY",
         "OOMS",
+        "RECORDED",
         "MEM SLACK",
         "CPU SLACK",
         "CPU OVER",
@@ -447,10 +499,11 @@ fn render_table(
         let name: String = r.trace.chars().skip(n.saturating_sub(44)).collect();
         writeln!(
             out,
-            "{:<44} {:<12} {:>6} {:>10} {:>10} {:>10} {:>12} {:>9} {:>11}",
+            "{:<44} {:<12} {:>6} {:>9} {:>10} {:>10} {:>10} {:>12} {:>9} {:>11}",
             name,
             r.policy,
             r.oom_events,
+            r.recorded_oom_kills,
             pct(r.memory_slack),
             pct(r.cpu_slack),
             pct(r.cpu_over),
@@ -459,13 +512,8 @@ fn render_table(
             per_day(r.guard_raises_per_day)
         )
     };
-    for r in results {
-        for s in &r.scores {
-            line(out, row(&r.trace, s))?;
-        }
-    }
-    for s in total {
-        line(out, row("(all)", s))?;
+    for r in rows(results, total) {
+        line(out, r)?;
     }
     Ok(())
 }

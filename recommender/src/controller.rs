@@ -45,9 +45,11 @@ use crate::prometheus::Prometheus;
 mod compute;
 mod heap_hints;
 mod history;
+mod inputs;
 
 use compute::current;
 pub use compute::{Outcome, compute};
+pub use inputs::EstimatorInputs;
 
 /// The field manager of everything the recommender writes.
 pub const FIELD_MANAGER: &str = "tailor-recommender";

@@ -6,6 +6,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use clap::{ArgGroup, Args as ClapArgs, Parser, Subcommand};
+use tailor_crds::v1alpha1::RecommenderPolicy;
 use tailor_recommender::controller::{self, Options};
 use tailor_recommender::metrics::Metrics;
 use tailor_recommender::model::backtest::{Guard, Options as BacktestOptions, PolicyKind};
@@ -62,6 +63,13 @@ struct BacktestArgs {
     /// How much of the live workload's history to read, ending now (e.g. 14d, 36h, 2w).
     #[arg(long, default_value = "14d", requires = "prometheus_url")]
     window: String,
+    /// Do not read the cluster (with --prometheus-url). By default the VerticalAutoscaler that
+    /// targets the live workload is read through the usual kubeconfig (or in-cluster
+    /// configuration), with the workload's current pods: tailor then replays with its
+    /// recommenderPolicy (unless --tailor-policy is given) and each container's heap floor, as
+    /// the recommender in the cluster computes them.
+    #[arg(long, requires = "prometheus_url")]
+    no_cluster: bool,
     /// Policies to score, comma-separated.
     #[arg(
         long,
@@ -348,8 +356,11 @@ fn seconds(what: &str, text: &str) -> Result<f64, String> {
         })
 }
 
-/// The policies and options `backtest` runs with, every flag checked.
-fn backtest_options(args: &BacktestArgs) -> Result<(Vec<PolicyKind>, BacktestOptions), String> {
+/// The policies and options `backtest` runs with, every flag checked, and the policy given
+/// with --tailor-policy.
+fn backtest_options(
+    args: &BacktestArgs,
+) -> Result<(Vec<PolicyKind>, BacktestOptions, Option<RecommenderPolicy>), String> {
     let policies = args
         .policy
         .iter()
@@ -370,11 +381,13 @@ fn backtest_options(args: &BacktestArgs) -> Result<(Vec<PolicyKind>, BacktestOpt
     };
     guard.check().map_err(|e| format!("--guard-{e}"))?;
     // tailor runs with the given policy, or the defaults a VerticalAutoscaler gets.
-    let defaults = match &args.tailor_policy {
-        Some(json) => tailor_recommender::backtest::parse_policy(json)
-            .map_err(|e| format!("--tailor-policy: {e}"))?,
-        None => tailor_crds::v1alpha1::RecommenderPolicy::default(),
-    };
+    let given = args
+        .tailor_policy
+        .as_deref()
+        .map(tailor_recommender::backtest::parse_policy)
+        .transpose()
+        .map_err(|e| format!("--tailor-policy: {e}"))?;
+    let defaults = given.clone().unwrap_or_default();
     let options = BacktestOptions {
         decision_interval: seconds("decision-interval", &args.decision_interval)?,
         warmup: seconds("warmup", &args.warmup)?,
@@ -386,42 +399,69 @@ fn backtest_options(args: &BacktestArgs) -> Result<(Vec<PolicyKind>, BacktestOpt
         guard,
         ..BacktestOptions::default()
     };
-    Ok((policies, options))
+    Ok((policies, options, given))
+}
+
+/// Backtests a live workload's own history: its traces and recorded OOM kills from
+/// Prometheus, tailor set up from the cluster unless --no-cluster.
+async fn backtest_live(
+    args: &BacktestArgs,
+    url: &str,
+    policies: &[PolicyKind],
+    (options, given): (&BacktestOptions, Option<RecommenderPolicy>),
+) -> Result<Vec<tailor_recommender::backtest::TraceResult>, String> {
+    use tailor_recommender::backtest::{self, cluster};
+    let workload = backtest::Workload::parse(
+        args.namespace.as_deref().unwrap_or_default(),
+        args.workload.as_deref().unwrap_or_default(),
+    )?;
+    let window = seconds("window", &args.window)?;
+    let prom = Arc::new(prometheus(url, &args.prometheus)?);
+    // The window ends now, on a whole step.
+    let step = prom.config().step.as_secs_f64().max(1.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs_f64();
+    let end = (now / step).floor() * step;
+    let traces = backtest::live_traces(&prom, &workload, end, window).await?;
+    for (_, t) in &traces {
+        eprintln!(
+            "{}: {} step(s) of {}s with usage, {} recorded OOM kill(s)",
+            t.name,
+            t.samples.len(),
+            t.interval,
+            t.ooms.len()
+        );
+    }
+    let containers: Vec<String> = traces.iter().map(|(c, _)| c.clone()).collect();
+    let setup = if args.no_cluster {
+        cluster::Setup::NotRead {
+            why: "--no-cluster".into(),
+            policy_given: given.is_some(),
+        }
+    } else {
+        cluster::read(prom.clone(), &workload, &containers, end, given.as_ref()).await?
+    };
+    let named: Vec<(String, String)> = (traces.iter())
+        .map(|(c, t)| (t.name.clone(), c.clone()))
+        .collect();
+    for note in setup.notes(&named) {
+        eprintln!("{note}");
+    }
+    Ok(traces
+        .iter()
+        .map(|(c, t)| backtest::score(t, policies, &setup.options(c, options)))
+        .collect())
 }
 
 async fn backtest(args: &BacktestArgs) -> Result<(), String> {
-    let (policies, options) = backtest_options(args)?;
+    let (policies, options, given) = backtest_options(args)?;
     let (results, problems) = match (&args.prometheus_url, &args.trace) {
-        (Some(url), _) => {
-            let workload = tailor_recommender::backtest::Workload::parse(
-                args.namespace.as_deref().unwrap_or_default(),
-                args.workload.as_deref().unwrap_or_default(),
-            )?;
-            let window = seconds("window", &args.window)?;
-            let prom = prometheus(url, &args.prometheus)?;
-            // The window ends now, on a whole step.
-            let step = prom.config().step.as_secs_f64().max(1.0);
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_err(|e| e.to_string())?
-                .as_secs_f64();
-            let end = (now / step).floor() * step;
-            let traces =
-                tailor_recommender::backtest::live_traces(&prom, &workload, end, window).await?;
-            for t in &traces {
-                eprintln!(
-                    "{}: {} step(s) of {}s with usage",
-                    t.name,
-                    t.samples.len(),
-                    t.interval
-                );
-            }
-            let results = traces
-                .iter()
-                .map(|t| tailor_recommender::backtest::score(t, &policies, &options))
-                .collect::<Vec<_>>();
-            (results, Vec::new())
-        }
+        (Some(url), _) => (
+            backtest_live(args, url, &policies, (&options, given)).await?,
+            Vec::new(),
+        ),
         (None, Some(path)) => {
             let files = tailor_recommender::backtest::trace_files(path)?;
             tailor_recommender::backtest::run_files(&files, &policies, &options)

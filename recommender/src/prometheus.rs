@@ -35,6 +35,7 @@ mod traces;
 pub use access::Access;
 pub use current::WorkingSet;
 pub use jvm::{JVM_HEAP_RESOLUTION, JvmHeap};
+pub use oom::RecordedKill;
 
 /// Why history could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

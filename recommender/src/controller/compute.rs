@@ -7,8 +7,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use tailor_crds::quantity::{cpu_millis, format_cpu_millis, format_memory_bytes, memory_bytes};
 use tailor_crds::v1alpha1::{
-    ContainerRecommendation, FloorReason, MemoryFloor, Recommendation, ResourceName, Resources,
-    SUPPORTED_TARGETS, VerticalAutoscaler, condition,
+    ContainerPolicy, ContainerRecommendation, FloorReason, MemoryFloor, Recommendation,
+    ResourceName, Resources, SUPPORTED_TARGETS, VerticalAutoscaler, condition,
 };
 
 use super::heap_hints::{heap_floor, measured_heaps};
@@ -140,7 +140,7 @@ fn history_unavailable(previous: Option<Recommendation>, error: &HistoryError) -
 }
 
 /// Step 1: a target tailor can resolve and a readable window (seconds).
-fn check(va: &VerticalAutoscaler) -> Result<f64, String> {
+pub(super) fn check(va: &VerticalAutoscaler) -> Result<f64, String> {
     let target = &va.spec.target_ref;
     if !SUPPORTED_TARGETS
         .iter()
@@ -213,6 +213,22 @@ struct Estimated {
     missing: Vec<String>,
 }
 
+/// What the estimator gets for container `name` of `va` (whose entry is `policy`) besides its
+/// history: the model policy, and the heap floor with the hint that set it (`measured`: the
+/// heap ceilings the JVMs reported, by container). A policy or heap setting that cannot be
+/// read is an error.
+pub(super) fn inputs(
+    va: &VerticalAutoscaler,
+    policy: &ContainerPolicy,
+    template: Option<&Pod>,
+    name: &str,
+    measured: &BTreeMap<String, HeapHint>,
+) -> Result<(estimator::Policy, Option<(f64, HeapHint)>), String> {
+    let model_policy = spec::model_policy(&va.spec, policy)?;
+    let heap = heap_floor(policy, template, name, measured.get(name))?;
+    Ok((model_policy, heap))
+}
+
 /// Step 3: an estimate for each controlled container (those of the live pods, else those in
 /// the history). A policy or heap hint that cannot be read is an error.
 fn estimate_all(
@@ -233,14 +249,12 @@ fn estimate_all(
         if !spec::is_controlled(&policy) {
             continue;
         }
-        let model_policy =
-            spec::model_policy(&va.spec, &policy).map_err(|e| format!("container {name}: {e}"))?;
-        let heap = heap_floor(&policy, template, name, read.measured.get(name))
-            .map_err(|e| format!("container {name}: {e}"))?
-            .map(|(floor, hint)| {
-                tracing::debug!(verticalautoscaler = %va.name_any(), container = %name, floor, source = %hint.source, "heap hint");
-                floor
-            });
+        let (model_policy, heap) = inputs(va, &policy, template, name, &read.measured)
+            .map_err(|e| format!("container {name}: {e}"))?;
+        let heap = heap.map(|(floor, hint)| {
+            tracing::debug!(verticalautoscaler = %va.name_any(), container = %name, floor, source = %hint.source, "heap hint");
+            floor
+        });
         let Some(h) = read.histories.get(name) else {
             out.missing.push(format!("{name}: no samples"));
             continue;

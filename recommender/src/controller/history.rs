@@ -67,18 +67,8 @@ pub(super) async fn read_history(
     // JVM heap ceilings: since the last pass for pods already read, the whole window for new
     // ones.
     for (pods, since) in [(&old, heap_since.max(start)), (&new, start)] {
-        for h in ctx.prometheus.jvm_heaps(ns, pods, since, end).await? {
-            let key = MeasuredKey {
-                pod: h.pod,
-                container: h.container,
-                metric: h.metric,
-            };
-            for (t, bytes) in h.samples {
-                if !heaps.add(key.clone(), t, bytes) {
-                    tracing::debug!(namespace = ns, pod = %key.pod, metric = %key.metric, bytes, "JVM heap metric is not a positive number; ignored");
-                }
-            }
-        }
+        let read = ctx.prometheus.jvm_heaps(ns, pods, since, end).await?;
+        add_heaps(&mut heaps, ns, read);
     }
     heaps.expire(start);
     let pods = known.union(&recent).cloned().collect();
@@ -91,6 +81,26 @@ pub(super) async fn read_history(
         heaps,
         until: end,
     })
+}
+
+/// Adds the JVM heap ceilings `read` from the pods of `ns` to `heaps`.
+pub(super) fn add_heaps(
+    heaps: &mut MeasuredHeaps,
+    ns: &str,
+    read: Vec<crate::prometheus::JvmHeap>,
+) {
+    for h in read {
+        let key = MeasuredKey {
+            pod: h.pod,
+            container: h.container,
+            metric: h.metric,
+        };
+        for (t, bytes) in h.samples {
+            if !heaps.add(key.clone(), t, bytes) {
+                tracing::debug!(namespace = ns, pod = %key.pod, metric = %key.metric, bytes, "JVM heap metric is not a positive number; ignored");
+            }
+        }
+    }
 }
 
 /// Each container policy's startup CPU boost duration in seconds, by `containerName` (`*`

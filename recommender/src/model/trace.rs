@@ -14,6 +14,8 @@
 
 use std::fmt;
 
+use super::history::OomKill;
+
 /// One row.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sample {
@@ -38,6 +40,9 @@ pub struct Trace {
     pub samples: Vec<Sample>,
     /// The usual interval between rows (the median), seconds.
     pub interval: f64,
+    /// The OOM kills recorded with the usage (a live workload's, from kube-state-metrics), each
+    /// with the memory limit in force, in time order; none for a trace file.
+    pub ooms: Vec<OomKill>,
 }
 
 /// A problem in a trace, with where it is.
@@ -171,6 +176,7 @@ impl Trace {
             name: name.to_owned(),
             samples,
             interval,
+            ooms: Vec::new(),
         })
     }
 

@@ -35,6 +35,20 @@ fn ms(t: f64) -> i64 {
     (t * 1000.0).round() as i64
 }
 
+/// An OOM kill as kube-state-metrics recorded it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedKill {
+    /// The pod.
+    pub pod: String,
+    /// The container.
+    pub container: String,
+    /// The first scrape that shows it, unix seconds.
+    pub time: f64,
+    /// The memory limit (or request, where no limit was set) in force before it, bytes, where
+    /// kube-state-metrics has it.
+    pub limit: Option<f64>,
+}
+
 /// A restart seen between two points of the grid.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Restart {
@@ -137,7 +151,8 @@ impl Prometheus {
 
     /// Adds the OOM kills of the containers matched by `base` (namespace, pods, containers)
     /// whose first scrape after the kill lies in `[start - window, end]` to `out`, each with
-    /// the memory limit (or request) in force before it.
+    /// the memory limit (or request) in force before it; where neither is known, the
+    /// container's memory peak so far.
     pub(super) async fn ooms(
         &self,
         base: &[String],
@@ -146,6 +161,45 @@ impl Prometheus {
         step: f64,
         out: &mut BTreeMap<String, ContainerHistory>,
     ) -> Result<(), HistoryError> {
+        for kill in self.kills_of(base, start, end, step).await? {
+            let h = out.entry(kill.container).or_default();
+            if let Some(limit) = kill.limit.or_else(|| h.memory_peak()) {
+                h.add_oom(kill.time, limit);
+            }
+        }
+        Ok(())
+    }
+
+    /// The OOM kills of the containers of `pods` in `namespace` whose first scrape after the
+    /// kill lies in `[start, end]`, read as the recommender reads them (at the configured
+    /// step), in time order.
+    pub async fn oom_kills(
+        &self,
+        namespace: &str,
+        pods: &[String],
+        start: f64,
+        end: f64,
+    ) -> Result<Vec<RecordedKill>, HistoryError> {
+        let step = self.config.step.as_secs_f64().max(1.0);
+        let mut out = Vec::new();
+        for batch in pods.chunks(self.config.pod_batch.max(1)) {
+            let base = super::container_matchers(namespace, batch);
+            out.extend(self.kills_of(&base, start, end, step).await?);
+        }
+        out.retain(|k| (start..=end).contains(&k.time));
+        out.sort_by(|a, b| a.time.total_cmp(&b.time));
+        Ok(out)
+    }
+
+    /// The OOM kills of the containers matched by `base` whose first scrape after the kill
+    /// lies in `[start - window, end]`.
+    async fn kills_of(
+        &self,
+        base: &[String],
+        start: f64,
+        end: f64,
+        step: f64,
+    ) -> Result<Vec<RecordedKill>, HistoryError> {
         let n = &self.config.names;
         let window = self.oom_window();
         let (w, step_s) = (window as i64, step.ceil() as i64);
@@ -166,7 +220,7 @@ impl Prometheus {
             )
             .await?;
         if !counts.iter().any(|s| grows(&s.samples)) {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let reasons = self
             .query_range(
@@ -178,23 +232,24 @@ impl Prometheus {
             .await?;
         let found = restarts(&counts, &reasons, first);
         if found.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let limits = self.memory_limits(base, (first, last, step), w).await?;
+        let mut out = Vec::new();
         for r in found {
             for t in self.confirm(base, &r, step_s).await? {
                 let (pod, container, _) = &r.key;
-                let h = out.entry(container.clone()).or_default();
-                let limit = limits
-                    .get(&(pod.clone(), container.clone()))
-                    .and_then(|samples| before(samples, t))
-                    .or_else(|| h.memory_peak());
-                if let Some(limit) = limit {
-                    h.add_oom(t, limit);
-                }
+                out.push(RecordedKill {
+                    pod: pod.clone(),
+                    container: container.clone(),
+                    time: t,
+                    limit: limits
+                        .get(&(pod.clone(), container.clone()))
+                        .and_then(|samples| before(samples, t)),
+                });
             }
         }
-        Ok(())
+        Ok(out)
     }
 
     /// The raw samples of the restart counter and of the `OOMKilled` reason of `r`'s

@@ -87,6 +87,7 @@ impl Prometheus {
                         name: container.clone(),
                         samples,
                         interval: step,
+                        ooms: Vec::new(),
                     };
                     (container, trace)
                 })

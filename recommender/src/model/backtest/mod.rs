@@ -18,6 +18,11 @@
 //! - the live memory guard ([`Guard`], tailor only, on unless turned off): after a sample above
 //!   its threshold the memory in force is raised from the next sample on; raises per day.
 //!
+//! OOM kills recorded with the trace ([`Trace::ooms`], a live workload's) are evidence of use
+//! up to the limit in force, whatever each policy would have applied: every policy is told of
+//! each at its time, with that limit, as it would learn of it in a cluster, and reacts at its
+//! next decision. They are not scored as would-be kills.
+//!
 //! Policies: `tailor` (the real estimator with [`Options::tailor_policy`]), `vpa` (upstream
 //! VPA's recommender as in the reference: decaying histograms, P90 x 1.15, daily memory peaks,
 //! OOM bump, confidence bounds), `krr` (Robusta KRR `simple`: CPU p95, memory peak x 1.15, 14
@@ -29,6 +34,7 @@ mod policies;
 mod tests;
 
 use super::estimator::{Policy, Settings};
+use super::history::OomKill;
 use super::trace::{Sample, Trace};
 use policies::{Provisioned, Rec, Recommender, Target};
 
@@ -85,6 +91,9 @@ pub struct Options {
     pub tailor_policy: Policy,
     /// tailor's estimator settings.
     pub settings: Settings,
+    /// The heap floor tailor's estimator gets (heap ceiling + overhead, bytes), as the
+    /// recommender computes it from the container's heap hints; `None` without one.
+    pub tailor_heap_floor: Option<f64>,
     /// The live memory guard, modelled for tailor.
     pub guard: Guard,
 }
@@ -98,6 +107,7 @@ impl Default for Options {
             tailor_window: 14.0 * DAY,
             tailor_policy: Policy::default(),
             settings: Settings::default(),
+            tailor_heap_floor: None,
             guard: Guard::default(),
         }
     }
@@ -233,13 +243,15 @@ pub fn run(
     let mut next_decision = scored_from;
     for (idx, s) in trace.samples.iter().enumerate() {
         replay.provisioned.see(s.cpu_limit, s.memory_limit);
-        // Decisions due before this sample see only earlier samples.
+        // Decisions due before this sample see only earlier samples and recorded kills.
         while s.time >= next_decision {
+            replay.recorded_ooms(|t| t < next_decision);
             for i in 0..policies.len() {
                 replay.decide(i, next_decision, false);
             }
             next_decision += options.decision_interval;
         }
+        replay.recorded_ooms(|t| t <= s.time);
         let weight = trace.weight(idx);
         for i in 0..policies.len() {
             if s.time >= scored_from && replay.score(i, s, weight) {
@@ -269,6 +281,8 @@ struct Replay<'a> {
     provisioned: Provisioned,
     tallies: Vec<Tally>,
     decisions: Vec<Decision>,
+    /// The trace's recorded OOM kills not yet told, latest first.
+    recorded: Vec<OomKill>,
 }
 
 impl<'a> Replay<'a> {
@@ -290,6 +304,21 @@ impl<'a> Replay<'a> {
                 })
                 .collect(),
             decisions: Vec::new(),
+            recorded: {
+                let mut r = trace.ooms.clone();
+                r.sort_by(|a, b| b.time.total_cmp(&a.time));
+                r
+            },
+        }
+    }
+
+    /// Tells every policy of the recorded OOM kills whose time passes `due`, with the limit in
+    /// force at each.
+    fn recorded_ooms(&mut self, due: impl Fn(f64) -> bool) {
+        while let Some(kill) = self.recorded.pop_if(|k| due(k.time)) {
+            for model in self.models.iter_mut().flatten() {
+                model.oom(kill.time, kill.limit);
+            }
         }
     }
 

@@ -57,6 +57,7 @@ struct TailorPolicy {
     history: ContainerHistory,
     window: f64,
     policy: Policy,
+    heap_floor: Option<f64>,
     settings: Settings,
 }
 
@@ -80,7 +81,8 @@ impl Recommender for TailorPolicy {
             cpu: applied.0,
             memory: applied.1,
         };
-        match estimator::estimate(&self.history, &self.policy, None, &current, &self.settings) {
+        let heap = self.heap_floor;
+        match estimator::estimate(&self.history, &self.policy, heap, &current, &self.settings) {
             // The same bounds and floor the updater acts on.
             Verdict::Estimate(e) => Rec {
                 cpu: Some(Target {
@@ -251,6 +253,7 @@ pub(super) fn model(
             history: ContainerHistory::default(),
             window: options.tailor_window,
             policy: options.tailor_policy.clone(),
+            heap_floor: options.tailor_heap_floor,
             settings: Settings {
                 sample_interval: interval,
                 ..options.settings.clone()

@@ -307,3 +307,86 @@ fn only_tailor_has_a_guard() {
     );
     assert_eq!(scores[0].guard_raises, 1);
 }
+
+#[test]
+fn a_recorded_kill_is_learned_at_its_time_by_every_policy_and_not_scored() {
+    // Three days flat at 0.2 cores and 1 GiB; a kill recorded under a 1.5 GiB limit ten
+    // minutes into the third day (the scrape before it never showed the spike).
+    let kill = 2.0 * DAY + 600.0;
+    let mut t = trace(
+        (0..864).map(|i| (f64::from(i) * 300.0, 0.2, GIB)),
+        "2,4294967296",
+    );
+    let (_, before) = run(&t, &PolicyKind::ALL, &Options::default());
+    t.ooms = vec![OomKill {
+        time: kill,
+        limit: 1.5 * GIB,
+    }];
+    let (scores, decisions) = run(&t, &PolicyKind::ALL, &Options::default());
+    for s in &scores {
+        assert_eq!(
+            s.oom_events, 0,
+            "a recorded kill is not a would-be kill: {s:?}"
+        );
+    }
+    // The same decision points: no decision is taken at the recorded kill.
+    assert_eq!(decisions.len(), before.len());
+    assert!(decisions.iter().all(|d| !d.after_oom));
+    let memory = |ds: &[Decision], p: PolicyKind, at: f64| {
+        ds.iter()
+            .find(|d| d.policy == p && d.time == at)
+            .and_then(|d| d.memory)
+            .unwrap()
+    };
+    // Before the kill, nothing changes; at the first decision after it every recommender
+    // reacts: tailor's OOM bump (1.5 GiB x 1.2, rounded up to 16 MiB), KRR's 1.25 x the limit
+    // at the last kill, VPA's peak of max(used + 100 MiB, used x 1.2).
+    let (last_before, first_after) = (2.0 * DAY, 2.0 * DAY + 3600.0);
+    for p in [PolicyKind::Tailor, PolicyKind::Vpa, PolicyKind::Krr] {
+        assert_eq!(
+            memory(&decisions, p, last_before),
+            memory(&before, p, last_before),
+            "{p:?}"
+        );
+        assert!(
+            memory(&decisions, p, first_after) > memory(&before, p, first_after) + 0.4 * GIB,
+            "{p:?}"
+        );
+    }
+    let tailor = decisions
+        .iter()
+        .rfind(|d| d.policy == PolicyKind::Tailor)
+        .unwrap();
+    let bump = 1.8 * GIB;
+    assert!(
+        (bump..bump + 16.0 * MI).contains(&tailor.memory_floor.unwrap()),
+        "{tailor:?}"
+    );
+    assert_eq!(tailor.memory, tailor.memory_floor, "{tailor:?}");
+    assert!(memory(&decisions, PolicyKind::Krr, first_after) >= 1.25 * 1.5 * GIB);
+    // The provisioned sizes are the trace's, kill or not.
+    assert_eq!(
+        memory(&decisions, PolicyKind::Provisioned, first_after),
+        memory(&before, PolicyKind::Provisioned, first_after)
+    );
+}
+
+#[test]
+fn tailor_never_goes_below_its_heap_floor() {
+    // Two days flat at 1 GiB, under a 3 GiB heap floor: every recommendation is the floor.
+    let t = trace((0..578).map(|i| (f64::from(i) * 300.0, 0.2, GIB)), ",");
+    let floor = 3.0 * GIB;
+    let options = Options {
+        tailor_heap_floor: Some(floor),
+        ..Options::default()
+    };
+    let (_, decisions) = run(&t, &[PolicyKind::Tailor, PolicyKind::Krr], &options);
+    let of = |p: PolicyKind| decisions.iter().filter(move |d| d.policy == p);
+    assert!(of(PolicyKind::Tailor).count() > 20);
+    for d in of(PolicyKind::Tailor) {
+        assert_eq!(d.memory, Some(floor), "{d:?}");
+        assert_eq!(d.memory_floor, Some(floor), "{d:?}");
+    }
+    // The heap floor is tailor's: KRR sizes on the usage.
+    assert!(of(PolicyKind::Krr).all(|d| d.memory.is_some_and(|m| m < 1.2 * GIB)));
+}
