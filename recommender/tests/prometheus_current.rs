@@ -12,7 +12,6 @@ use tailor_recommender::prometheus::HistoryError;
 
 const MI: f64 = 1024.0 * 1024.0;
 
-
 /// A metric family: name, type, and each series' labels and value (per second for a counter).
 type Family<'a> = (&'a str, &'a str, Vec<(String, f64)>);
 

@@ -5,8 +5,6 @@
 #[path = "support/client.rs"]
 mod client;
 
-use std::time::Duration;
-
 use client::client;
 use tailor_e2e::Prometheus as PromServer;
 use tailor_e2e::sim::history::{
@@ -43,7 +41,6 @@ fn container(
         )
     }
 }
-
 
 #[tokio::test]
 async fn history_spans_rollouts_excludes_neighbours_and_reads_ooms() {
