@@ -438,6 +438,7 @@ fn record_metrics(
     ctx.metrics.prometheus_totals(
         stats.queries.load(std::sync::atomic::Ordering::Relaxed),
         stats.samples.load(std::sync::atomic::Ordering::Relaxed),
+        stats.rejected.load(std::sync::atomic::Ordering::Relaxed),
     );
     ctx.metrics
         .reconciled(label, started.elapsed().as_secs_f64());

@@ -169,6 +169,14 @@ struct PrometheusConnection {
     /// How far back the OOM-kill query looks at each step, seconds (at least four steps).
     #[arg(long, env = "TAILOR_OOM_WINDOW_SECONDS", default_value_t = 600)]
     oom_window_seconds: u64,
+    /// The most memory a usage sample may show (a quantity); a sample above it is garbage
+    /// (no node has that much) and is left out of the history, counted in
+    /// tailor_recommender_prometheus_samples_rejected_total.
+    #[arg(long, env = "TAILOR_MAX_MEMORY_SAMPLE", default_value = "16Ti")]
+    max_memory_sample: String,
+    /// The most CPU a usage sample may show (cores); likewise.
+    #[arg(long, env = "TAILOR_MAX_CPU_SAMPLE", default_value_t = 4096.0)]
+    max_cpu_sample: f64,
     /// cAdvisor CPU counter.
     #[arg(
         long,
@@ -232,6 +240,23 @@ struct RunArgs {
 
 fn prometheus(url: &str, args: &PrometheusConnection) -> Result<Prometheus, String> {
     let auth = args.access.auth()?;
+    let max_memory = tailor_crds::quantity::memory_bytes(
+        &k8s_openapi::apimachinery::pkg::api::resource::Quantity(args.max_memory_sample.clone()),
+    )
+    .ok()
+    .filter(|b| *b > 0)
+    .ok_or_else(|| {
+        format!(
+            "--max-memory-sample must be a positive quantity such as 16Ti, not {:?}",
+            args.max_memory_sample
+        )
+    })?;
+    if !(args.max_cpu_sample.is_finite() && args.max_cpu_sample > 0.0) {
+        return Err(format!(
+            "--max-cpu-sample must be a positive number of cores, not {}",
+            args.max_cpu_sample
+        ));
+    }
     Prometheus::new(Config {
         url: url.to_owned(),
         auth,
@@ -239,6 +264,8 @@ fn prometheus(url: &str, args: &PrometheusConnection) -> Result<Prometheus, Stri
         insecure_skip_verify: args.access.prometheus_insecure_skip_verify,
         step: Duration::from_secs(args.history_step_seconds.max(1)),
         oom_window: Duration::from_secs(args.oom_window_seconds),
+        max_memory_bytes: max_memory as f64,
+        max_cpu_cores: args.max_cpu_sample,
         names: MetricNames {
             cpu: args.metric_cpu.clone(),
             memory: args.metric_memory.clone(),

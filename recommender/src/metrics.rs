@@ -12,6 +12,7 @@
 //! | `tailor_recommender_last_pass_timestamp_seconds` | when the last pass over all objects finished |
 //! | `tailor_recommender_last_pass_duration_seconds` | how long it took |
 //! | `tailor_recommender_prometheus_queries_total`, `tailor_recommender_prometheus_samples_total` | |
+//! | `tailor_recommender_prometheus_samples_rejected_total` | usage samples above `--max-memory-sample` / `--max-cpu-sample`, left out of the history |
 //! | `tailor_recommender_leader` | 1 on the replica that writes |
 //! | `tailor_workload_pods` | `namespace`, `verticalautoscaler`: pods of the target (not being deleted) |
 //! | `tailor_workload_requests_cpu_cores`, `tailor_workload_requests_memory_bytes` | `namespace`, `verticalautoscaler`, `container`: the mean request over those pods |
@@ -104,6 +105,7 @@ pub struct Metrics {
     pass_duration: Gauge<f64, AtomicU64>,
     queries: Counter,
     samples: Counter,
+    rejected: Counter,
     leader: Gauge,
     pods: Family<ObjectLabels, Gauge>,
     requests_cpu: Family<ContainerLabels, Gauge<f64, AtomicU64>>,
@@ -177,6 +179,12 @@ impl Metrics {
             "Samples received from Prometheus",
             samples.clone(),
         );
+        let rejected = Counter::default();
+        registry.register(
+            "tailor_recommender_prometheus_samples_rejected",
+            "Usage samples above the sane bounds (--max-memory-sample, --max-cpu-sample), left out of the history",
+            rejected.clone(),
+        );
         let pods = Family::<ObjectLabels, Gauge>::default();
         let requests_cpu = Family::<ContainerLabels, Gauge<f64, AtomicU64>>::default();
         let requests_memory = Family::<ContainerLabels, Gauge<f64, AtomicU64>>::default();
@@ -217,6 +225,7 @@ impl Metrics {
             pass_duration,
             queries,
             samples,
+            rejected,
             leader,
             pods,
             requests_cpu,
@@ -435,11 +444,12 @@ impl Metrics {
         self.ready.store(true, Ordering::Relaxed);
     }
 
-    /// Mirrors the Prometheus client's counters.
-    pub fn prometheus_totals(&self, queries: u64, samples: u64) {
-        let (q, s) = (self.queries.get(), self.samples.get());
+    /// Mirrors the Prometheus client's counters: queries, samples, samples rejected.
+    pub fn prometheus_totals(&self, queries: u64, samples: u64, rejected: u64) {
+        let (q, s, r) = (self.queries.get(), self.samples.get(), self.rejected.get());
         self.queries.inc_by(queries.saturating_sub(q));
         self.samples.inc_by(samples.saturating_sub(s));
+        self.rejected.inc_by(rejected.saturating_sub(r));
     }
 
     /// Sets the leader gauge. A standby replica is ready as soon as it runs.

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::model::history::ContainerHistory;
@@ -160,6 +160,11 @@ pub struct Config {
     /// memory limit; at least four steps are used (see [`oom`]). Several scrape intervals of
     /// kube-state-metrics, so a kill is found however seldom it is scraped.
     pub oom_window: Duration,
+    /// The most memory a usage sample may show (bytes); above it a sample is garbage (no node
+    /// has that much) and is left out of the history, counted in [`Stats::rejected`].
+    pub max_memory_bytes: f64,
+    /// The most CPU a usage sample may show (cores); likewise.
+    pub max_cpu_cores: f64,
     /// Metric names.
     pub names: MetricNames,
 }
@@ -179,6 +184,8 @@ impl Default for Config {
             max_points: 10_000,
             pod_batch: 50,
             oom_window: Duration::from_secs(600),
+            max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
+            max_cpu_cores: DEFAULT_MAX_CPU_CORES,
             names: MetricNames::default(),
         }
     }
@@ -191,7 +198,15 @@ pub struct Stats {
     pub queries: AtomicU64,
     /// Samples received.
     pub samples: AtomicU64,
+    /// Usage samples left out of the history: not below the bounds of [`Config`].
+    pub rejected: AtomicU64,
 }
+
+/// The default bound on a memory usage sample: 16 TiB, above the largest machines.
+pub const DEFAULT_MAX_MEMORY_BYTES: f64 = 16.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0;
+
+/// The default bound on a CPU usage sample: 4,096 cores.
+pub const DEFAULT_MAX_CPU_CORES: f64 = 4096.0;
 
 /// A Prometheus HTTP API client.
 #[derive(Debug)]
@@ -508,22 +523,50 @@ impl Prometheus {
                     let pod = s.labels.get("pod")?;
                     Some(ready.get(pod)? + d)
                 });
+                let samples = self.bounded(&s, self.config.max_cpu_cores, "CPU");
                 let h = out.entry(container).or_default();
-                for (t, v) in &s.samples {
-                    if boost_end.is_none_or(|e| *t >= e) {
-                        h.add_cpu(*t, *v);
+                for (t, v) in samples {
+                    if boost_end.is_none_or(|e| t >= e) {
+                        h.add_cpu(t, v);
                     }
                 }
             }
             for s in self.query_range(&mem_q, start, end, step).await? {
+                let samples = self.bounded(&s, self.config.max_memory_bytes, "memory");
                 let h = out.entry(container_of(&s)).or_default();
-                for (t, v) in &s.samples {
-                    h.add_memory(*t, *v);
+                for (t, v) in samples {
+                    h.add_memory(t, v);
                 }
             }
             self.ooms(&base, start, end, step, out).await?;
         }
         Ok(())
+    }
+
+    /// The samples of `s` up to `max`; finite ones above are garbage (a counter reset read as
+    /// a huge rate, a broken exporter): left out, counted, and logged. NaN and infinities go
+    /// on to the history, which refuses and counts them itself.
+    fn bounded(&self, s: &Series, max: f64, what: &str) -> Vec<(f64, f64)> {
+        type Samples = Vec<(f64, f64)>;
+        let (kept, over): (Samples, Samples) = s
+            .samples
+            .iter()
+            .partition(|(_, v)| !(v.is_finite() && *v > max));
+        if let Some((t, v)) = over.first() {
+            self.stats
+                .rejected
+                .fetch_add(over.len() as u64, Ordering::Relaxed);
+            tracing::warn!(
+                pod = s.labels.get("pod").map(String::as_str).unwrap_or_default(),
+                container = %container_of(s),
+                samples = over.len(),
+                first_at = t,
+                value = v,
+                bound = max,
+                "{what} usage samples above the sane bound left out"
+            );
+        }
+        kept
     }
 
     /// The per-pod and container usage expressions over `base`: CPU as the `rate()` of the

@@ -414,6 +414,37 @@ fn a_live_backtest_is_refused_with_a_reason() {
     assert!(!ok);
     assert!(err.contains("--prometheus-url"), "{err}");
 
+    // The sane bounds on samples must be sane themselves.
+    for (flag, value, reason) in [
+        (
+            "--max-memory-sample",
+            "banana",
+            "--max-memory-sample must be a positive quantity",
+        ),
+        (
+            "--max-memory-sample",
+            "0",
+            "--max-memory-sample must be a positive quantity",
+        ),
+        (
+            "--max-cpu-sample",
+            "-1",
+            "--max-cpu-sample must be a positive number of cores",
+        ),
+    ] {
+        let (ok, _, err) = bin(&[
+            "--prometheus-url",
+            url,
+            "-n",
+            "shop",
+            "--workload",
+            "Deployment/api",
+            &format!("{flag}={value}"),
+        ]);
+        assert!(!ok, "{flag} {value}");
+        assert!(err.contains(reason), "{flag} {value}: {err}");
+    }
+
     // KIND/NAME, with a kind whose pods can be found.
     for (workload, reason) in [
         ("api", "--workload \"api\": expected KIND/NAME"),

@@ -158,6 +158,8 @@ async fn nan_and_infinite_samples_are_ignored() {
         let v = match i % 10 {
             3 => "NaN".to_owned(),
             7 => "+Inf".to_owned(),
+            // One absurd sample (a broken exporter): not a floor of 888 PiB.
+            5 if i == 15 => "1e18".to_owned(),
             _ => (100.0 * MI).to_string(),
         };
         om.push_str(&format!("container_memory_working_set_bytes{{namespace=\"ns\",pod=\"p\",container=\"app\"}} {v} {t}\n"));
@@ -174,6 +176,15 @@ async fn nan_and_infinite_samples_are_ignored() {
     let app = &h["app"];
     assert!(app.rejected() > 0, "garbage samples counted");
     assert_eq!(app.memory_peak(), Some(100.0 * MI), "and ignored");
+    // The step's max_over_time window may hold it at two steps.
+    let rejected = prom
+        .stats()
+        .rejected
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        (1..=2).contains(&rejected),
+        "the sample above the bound (16Ti) is left out and counted: {rejected}"
+    );
 }
 
 #[tokio::test]
@@ -359,6 +370,18 @@ async fn down_or_garbage_prometheus_gives_clear_errors() {
         matches!(&e, HistoryError::Unavailable(m) if m.contains("after 2 attempts")),
         "{e}"
     );
+    // Credentials and a query string in the URL never reach an error (errors go into status
+    // conditions and Events).
+    let e = client(&format!("http://alice:s3cret@127.0.0.1:{port}/?token=abc"))
+        .history("ns", &["p".into()], 0.0, 3600.0)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        !e.contains("s3cret") && !e.contains("alice") && !e.contains("token"),
+        "{e}"
+    );
+    assert!(e.contains(&format!("http://127.0.0.1:{port}/")), "{e}");
 
     let e = client(&fake_server("200 OK", "<html>not prometheus</html>").await)
         .query("up", 0.0)

@@ -111,6 +111,15 @@ fn a_container_stalled_on_memory_is_hot_below_the_threshold() {
 }
 
 #[test]
+fn a_reading_above_the_limit_raises_no_further_than_the_limit_would() {
+    // The kernel keeps a working set at or below its limit: 1e18 bytes is garbage, read as
+    // the limit itself (512 x 1.5 = 768Mi), not a limit of an exabyte.
+    let g = run(&burstable("512Mi"), json!({}), 1e18 / MI as f64, None, None);
+    assert_eq!(limit_to(&g), Some(768 * MI));
+    assert_eq!(g.plan.guard[0].usage, 512 * MI);
+}
+
+#[test]
 fn with_room_on_the_node_the_request_follows_in_proportion() {
     let g = run(&burstable("512Mi"), json!({}), 470.0, Some(4096 * MI), None);
     assert_eq!(limit_to(&g), Some(705 * MI));

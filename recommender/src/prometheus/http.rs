@@ -33,21 +33,38 @@ pub(super) struct RawSeries {
     value: Option<(f64, String)>,
 }
 
+/// `url` without its user name, password, query string and fragment.
+pub(super) fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "the Prometheus URL".to_owned(),
+    }
+}
+
 impl Prometheus {
     pub(super) async fn post(
         &self,
         endpoint: &str,
         form: &[(&str, String)],
     ) -> Result<ApiData, HistoryError> {
-        let url = format!(
+        let target = format!(
             "{}/api/v1/{endpoint}",
             self.config.url.trim_end_matches('/')
         );
+        // Errors name the endpoint without credentials or a query string: they are written
+        // into status conditions and Events, which many can read.
+        let url = redacted(&target);
         let mut delay = self.config.backoff;
         let mut attempt = 0;
         loop {
             self.stats.queries.fetch_add(1, Ordering::Relaxed);
-            let mut req = self.http.post(&url).form(form);
+            let mut req = self.http.post(&target).form(form);
             req = match &self.config.auth {
                 Auth::None => req,
                 Auth::Bearer(t) => req.bearer_auth(t),
@@ -57,7 +74,10 @@ impl Prometheus {
                 Ok(resp) => {
                     let status = resp.status();
                     let body = resp.bytes().await.map_err(|e| {
-                        HistoryError::Unavailable(format!("{url}: reading the answer: {e}"))
+                        HistoryError::Unavailable(format!(
+                            "{url}: reading the answer: {}",
+                            e.without_url()
+                        ))
                     });
                     match body {
                         Ok(body) if status.is_server_error() => {
@@ -71,7 +91,7 @@ impl Prometheus {
                         Err(e) => return Err(e),
                     }
                 }
-                Err(e) => format!("{url}: {e}"),
+                Err(e) => format!("{url}: {}", e.without_url()),
             };
             if attempt >= self.config.retries {
                 return Err(HistoryError::Unavailable(format!(
@@ -144,5 +164,23 @@ impl Prometheus {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn credentials_and_query_strings_are_not_shown() {
+        assert_eq!(
+            redacted("https://alice:s3cret@prom.example:9090/prefix/api/v1/query?token=abc#x"),
+            "https://prom.example:9090/prefix/api/v1/query"
+        );
+        assert_eq!(
+            redacted("http://prometheus:9090/api/v1/query_range"),
+            "http://prometheus:9090/api/v1/query_range"
+        );
+        assert_eq!(redacted("not a url"), "the Prometheus URL");
     }
 }

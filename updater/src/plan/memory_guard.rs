@@ -13,7 +13,9 @@
 //! ```text
 //! hot        U >= threshold x L,  or  S >= 0.1 and U >= L / 2   (stalled: the kernel is
 //!                                      already reclaiming to keep it under its limit)
-//! usage      U* = U, or for a stalled container max(U, threshold x L)
+//! usage      U* = min(U, L), or for a stalled container max(U*, threshold x L): the
+//!            kernel keeps a working set at or below its limit, so a reading above it is
+//!            garbage and raises no further than (1 + step) x L
 //! limit      L' = min(U* x (1 + step), cap), rounded up to a whole MiB      (only if L' > L)
 //! cap        maxAllowed.memory x L / R   (the limit a request at maxAllowed would get;
 //!                                          none without maxAllowed)
@@ -183,11 +185,11 @@ fn raise(
         return None;
     }
     let effective = if stalled {
-        usage.max(guard.threshold * limit as f64)
+        usage.min(limit as f64).max(guard.threshold * limit as f64)
     } else {
-        usage
+        usage.min(limit as f64)
     };
-    let usage = usage.ceil() as i64;
+    let usage = usage.min(limit as f64).ceil() as i64;
     let request = cur.requests.memory;
     let wanted = round_up_mib((effective * (1.0 + guard.step)).ceil() as i64);
     if wanted <= limit {
