@@ -345,98 +345,104 @@ pub fn render(rows: &[Row], output: Output, out: &mut dyn Write) -> std::io::Res
             serde_json::to_writer_pretty(&mut *out, rows).map_err(std::io::Error::other)?;
             writeln!(out)
         }
-        Output::Csv => {
-            writeln!(
-                out,
-                "namespace,workload,verticalautoscaler,container,cpu_request_millicores,cpu_recommended_millicores,memory_request_bytes,memory_recommended_bytes,floor_reason,note"
-            )?;
-            let f = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
-            let q = |s: &str| {
-                if s.contains([',', '"', '\n']) {
-                    format!("\"{}\"", s.replace('"', "\"\""))
-                } else {
-                    s.to_owned()
-                }
-            };
-            for r in rows {
-                writeln!(
-                    out,
-                    "{},{},{},{},{},{},{},{},{},{}",
-                    q(&r.namespace),
-                    q(&r.workload),
-                    q(r.verticalautoscaler.as_deref().unwrap_or("")),
-                    q(&r.container),
-                    f(r.cpu_request_millicores),
-                    f(r.cpu_recommended_millicores),
-                    f(r.memory_request_bytes),
-                    f(r.memory_recommended_bytes),
-                    q(r.floor_reason.as_deref().unwrap_or("")),
-                    q(r.note.as_deref().unwrap_or(""))
-                )?;
-            }
-            Ok(())
-        }
-        Output::Table => {
-            let header = [
-                "NAMESPACE",
-                "WORKLOAD",
-                "CONTAINER",
-                "CPU NOW",
-                "CPU REC",
-                "CHANGE",
-                "MEMORY NOW",
-                "MEMORY REC",
-                "CHANGE",
-                "FLOOR",
-                "NOTE",
-            ];
-            let table: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.namespace.clone(),
-                        r.workload.clone(),
-                        r.container.clone(),
-                        show_cpu(r.cpu_request_millicores),
-                        show_cpu(r.cpu_recommended_millicores),
-                        percent(r.cpu_recommended_millicores, r.cpu_request_millicores),
-                        show_memory(r.memory_request_bytes),
-                        show_memory(r.memory_recommended_bytes),
-                        percent(r.memory_recommended_bytes, r.memory_request_bytes),
-                        r.floor_reason.clone().unwrap_or_else(|| "-".into()),
-                        r.note.clone().unwrap_or_default(),
-                    ]
-                })
-                .collect();
-            let widths: Vec<usize> = (0..header.len())
-                .map(|i| {
-                    table
-                        .iter()
-                        .map(|row| row[i].len())
-                        .chain([header[i].len()])
-                        .max()
-                        .unwrap_or(0)
-                })
-                .collect();
-            let line = |cells: Vec<String>| {
-                cells
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-                    .collect::<Vec<_>>()
-                    .join("  ")
-                    .trim_end()
-                    .to_owned()
-            };
-            writeln!(
-                out,
-                "{}",
-                line(header.iter().map(|s| s.to_string()).collect())
-            )?;
-            for row in table {
-                writeln!(out, "{}", line(row))?;
-            }
-            Ok(())
-        }
+        Output::Csv => render_csv(rows, out),
+        Output::Table => render_table(rows, out),
     }
+}
+
+/// One line per row, RFC 4180 quoting.
+fn render_csv(rows: &[Row], out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "namespace,workload,verticalautoscaler,container,cpu_request_millicores,cpu_recommended_millicores,memory_request_bytes,memory_recommended_bytes,floor_reason,note"
+    )?;
+    let f = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+    let q = |s: &str| {
+        if s.contains([',', '"', '\n']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_owned()
+        }
+    };
+    for r in rows {
+        writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{},{}",
+            q(&r.namespace),
+            q(&r.workload),
+            q(r.verticalautoscaler.as_deref().unwrap_or("")),
+            q(&r.container),
+            f(r.cpu_request_millicores),
+            f(r.cpu_recommended_millicores),
+            f(r.memory_request_bytes),
+            f(r.memory_recommended_bytes),
+            q(r.floor_reason.as_deref().unwrap_or("")),
+            q(r.note.as_deref().unwrap_or(""))
+        )?;
+    }
+    Ok(())
+}
+
+/// Aligned columns, for a person.
+fn render_table(rows: &[Row], out: &mut dyn Write) -> std::io::Result<()> {
+    let header = [
+        "NAMESPACE",
+        "WORKLOAD",
+        "CONTAINER",
+        "CPU NOW",
+        "CPU REC",
+        "CHANGE",
+        "MEMORY NOW",
+        "MEMORY REC",
+        "CHANGE",
+        "FLOOR",
+        "NOTE",
+    ];
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.namespace.clone(),
+                r.workload.clone(),
+                r.container.clone(),
+                show_cpu(r.cpu_request_millicores),
+                show_cpu(r.cpu_recommended_millicores),
+                percent(r.cpu_recommended_millicores, r.cpu_request_millicores),
+                show_memory(r.memory_request_bytes),
+                show_memory(r.memory_recommended_bytes),
+                percent(r.memory_recommended_bytes, r.memory_request_bytes),
+                r.floor_reason.clone().unwrap_or_else(|| "-".into()),
+                r.note.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            table
+                .iter()
+                .map(|row| row[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    writeln!(
+        out,
+        "{}",
+        line(header.iter().map(|s| s.to_string()).collect())
+    )?;
+    for row in table {
+        writeln!(out, "{}", line(row))?;
+    }
+    Ok(())
 }

@@ -85,81 +85,12 @@ impl Trace {
         let Some((header_at, header)) = lines.next() else {
             return Err(err(0, "empty: no header".into()));
         };
-        let columns: Vec<&str> = header.split(',').map(str::trim).collect();
-        let index = |c: &str| columns.iter().position(|h| *h == c);
-        let missing: Vec<&str> = REQUIRED
-            .iter()
-            .copied()
-            .filter(|c| index(c).is_none())
-            .collect();
-        if !missing.is_empty() {
-            return Err(err(
-                header_at + 1,
-                format!(
-                    "missing column(s) {} (header: {header})",
-                    missing.join(", ")
-                ),
-            ));
-        }
-        let (t_at, cpu_at, mem_at) = (
-            index("timestamp").unwrap_or_default(),
-            index("cpu_cores").unwrap_or_default(),
-            index("memory_bytes").unwrap_or_default(),
-        );
-        let (cpu_lim_at, mem_lim_at) = (index("cpu_limit_cores"), index("memory_limit_bytes"));
+        let columns = Columns::read(header).map_err(|m| err(header_at + 1, m))?;
         let mut samples: Vec<Sample> = Vec::new();
         for (i, line) in lines {
-            let n = i + 1;
-            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-            if fields.len() != columns.len() {
-                return Err(err(
-                    n,
-                    format!(
-                        "{} fields where the header has {}",
-                        fields.len(),
-                        columns.len()
-                    ),
-                ));
-            }
-            let number = |at: usize, what: &str| -> Result<f64, TraceError> {
-                let raw = fields[at];
-                let v: f64 = raw
-                    .parse()
-                    .map_err(|_| err(n, format!("{what}: {raw:?} is not a number")))?;
-                if !v.is_finite() {
-                    return Err(err(n, format!("{what}: {raw} is not a finite number")));
-                }
-                if v < 0.0 {
-                    return Err(err(n, format!("{what}: {raw} is negative")));
-                }
-                Ok(v)
-            };
-            let optional = |at: Option<usize>, what: &str| -> Result<Option<f64>, TraceError> {
-                match at {
-                    Some(a) if !fields[a].is_empty() => number(a, what).map(Some),
-                    _ => Ok(None),
-                }
-            };
-            let sample = Sample {
-                time: number(t_at, "timestamp")?,
-                cpu: number(cpu_at, "cpu_cores")?,
-                memory: number(mem_at, "memory_bytes")?,
-                cpu_limit: optional(cpu_lim_at, "cpu_limit_cores")?,
-                memory_limit: optional(mem_lim_at, "memory_limit_bytes")?,
-            };
+            let sample = columns.row(line).map_err(|m| err(i + 1, m))?;
             if let Some(prev) = samples.last() {
-                if sample.time == prev.time {
-                    return Err(err(n, format!("timestamp {} repeats", sample.time)));
-                }
-                if sample.time < prev.time {
-                    return Err(err(
-                        n,
-                        format!(
-                            "timestamp {} goes back (the previous row has {})",
-                            sample.time, prev.time
-                        ),
-                    ));
-                }
+                follows(prev, &sample).map_err(|m| err(i + 1, m))?;
             }
             samples.push(sample);
         }
@@ -195,6 +126,95 @@ impl Trace {
             _ => self.interval,
         }
     }
+}
+
+/// Where each column of a trace file is.
+struct Columns {
+    count: usize,
+    time: usize,
+    cpu: usize,
+    memory: usize,
+    cpu_limit: Option<usize>,
+    memory_limit: Option<usize>,
+}
+
+impl Columns {
+    /// Reads the header; `Err` names the missing columns.
+    fn read(header: &str) -> Result<Self, String> {
+        let columns: Vec<&str> = header.split(',').map(str::trim).collect();
+        let index = |c: &str| columns.iter().position(|h| *h == c);
+        let missing: Vec<&str> = REQUIRED
+            .iter()
+            .copied()
+            .filter(|c| index(c).is_none())
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "missing column(s) {} (header: {header})",
+                missing.join(", ")
+            ));
+        }
+        Ok(Self {
+            count: columns.len(),
+            time: index("timestamp").unwrap_or_default(),
+            cpu: index("cpu_cores").unwrap_or_default(),
+            memory: index("memory_bytes").unwrap_or_default(),
+            cpu_limit: index("cpu_limit_cores"),
+            memory_limit: index("memory_limit_bytes"),
+        })
+    }
+
+    /// One row; `Err` says what is wrong with it.
+    fn row(&self, line: &str) -> Result<Sample, String> {
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        if fields.len() != self.count {
+            return Err(format!(
+                "{} fields where the header has {}",
+                fields.len(),
+                self.count
+            ));
+        }
+        let number = |at: usize, what: &str| -> Result<f64, String> {
+            let raw = fields[at];
+            let v: f64 = raw
+                .parse()
+                .map_err(|_| format!("{what}: {raw:?} is not a number"))?;
+            if !v.is_finite() {
+                return Err(format!("{what}: {raw} is not a finite number"));
+            }
+            if v < 0.0 {
+                return Err(format!("{what}: {raw} is negative"));
+            }
+            Ok(v)
+        };
+        let optional = |at: Option<usize>, what: &str| -> Result<Option<f64>, String> {
+            match at {
+                Some(a) if !fields[a].is_empty() => number(a, what).map(Some),
+                _ => Ok(None),
+            }
+        };
+        Ok(Sample {
+            time: number(self.time, "timestamp")?,
+            cpu: number(self.cpu, "cpu_cores")?,
+            memory: number(self.memory, "memory_bytes")?,
+            cpu_limit: optional(self.cpu_limit, "cpu_limit_cores")?,
+            memory_limit: optional(self.memory_limit, "memory_limit_bytes")?,
+        })
+    }
+}
+
+/// Whether `sample` may follow `prev`: its timestamp neither repeats nor goes back.
+fn follows(prev: &Sample, sample: &Sample) -> Result<(), String> {
+    if sample.time == prev.time {
+        return Err(format!("timestamp {} repeats", sample.time));
+    }
+    if sample.time < prev.time {
+        return Err(format!(
+            "timestamp {} goes back (the previous row has {})",
+            sample.time, prev.time
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
