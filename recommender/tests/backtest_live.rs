@@ -371,6 +371,23 @@ async fn a_live_workloads_history_is_backtested_without_its_neighbours() {
     assert!(err.contains("no pods of StatefulSet shop/api"), "{err}");
 }
 
+/// What the backtest of Deployment shop/api (Prometheus down) says on stderr when `extra`
+/// arguments make it refuse to run.
+fn refused_for_api(extra: &[&str]) -> String {
+    let mut args = vec![
+        "--prometheus-url",
+        "http://127.0.0.1:9",
+        "-n",
+        "shop",
+        "--workload",
+        "Deployment/api",
+    ];
+    args.extend_from_slice(extra);
+    let (ok, _, err) = bin(&args);
+    assert!(!ok, "{extra:?} is refused");
+    err
+}
+
 #[test]
 fn a_live_backtest_is_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
@@ -432,16 +449,7 @@ fn a_live_backtest_is_refused_with_a_reason() {
             "--max-cpu-sample must be a positive number of cores",
         ),
     ] {
-        let (ok, _, err) = bin(&[
-            "--prometheus-url",
-            url,
-            "-n",
-            "shop",
-            "--workload",
-            "Deployment/api",
-            &format!("{flag}={value}"),
-        ]);
-        assert!(!ok, "{flag} {value}");
+        let err = refused_for_api(&[&format!("{flag}={value}")]);
         assert!(err.contains(reason), "{flag} {value}: {err}");
     }
 
@@ -466,17 +474,7 @@ fn a_live_backtest_is_refused_with_a_reason() {
             "the accepted kinds are named: {err}"
         );
     }
-    let (ok, _, err) = bin(&[
-        "--prometheus-url",
-        url,
-        "-n",
-        "shop",
-        "--workload",
-        "Deployment/api",
-        "--window",
-        "a fortnight",
-    ]);
-    assert!(!ok);
+    let err = refused_for_api(&["--window", "a fortnight"]);
     assert!(err.contains("--window"), "{err}");
 
     // Nothing listens there: the URL is named, no panic.
