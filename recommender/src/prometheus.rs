@@ -165,6 +165,8 @@ pub struct Config {
     pub max_memory_bytes: f64,
     /// The most CPU a usage sample may show (cores); likewise.
     pub max_cpu_cores: f64,
+    /// The largest answer read (bytes); a larger one is refused.
+    pub max_body_bytes: usize,
     /// Metric names.
     pub names: MetricNames,
 }
@@ -186,6 +188,7 @@ impl Default for Config {
             oom_window: Duration::from_secs(600),
             max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
             max_cpu_cores: DEFAULT_MAX_CPU_CORES,
+            max_body_bytes: 256 << 20,
             names: MetricNames::default(),
         }
     }

@@ -358,6 +358,85 @@ async fn fake_server(status: &'static str, body: &'static str) -> String {
     format!("http://{addr}")
 }
 
+/// An HTTP server that gives the `n`th request the `n`th of `answers` (status line, extra
+/// header lines, body), and the last one after that.
+async fn answering(answers: Vec<(&'static str, &'static str, String)>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 65536];
+            let _ = sock.read(&mut buf).await;
+            let (status, headers, body) = &answers[n.min(answers.len() - 1)];
+            n += 1;
+            let resp = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_busy_prometheus_is_retried_after_the_time_it_asks_for() {
+    let ok = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#.to_owned();
+    // 429 with Retry-After: 2, then an answer: retried after 2 s, not the test client's 10 ms.
+    let url = answering(vec![
+        (
+            "429 Too Many Requests",
+            "retry-after: 2\r\n",
+            "slow down".into(),
+        ),
+        ("200 OK", "", ok.clone()),
+    ])
+    .await;
+    let started = std::time::Instant::now();
+    let answer = client(&url).query("up", 0.0).await.unwrap();
+    assert!(answer.is_empty());
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(2),
+        "waited {waited:?}"
+    );
+    // 503 with Retry-After on every attempt: an error that says so once the retries are spent.
+    let url = answering(vec![(
+        "503 Service Unavailable",
+        "retry-after: 1\r\n",
+        "overloaded".into(),
+    )])
+    .await;
+    let e = client(&url).query("up", 0.0).await.unwrap_err();
+    assert!(
+        matches!(&e, HistoryError::Unavailable(m) if m.contains("HTTP 503") && m.contains("after 2 attempts")),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_larger_than_the_limit_is_refused() {
+    let big = format!(
+        r#"{{"status":"success","data":{{"resultType":"vector","result":[]}},"padding":"{}"}}"#,
+        "x".repeat(4096)
+    );
+    let url = answering(vec![("200 OK", "", big)]).await;
+    let prom = Prometheus::new(Config {
+        url,
+        retries: 0,
+        max_body_bytes: 1024,
+        ..Config::default()
+    })
+    .unwrap();
+    let e = prom.query("up", 0.0).await.unwrap_err();
+    assert!(
+        matches!(&e, HistoryError::Rejected(m) if m.contains("larger than 1024 bytes")),
+        "{e}"
+    );
+}
+
 #[tokio::test]
 async fn down_or_garbage_prometheus_gives_clear_errors() {
     // Nothing listens on this port.

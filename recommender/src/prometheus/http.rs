@@ -47,6 +47,29 @@ pub(super) fn redacted(url: &str) -> String {
     }
 }
 
+/// A failed attempt that may be retried: what went wrong, and how long the server asked to
+/// wait (`Retry-After` on a 429 or 503).
+struct Retry {
+    error: String,
+    after: Option<std::time::Duration>,
+}
+
+/// The longest `Retry-After` honoured; a server asking for more is retried after this.
+const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by Prometheus and its proxies).
+fn retry_after(resp: &reqwest::Response) -> Option<std::time::Duration> {
+    let seconds: u64 = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(std::time::Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+}
+
 impl Prometheus {
     pub(super) async fn post(
         &self,
@@ -63,46 +86,84 @@ impl Prometheus {
         let mut delay = self.config.backoff;
         let mut attempt = 0;
         loop {
-            self.stats.queries.fetch_add(1, Ordering::Relaxed);
-            let mut req = self.http.post(&target).form(form);
-            req = match &self.config.auth {
-                Auth::None => req,
-                Auth::Bearer(t) => req.bearer_auth(t),
-                Auth::Basic { user, password } => req.basic_auth(user, Some(password)),
-            };
-            let retryable = match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let body = resp.bytes().await.map_err(|e| {
-                        HistoryError::Unavailable(format!(
-                            "{url}: reading the answer: {}",
-                            e.without_url()
-                        ))
-                    });
-                    match body {
-                        Ok(body) if status.is_server_error() => {
-                            format!(
-                                "{url}: HTTP {status}: {}",
-                                String::from_utf8_lossy(&body[..body.len().min(200)])
-                            )
-                        }
-                        Ok(body) => return self.decode(&url, status, &body),
-                        Err(HistoryError::Unavailable(m)) => m,
-                        Err(e) => return Err(e),
-                    }
-                }
-                Err(e) => format!("{url}: {}", e.without_url()),
+            let retry = match self.attempt(&target, &url, form).await {
+                Ok(answer) => return answer,
+                Err(retry) => retry,
             };
             if attempt >= self.config.retries {
                 return Err(HistoryError::Unavailable(format!(
-                    "{retryable} (after {} attempts)",
+                    "{} (after {} attempts)",
+                    retry.error,
                     attempt + 1
                 )));
             }
             attempt += 1;
-            tracing::debug!(%url, attempt, error = %retryable, "Prometheus query failed; retrying");
-            tokio::time::sleep(delay).await;
+            tracing::debug!(%url, attempt, error = %retry.error, "Prometheus query failed; retrying");
+            tokio::time::sleep(retry.after.unwrap_or(delay)).await;
             delay *= 2;
+        }
+    }
+
+    /// One request: the answer (decoded, or an error not worth retrying), or a [`Retry`]
+    /// (no connection, a 5xx or 429, the answer cut off).
+    async fn attempt(
+        &self,
+        target: &str,
+        url: &str,
+        form: &[(&str, String)],
+    ) -> Result<Result<ApiData, HistoryError>, Retry> {
+        self.stats.queries.fetch_add(1, Ordering::Relaxed);
+        let mut req = self.http.post(target).form(form);
+        req = match &self.config.auth {
+            Auth::None => req,
+            Auth::Bearer(t) => req.bearer_auth(t),
+            Auth::Basic { user, password } => req.basic_auth(user, Some(password)),
+        };
+        let resp = req.send().await.map_err(|e| Retry {
+            error: format!("{url}: {}", e.without_url()),
+            after: None,
+        })?;
+        let status = resp.status();
+        let after = retry_after(&resp);
+        let body = match self.read_body(resp, url).await {
+            Ok(body) => body,
+            Err(HistoryError::Unavailable(error)) => return Err(Retry { error, after: None }),
+            Err(e) => return Ok(Err(e)),
+        };
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(Retry {
+                error: format!(
+                    "{url}: HTTP {status}: {}",
+                    String::from_utf8_lossy(&body[..body.len().min(200)])
+                ),
+                after,
+            });
+        }
+        Ok(self.decode(url, status, &body))
+    }
+
+    /// The answer's body, at most `max_body_bytes` of it: a larger one is refused (a query
+    /// that asks for too much), not held in memory.
+    async fn read_body(
+        &self,
+        mut resp: reqwest::Response,
+        url: &str,
+    ) -> Result<Vec<u8>, HistoryError> {
+        let max = self.config.max_body_bytes;
+        let mut body = Vec::new();
+        loop {
+            let chunk = resp.chunk().await.map_err(|e| {
+                HistoryError::Unavailable(format!("{url}: reading the answer: {}", e.without_url()))
+            })?;
+            let Some(chunk) = chunk else {
+                return Ok(body);
+            };
+            if body.len() + chunk.len() > max {
+                return Err(HistoryError::Rejected(format!(
+                    "{url}: the answer is larger than {max} bytes; read a coarser step (--history-step-seconds)"
+                )));
+            }
+            body.extend_from_slice(&chunk);
         }
     }
 
