@@ -60,7 +60,8 @@ pub struct Row {
     pub note: Option<String>,
 }
 
-async fn list<K>(api: Api<K>) -> Result<Vec<K>, String>
+/// Every object `api` lists; the error names what could not be listed.
+pub(crate) async fn list<K>(api: Api<K>) -> Result<Vec<K>, String>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -70,7 +71,8 @@ where
         .map_err(|e| format!("list {}: {e}", K::plural(&())))
 }
 
-async fn list_meta<K>(api: Api<K>) -> Result<Vec<PartialObjectMeta<K>>, String>
+/// The metadata of every object `api` lists.
+pub(crate) async fn list_meta<K>(api: Api<K>) -> Result<Vec<PartialObjectMeta<K>>, String>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {

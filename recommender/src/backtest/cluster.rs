@@ -10,12 +10,13 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use kube::ResourceExt;
+use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::{Resource, ResourceExt};
 use tailor_crds::v1alpha1::{RecommenderPolicy, VerticalAutoscaler};
 
 use super::Workload;
+use crate::cli::{list, list_meta};
 use crate::controller::{Context, EstimatorInputs, Options as ControllerOptions};
 use crate::model::backtest::Options;
 use crate::prometheus::Prometheus;
@@ -108,26 +109,6 @@ struct Listed {
     pods: Vec<Pod>,
     rss: Vec<PartialObjectMeta<ReplicaSet>>,
     jobs: Vec<PartialObjectMeta<Job>>,
-}
-
-async fn list<K>(api: Api<K>) -> Result<Vec<K>, String>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .map_err(|e| format!("cannot list {}: {e}", K::plural(&())))
-}
-
-async fn list_meta<K>(api: Api<K>) -> Result<Vec<PartialObjectMeta<K>>, String>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.list_metadata(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .map_err(|e| format!("cannot list {}: {e}", K::plural(&())))
 }
 
 /// The VerticalAutoscalers and pods of `ns`, and the ReplicaSets or Jobs that tie a

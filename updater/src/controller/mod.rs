@@ -313,7 +313,7 @@ fn surface_declines(ctx: &Context, w: &observe::Workload, plans: &[PodPlan]) {
 /// peakMargin)), so the same cut is not planned again and a raise is not cut right back.
 fn plan_pod(w: &observe::Workload, pod: &Pod) -> PodPlan {
     let approved = plan::approval::for_pod(&w.grants, &uid_of(pod));
-    let refused = refused_usage(w, pod);
+    let refused = floor_evidence(w, pod);
     let mut recommendation = std::borrow::Cow::Borrowed(w.recommendation.as_slice());
     for (container, usage) in refused {
         let margin = 1.0 + w.va.spec.recommender_policy.memory.peak_margin.max(0.0);
@@ -350,7 +350,7 @@ fn plan_pod(w: &observe::Workload, pod: &Pod) -> PodPlan {
 /// The memory usage the kubelet reported for the pod's containers when it refused a cut
 /// (records `Reverted`, matched by uid), and the usage that prompted each memory guard raise
 /// of the pod: the plan keeps memory above both until the recommender has learned of them.
-fn refused_usage(w: &observe::Workload, pod: &Pod) -> Vec<(String, i64)> {
+fn floor_evidence(w: &observe::Workload, pod: &Pod) -> Vec<(String, i64)> {
     use tailor_crds::quantity::memory_bytes;
     let uid = uid_of(pod);
     let this_pod = |r: Option<&String>| r.map(String::as_str) == Some(uid.as_str());

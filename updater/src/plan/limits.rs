@@ -46,7 +46,7 @@ pub fn scale(value: i64, num: i64, den: i64) -> i64 {
 }
 
 /// `value` rounded up to a whole MiB; `value` itself where that would overflow.
-fn round_up_mib(value: i64) -> i64 {
+pub(super) fn round_up_mib(value: i64) -> i64 {
     if value % MIB == 0 {
         return value;
     }

@@ -40,11 +40,9 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use tailor_crds::quantity::memory_bytes;
 use tailor_crds::v1alpha1::{ControlledValues, ResourceName, VerticalAutoscalerSpec};
 
-use super::limits::scale;
+use super::limits::{round_up_mib, scale};
 use super::resources::{self, ContainerResources, Qos};
 use super::{ContainerChange, PodPlan};
-
-const MIB: i64 = 1024 * 1024;
 
 /// The memory stall share from which a container counts as hot (10% of the time, every task
 /// waiting for memory).
@@ -262,10 +260,6 @@ fn raise(
         to,
     };
     Some(Ok((change, raised)))
-}
-
-fn round_up_mib(value: i64) -> i64 {
-    value.checked_add(MIB - 1).map_or(value, |v| v / MIB * MIB)
 }
 
 fn mib(bytes: i64) -> String {
