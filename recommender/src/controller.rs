@@ -46,6 +46,7 @@ mod compute;
 mod heap_hints;
 mod history;
 mod inputs;
+mod partial;
 
 use compute::current;
 pub use compute::{Outcome, compute};
@@ -64,6 +65,9 @@ pub struct Options {
     pub refresh: Duration,
     /// Objects computed at once.
     pub concurrency: usize,
+    /// How far back each pass reads again what the previous one read, for samples that reach
+    /// Prometheus late (remote-write lag).
+    pub history_overlap: Duration,
     /// Model settings.
     pub settings: Settings,
     /// Checked immediately before each write: false once this replica may no longer lead.
@@ -75,6 +79,7 @@ impl Default for Options {
         Self {
             refresh: Duration::from_secs(300),
             concurrency: 4,
+            history_overlap: Duration::from_secs(300),
             settings: Settings::default(),
             fence: tailor_runtime::lease::Fence::always(),
         }
@@ -101,9 +106,13 @@ struct Cached {
     /// The startup boosts whose windows were left out of the CPU history.
     boosts: BTreeMap<String, Option<f64>>,
     pods: std::collections::BTreeSet<String>,
+    /// Samples settled for good, up to `settled`.
     histories: BTreeMap<String, crate::model::history::ContainerHistory>,
+    /// Later samples, read again by the next pass.
+    unsettled: crate::model::history::Unsettled,
     heaps: MeasuredHeaps,
-    until: f64,
+    /// The last point of the object's query grid settled into `histories`.
+    settled: f64,
 }
 
 fn now() -> f64 {
@@ -434,12 +443,7 @@ fn record_metrics(
             .map(|r| r.container_recommendations.as_slice())
             .unwrap_or_default(),
     );
-    let stats = ctx.prometheus.stats();
-    ctx.metrics.prometheus_totals(
-        stats.queries.load(std::sync::atomic::Ordering::Relaxed),
-        stats.samples.load(std::sync::atomic::Ordering::Relaxed),
-        stats.rejected.load(std::sync::atomic::Ordering::Relaxed),
-    );
+    ctx.metrics.prometheus_totals(ctx.prometheus.stats());
     ctx.metrics
         .reconciled(label, started.elapsed().as_secs_f64());
 }

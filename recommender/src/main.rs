@@ -177,6 +177,23 @@ struct PrometheusConnection {
     /// The most CPU a usage sample may show (cores); likewise.
     #[arg(long, env = "TAILOR_MAX_CPU_SAMPLE", default_value_t = 4096.0)]
     max_cpu_sample: f64,
+    /// How long one Prometheus request may take, seconds.
+    #[arg(long, env = "TAILOR_PROMETHEUS_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    prometheus_timeout_seconds: u64,
+    /// Retries of a request that failed (no connection, a timeout, 5xx, 429), with exponential
+    /// back-off from 0.5 s or after the time a 429/503 asks for (at most 60 s).
+    #[arg(long, env = "TAILOR_PROMETHEUS_RETRIES", default_value_t = 3)]
+    prometheus_retries: u32,
+    /// Most pods named in one query.
+    #[arg(long, env = "TAILOR_PROMETHEUS_POD_BATCH", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    prometheus_pod_batch: u64,
+    /// Most steps in one range query; longer ranges are cut (Prometheus refuses more than
+    /// 11,000 points per series).
+    #[arg(long, env = "TAILOR_PROMETHEUS_MAX_POINTS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(2..=11_000))]
+    prometheus_max_points: u64,
+    /// The largest answer read (a quantity); a larger one is refused rather than held in memory.
+    #[arg(long, env = "TAILOR_PROMETHEUS_MAX_ANSWER", default_value = "256Mi")]
+    prometheus_max_answer: String,
     /// cAdvisor CPU counter.
     #[arg(
         long,
@@ -218,6 +235,10 @@ struct RunArgs {
     /// VerticalAutoscalers computed at once.
     #[arg(long, env = "TAILOR_CONCURRENCY", default_value_t = 4)]
     concurrency: usize,
+    /// How far back each pass reads again what the previous pass read, seconds: samples that
+    /// reach Prometheus later than this after their time (remote-write lag) are missed.
+    #[arg(long, env = "TAILOR_HISTORY_OVERLAP_SECONDS", default_value_t = 300)]
+    history_overlap_seconds: u64,
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, env = "TAILOR_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     admin_addr: std::net::SocketAddr,
@@ -238,19 +259,24 @@ struct RunArgs {
     identity: Option<String>,
 }
 
-fn prometheus(url: &str, args: &PrometheusConnection) -> Result<Prometheus, String> {
-    let auth = args.access.auth()?;
-    let max_memory = tailor_crds::quantity::memory_bytes(
-        &k8s_openapi::apimachinery::pkg::api::resource::Quantity(args.max_memory_sample.clone()),
-    )
+/// A positive byte quantity flag (`16Ti`, `256Mi`).
+fn bytes_flag(flag: &str, text: &str, example: &str) -> Result<i64, String> {
+    tailor_crds::quantity::memory_bytes(&k8s_openapi::apimachinery::pkg::api::resource::Quantity(
+        text.to_owned(),
+    ))
     .ok()
     .filter(|b| *b > 0)
-    .ok_or_else(|| {
-        format!(
-            "--max-memory-sample must be a positive quantity such as 16Ti, not {:?}",
-            args.max_memory_sample
-        )
-    })?;
+    .ok_or_else(|| format!("--{flag} must be a positive quantity such as {example}, not {text:?}"))
+}
+
+fn prometheus(url: &str, args: &PrometheusConnection) -> Result<Prometheus, String> {
+    let auth = args.access.auth()?;
+    let max_memory = bytes_flag("max-memory-sample", &args.max_memory_sample, "16Ti")?;
+    let max_answer = bytes_flag(
+        "prometheus-max-answer",
+        &args.prometheus_max_answer,
+        "256Mi",
+    )?;
     if !(args.max_cpu_sample.is_finite() && args.max_cpu_sample > 0.0) {
         return Err(format!(
             "--max-cpu-sample must be a positive number of cores, not {}",
@@ -266,6 +292,11 @@ fn prometheus(url: &str, args: &PrometheusConnection) -> Result<Prometheus, Stri
         oom_window: Duration::from_secs(args.oom_window_seconds),
         max_memory_bytes: max_memory as f64,
         max_cpu_cores: args.max_cpu_sample,
+        timeout: Duration::from_secs(args.prometheus_timeout_seconds),
+        retries: args.prometheus_retries,
+        pod_batch: args.prometheus_pod_batch as usize,
+        max_points: args.prometheus_max_points as usize,
+        max_body_bytes: usize::try_from(max_answer).unwrap_or(usize::MAX),
         names: MetricNames {
             cpu: args.metric_cpu.clone(),
             memory: args.metric_memory.clone(),
@@ -325,6 +356,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             let options = Options {
                 refresh: Duration::from_secs(args.refresh_seconds.max(1)),
                 concurrency: args.concurrency.max(1),
+                history_overlap: Duration::from_secs(args.history_overlap_seconds),
                 ..Options::default()
             };
             let metrics = Arc::new(Metrics::new());

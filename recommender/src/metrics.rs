@@ -13,6 +13,8 @@
 //! | `tailor_recommender_last_pass_duration_seconds` | how long it took |
 //! | `tailor_recommender_prometheus_queries_total`, `tailor_recommender_prometheus_samples_total` | |
 //! | `tailor_recommender_prometheus_samples_rejected_total` | usage samples above `--max-memory-sample` / `--max-cpu-sample`, left out of the history |
+//! | `tailor_recommender_prometheus_range_splits_total` | range queries cut in two because the server refused them as too large |
+//! | `tailor_recommender_prometheus_warnings_total` | warnings Prometheus attached to its answers (partial data: no recommendation is lowered from it) |
 //! | `tailor_recommender_leader` | 1 on the replica that writes |
 //! | `tailor_workload_pods` | `namespace`, `verticalautoscaler`: pods of the target (not being deleted) |
 //! | `tailor_workload_requests_cpu_cores`, `tailor_workload_requests_memory_bytes` | `namespace`, `verticalautoscaler`, `container`: the mean request over those pods |
@@ -103,9 +105,7 @@ pub struct Metrics {
     duration: Histogram,
     last_pass: Gauge<f64, AtomicU64>,
     pass_duration: Gauge<f64, AtomicU64>,
-    queries: Counter,
-    samples: Counter,
-    rejected: Counter,
+    client: ClientCounters,
     leader: Gauge,
     pods: Family<ObjectLabels, Gauge>,
     requests_cpu: Family<ContainerLabels, Gauge<f64, AtomicU64>>,
@@ -114,6 +114,71 @@ pub struct Metrics {
     exported: Mutex<HashMap<(String, String), Series>>,
     workloads: Mutex<HashMap<(String, String), WorkloadSeries>>,
     ready: AtomicBool,
+}
+
+/// The Prometheus client's counters, mirrored from its [`crate::prometheus::Stats`].
+#[derive(Debug)]
+struct ClientCounters {
+    queries: Counter,
+    samples: Counter,
+    rejected: Counter,
+    warnings: Counter,
+    splits: Counter,
+}
+
+impl ClientCounters {
+    fn register(registry: &mut Registry) -> Self {
+        let c = Self {
+            queries: Counter::default(),
+            samples: Counter::default(),
+            rejected: Counter::default(),
+            warnings: Counter::default(),
+            splits: Counter::default(),
+        };
+        for (name, help, counter) in [
+            (
+                "tailor_recommender_prometheus_queries",
+                "HTTP queries sent to Prometheus",
+                &c.queries,
+            ),
+            (
+                "tailor_recommender_prometheus_samples",
+                "Samples received from Prometheus",
+                &c.samples,
+            ),
+            (
+                "tailor_recommender_prometheus_samples_rejected",
+                "Usage samples above the sane bounds (--max-memory-sample, --max-cpu-sample), left out of the history",
+                &c.rejected,
+            ),
+            (
+                "tailor_recommender_prometheus_warnings",
+                "Warnings Prometheus attached to its answers (partial data; no recommendation is lowered from it)",
+                &c.warnings,
+            ),
+            (
+                "tailor_recommender_prometheus_range_splits",
+                "Range queries cut in two because the server refused them as too large",
+                &c.splits,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
+        c
+    }
+
+    fn mirror(&self, stats: &crate::prometheus::Stats) {
+        for (counter, total) in [
+            (&self.queries, &stats.queries),
+            (&self.samples, &stats.samples),
+            (&self.rejected, &stats.rejected),
+            (&self.warnings, &stats.warnings),
+            (&self.splits, &stats.splits),
+        ] {
+            let total = total.load(Ordering::Relaxed);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -133,7 +198,7 @@ impl Metrics {
         let duration = Histogram::new(exponential_buckets(0.01, 2.0, 14));
         let last_pass = Gauge::<f64, AtomicU64>::default();
         let pass_duration = Gauge::<f64, AtomicU64>::default();
-        let (queries, samples, leader) = (Counter::default(), Counter::default(), Gauge::default());
+        let leader = Gauge::default();
         registry.register(
             "tailor_recommendation_cpu_cores",
             "Recommended CPU (target, bounds, uncapped target), cores",
@@ -169,22 +234,7 @@ impl Metrics {
             "How long the last pass over every VerticalAutoscaler took",
             pass_duration.clone(),
         );
-        registry.register(
-            "tailor_recommender_prometheus_queries",
-            "HTTP queries sent to Prometheus",
-            queries.clone(),
-        );
-        registry.register(
-            "tailor_recommender_prometheus_samples",
-            "Samples received from Prometheus",
-            samples.clone(),
-        );
-        let rejected = Counter::default();
-        registry.register(
-            "tailor_recommender_prometheus_samples_rejected",
-            "Usage samples above the sane bounds (--max-memory-sample, --max-cpu-sample), left out of the history",
-            rejected.clone(),
-        );
+        let client = ClientCounters::register(&mut registry);
         let pods = Family::<ObjectLabels, Gauge>::default();
         let requests_cpu = Family::<ContainerLabels, Gauge<f64, AtomicU64>>::default();
         let requests_memory = Family::<ContainerLabels, Gauge<f64, AtomicU64>>::default();
@@ -223,9 +273,7 @@ impl Metrics {
             duration,
             last_pass,
             pass_duration,
-            queries,
-            samples,
-            rejected,
+            client,
             leader,
             pods,
             requests_cpu,
@@ -444,12 +492,9 @@ impl Metrics {
         self.ready.store(true, Ordering::Relaxed);
     }
 
-    /// Mirrors the Prometheus client's counters: queries, samples, samples rejected.
-    pub fn prometheus_totals(&self, queries: u64, samples: u64, rejected: u64) {
-        let (q, s, r) = (self.queries.get(), self.samples.get(), self.rejected.get());
-        self.queries.inc_by(queries.saturating_sub(q));
-        self.samples.inc_by(samples.saturating_sub(s));
-        self.rejected.inc_by(rejected.saturating_sub(r));
+    /// Mirrors the Prometheus client's counters.
+    pub fn prometheus_totals(&self, stats: &crate::prometheus::Stats) {
+        self.client.mirror(stats);
     }
 
     /// Sets the leader gauge. A standby replica is ready as soon as it runs.

@@ -3,7 +3,8 @@
 //!
 //! - Queries go as `POST` forms (long pod lists never hit URL limits), in batches of pods, and
 //!   range queries are cut into chunks of at most `max_points` steps (Prometheus refuses more
-//!   than 11,000 points per series).
+//!   than 11,000 points per series), and cut further where the server says a chunk is too
+//!   large ([`range`]).
 //! - Timeouts and retries with exponential back-off for connection errors, timeouts and 5xx;
 //!   4xx and `bad_data` answers are not retried.
 //! - Bearer-token or basic auth; TLS with the system roots, an extra CA, or none verified.
@@ -22,20 +23,24 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::model::history::ContainerHistory;
+use crate::model::history::{ContainerHistory, Unsettled, Usage, UsageSink};
 
 mod access;
 mod current;
 mod http;
 mod jvm;
 pub mod oom;
+mod range;
 mod ready;
 mod traces;
+mod warnings;
 
 pub use access::Access;
 pub use current::WorkingSet;
 pub use jvm::{JVM_HEAP_RESOLUTION, JvmHeap};
 pub use oom::RecordedKill;
+pub use range::too_large as range_too_large;
+pub use warnings::with_warnings;
 
 /// Why history could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -203,6 +208,10 @@ pub struct Stats {
     pub samples: AtomicU64,
     /// Usage samples left out of the history: not below the bounds of [`Config`].
     pub rejected: AtomicU64,
+    /// Warnings the server attached to its answers (partial data).
+    pub warnings: AtomicU64,
+    /// Range queries cut in two because the server refused them as too large.
+    pub splits: AtomicU64,
 }
 
 /// The default bound on a memory usage sample: 16 TiB, above the largest machines.
@@ -332,42 +341,6 @@ impl Prometheus {
         self.series(data, "vector")
     }
 
-    /// A range query, cut into chunks of at most `max_points` steps.
-    pub async fn query_range(
-        &self,
-        query: &str,
-        start: f64,
-        end: f64,
-        step: f64,
-    ) -> Result<Vec<Series>, HistoryError> {
-        let step = step.max(1.0);
-        let chunk = step * (self.config.max_points.max(2) - 1) as f64;
-        let mut merged: BTreeMap<BTreeMap<String, String>, Vec<(f64, f64)>> = BTreeMap::new();
-        let mut from = start;
-        while from <= end {
-            let to = (from + chunk).min(end);
-            let data = self
-                .post(
-                    "query_range",
-                    &[
-                        ("query", query.to_owned()),
-                        ("start", from.to_string()),
-                        ("end", to.to_string()),
-                        ("step", step.to_string()),
-                    ],
-                )
-                .await?;
-            for s in self.series(data, "matrix")? {
-                merged.entry(s.labels).or_default().extend(s.samples);
-            }
-            from = to + step;
-        }
-        Ok(merged
-            .into_iter()
-            .map(|(labels, samples)| Series { labels, samples })
-            .collect())
-    }
-
     fn selector(&self, metric: &str, matchers: &[String]) -> String {
         let mut all: Vec<String> = matchers.to_vec();
         if !self.config.names.extra_matchers.is_empty() {
@@ -492,13 +465,35 @@ impl Prometheus {
     }
 
     /// [`Prometheus::extend_history`], leaving out the CPU samples of each startup boost's
-    /// window. `boosts` holds each container policy's boost duration in seconds by
-    /// `containerName` (`*` for the others; `None`: no boost). For a boosted container, a
-    /// pod's CPU samples before the time it became Ready plus that duration are left out. A pod
-    /// with no Ready time (kube-state-metrics before 2.8, or never Ready) keeps its samples.
+    /// window (see [`Prometheus::read_usage`]).
     pub async fn extend_history_boosted(
         &self,
         out: &mut BTreeMap<String, ContainerHistory>,
+        namespace: &str,
+        pods: &[String],
+        (start, end): (f64, f64),
+        boosts: &BTreeMap<String, Option<f64>>,
+    ) -> Result<(), HistoryError> {
+        let mut unsettled = Unsettled::default();
+        let mut sink = UsageSink {
+            settled: f64::INFINITY,
+            histories: out,
+            unsettled: &mut unsettled,
+        };
+        self.read_usage(&mut sink, namespace, pods, (start, end), boosts)
+            .await
+    }
+
+    /// Reads the usage samples and OOM kills of `pods` in `[start, end]` into `sink` (per
+    /// container name; OOM kills, the same kill however often read, into its histories).
+    /// Nothing is expired: the caller decides the window. CPU samples of each startup boost's
+    /// window are left out: `boosts` holds each container policy's boost duration in seconds
+    /// by `containerName` (`*` for the others; `None`: no boost). For a boosted container, a
+    /// pod's CPU samples before the time it became Ready plus that duration are left out. A pod
+    /// with no Ready time (kube-state-metrics before 2.8, or never Ready) keeps its samples.
+    pub async fn read_usage(
+        &self,
+        sink: &mut UsageSink<'_>,
         namespace: &str,
         pods: &[String],
         (start, end): (f64, f64),
@@ -526,22 +521,19 @@ impl Prometheus {
                     let pod = s.labels.get("pod")?;
                     Some(ready.get(pod)? + d)
                 });
-                let samples = self.bounded(&s, self.config.max_cpu_cores, "CPU");
-                let h = out.entry(container).or_default();
-                for (t, v) in samples {
+                for (t, v) in self.bounded(&s, self.config.max_cpu_cores, "CPU") {
                     if boost_end.is_none_or(|e| t >= e) {
-                        h.add_cpu(t, v);
+                        sink.add(&container, Usage::Cpu, t, v);
                     }
                 }
             }
             for s in self.query_range(&mem_q, start, end, step).await? {
-                let samples = self.bounded(&s, self.config.max_memory_bytes, "memory");
-                let h = out.entry(container_of(&s)).or_default();
-                for (t, v) in samples {
-                    h.add_memory(t, v);
+                let container = container_of(&s);
+                for (t, v) in self.bounded(&s, self.config.max_memory_bytes, "memory") {
+                    sink.add(&container, Usage::Memory, t, v);
                 }
             }
-            self.ooms(&base, start, end, step, out).await?;
+            self.ooms(&base, start, end, step, sink.histories).await?;
         }
         Ok(())
     }

@@ -86,3 +86,70 @@ fn the_largest_jump_to_a_new_high_after_the_first_day() {
     h.expire(59.0 * HOUR);
     assert_eq!(h.memory_peak_jump(24.0 * HOUR), None);
 }
+
+#[test]
+fn a_pass_reads_again_the_overlap_and_settles_every_point_once() {
+    use tailor_recommender::model::history::Pass;
+    let first = Pass::plan(None, (10.5, 1000.0), 300.0, 60.0);
+    assert_eq!(
+        first,
+        Pass {
+            known_from: 60.0,
+            new_from: 60.0,
+            settled: 660.0
+        }
+    );
+    // The next pass reads from the point after the settled one; pods new to it from the first
+    // grid point in its window.
+    let second = Pass::plan(Some(660.0), (100.0, 1100.0), 300.0, 60.0);
+    assert_eq!(
+        second,
+        Pass {
+            known_from: 720.0,
+            new_from: 120.0,
+            settled: 780.0
+        }
+    );
+    // A pass too soon to settle anything new keeps the settled point.
+    assert_eq!(
+        Pass::plan(Some(660.0), (100.0, 900.0), 300.0, 60.0).settled,
+        660.0
+    );
+    // Without an overlap, everything read is settled.
+    assert_eq!(Pass::plan(None, (0.0, 1000.0), 0.0, 60.0).settled, 960.0);
+    // A window that moved past the settled point: from its first grid point.
+    assert_eq!(
+        Pass::plan(Some(660.0), (5000.0, 9000.0), 300.0, 60.0).known_from,
+        5040.0
+    );
+
+    // Passes at uneven times: every grid point up to the last settled one is settled by
+    // exactly one pass, and every point read is read by a pass that starts after the
+    // previous settled point.
+    let (step, overlap) = (60.0, 300.0);
+    let mut settled_by = std::collections::BTreeMap::<i64, u32>::new();
+    let mut previous = None;
+    let mut end = 10_000.3;
+    for gap in [37.0, 61.0, 5.0, 600.0, 119.0, 1.0, 3600.0, 59.9, 240.0] {
+        end += gap;
+        let pass = Pass::plan(previous, (end - 7200.0, end), overlap, step);
+        if let Some(p) = previous {
+            assert!(pass.known_from > p, "{pass:?} after {p}");
+            assert!(pass.settled >= p);
+        }
+        let mut t = pass.known_from;
+        while t <= pass.settled {
+            assert_eq!(t % step, 0.0, "on the grid");
+            *settled_by.entry(t.round() as i64).or_default() += 1;
+            t += step;
+        }
+        assert!(pass.settled <= end - overlap);
+        previous = Some(pass.settled);
+    }
+    let points: Vec<i64> = settled_by.keys().copied().collect();
+    assert!(settled_by.values().all(|n| *n == 1), "{settled_by:?}");
+    assert!(
+        points.windows(2).all(|w| w[1] - w[0] == 60),
+        "a gap in the settled points: {points:?}"
+    );
+}

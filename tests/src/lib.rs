@@ -4,6 +4,8 @@
 //!   fresh data directory and credentials, a [`kube::Client`] and the tailor CRDs installed.
 //! - [`Prometheus`]: the real Prometheus server, on a TSDB backfilled from OpenMetrics text with
 //!   `promtool tsdb create-blocks-from openmetrics`, optionally scraping targets.
+//! - [`fault::FaultProxy`]: a TCP proxy in front of a server that a test can take down or make
+//!   hang.
 //! - [`real_node::RealNode`]: containerd + runc + a real kubelet registered with a
 //!   [`ControlPlane`], one per machine at a time.
 //!
@@ -14,6 +16,7 @@
 pub mod assets;
 pub mod cargo;
 pub mod control_plane;
+pub mod fault;
 pub mod process;
 pub mod prometheus;
 pub mod real_node;

@@ -43,6 +43,11 @@ pub struct PrometheusOptions {
     pub scrape_interval: Duration,
     /// Rule files to load (`rule_files:`).
     pub rule_files: Vec<std::path::PathBuf>,
+    /// Remote-read endpoints (`read_recent: true`); one that fails makes every answer carry a
+    /// warning, as a Thanos store or a Mimir querier that fails does.
+    pub remote_read: Vec<String>,
+    /// More flags for the server (`--query.max-samples=1000`).
+    pub extra_args: Vec<String>,
 }
 
 impl Default for PrometheusOptions {
@@ -53,6 +58,8 @@ impl Default for PrometheusOptions {
             scrape_targets: Vec::new(),
             scrape_interval: Duration::from_secs(1),
             rule_files: Vec::new(),
+            remote_read: Vec::new(),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -136,7 +143,7 @@ impl Prometheus {
         let mut last = None;
         for attempt in 0..START_ATTEMPTS {
             let port = free_port()?;
-            let args = vec![
+            let mut args = vec![
                 format!("--config.file={}", config.display()),
                 format!("--storage.tsdb.path={}", data.display()),
                 format!("--web.listen-address=127.0.0.1:{port}"),
@@ -144,6 +151,7 @@ impl Prometheus {
                 "--storage.tsdb.retention.time=3650d".into(),
                 "--log.level=warn".into(),
             ];
+            args.extend(options.extra_args.iter().cloned());
             let log = dir.path().join(format!("prometheus-{attempt}.log"));
             let mut process = ServerProcess::spawn("prometheus", &prometheus, &args, &log)?;
             let url = format!("http://127.0.0.1:{port}");
@@ -379,6 +387,17 @@ fn config_yaml(options: &PrometheusOptions) -> String {
         yaml = yaml.replace(
             "scrape_configs:\n",
             &format!("rule_files: [{}]\nscrape_configs:\n", files.join(", ")),
+        );
+    }
+    if !options.remote_read.is_empty() {
+        let reads: String = options
+            .remote_read
+            .iter()
+            .map(|url| format!("  - url: {url:?}\n    read_recent: true\n"))
+            .collect();
+        yaml = yaml.replace(
+            "scrape_configs:\n",
+            &format!("remote_read:\n{reads}scrape_configs:\n"),
         );
     }
     if options.scrape_targets.is_empty() {

@@ -185,18 +185,31 @@ async fn history(
     let cached = cache()
         .remove(&key)
         .filter(|c| c.target == target_key && c.window == window && c.boosts == boosts);
-    let c = read_history(
+    let read = read_history(
         ctx,
         &ns,
         (&target.kind, &target.name),
         (start, end, window),
-        cached,
+        cached.as_ref(),
         &boosts,
     )
-    .await?;
+    .await;
+    let c = match read {
+        Ok(c) => c,
+        Err(e) => {
+            // Nothing read is lost: the next pass reads on from where the last one ended,
+            // not the whole window again.
+            if let Some(c) = cached {
+                cache().insert(key, c);
+            }
+            return Err(e);
+        }
+    };
+    let mut histories = c.histories.clone();
+    c.unsettled.apply_to(&mut histories);
     let read = Read {
         pods: c.pods.iter().cloned().collect(),
-        histories: c.histories.clone(),
+        histories,
         measured: measured_heaps(ctx, &ns, &c.heaps, template),
     };
     cache().insert(key, c);
@@ -363,7 +376,9 @@ pub async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
     let template = live.first().map(|p| p.as_ref());
     let end = now();
     let start = end - window;
-    let read = match history(ctx, va, template, (start, end, window)).await {
+    let (read, warnings) =
+        crate::prometheus::with_warnings(history(ctx, va, template, (start, end, window))).await;
+    let read = match read {
         Ok(read) => read,
         Err(e) => return history_unavailable(previous, &e),
     };
@@ -371,15 +386,62 @@ pub async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
         Ok(est) => est,
         Err(message) => return unsupported(previous, message),
     };
-    let conditions = conditions(va, (live.len(), &read), &est, window);
+    let mut conditions = conditions(va, (live.len(), &read), &est, window);
+    let recs = if warnings.is_empty() {
+        est.recs
+    } else {
+        partial_history(va, previous.as_ref(), est.recs, &warnings, &mut conditions)
+    };
     Outcome {
         // Bound to the spec and the target it was computed from: the updater acts on nothing
         // else. A recommendation kept from an earlier pass keeps its own binding.
-        recommendation: (!est.recs.is_empty()).then(|| Recommendation {
+        recommendation: (!recs.is_empty()).then(|| Recommendation {
             observed_generation: va.metadata.generation,
             target_ref: Some(target.clone()),
-            container_recommendations: est.recs,
+            container_recommendations: recs,
         }),
         conditions,
     }
+}
+
+/// Prometheus answered the read with `warnings`: the data may be partial, so `recs` may raise
+/// but not lower the previous recommendation (see [`super::partial`]), and
+/// `HistoryUnavailable` says so. A previous recommendation computed for another generation of
+/// the spec or another target is not held to: the spec changed since.
+fn partial_history(
+    va: &VerticalAutoscaler,
+    previous: Option<&Recommendation>,
+    recs: Vec<ContainerRecommendation>,
+    warnings: &[String],
+    conditions: &mut [Cond],
+) -> Vec<ContainerRecommendation> {
+    let previous = previous.filter(|p| {
+        p.observed_generation == va.metadata.generation
+            && p.target_ref.as_ref() == Some(&va.spec.target_ref)
+    });
+    let (recs, held) = super::partial::hold_decreases(recs, previous);
+    let first: String = warnings
+        .first()
+        .map(|w| w.chars().take(300).collect())
+        .unwrap_or_default();
+    let message = format!(
+        "Prometheus answered with {} warning(s), the history may be partial, so no recommendation is lowered{}: {first}",
+        warnings.len(),
+        if held.is_empty() {
+            String::new()
+        } else {
+            format!(" (held: {})", held.join(", "))
+        },
+    );
+    for c in conditions.iter_mut() {
+        if c.0 == condition::HISTORY_UNAVAILABLE {
+            *c = (
+                condition::HISTORY_UNAVAILABLE,
+                true,
+                "PartialHistory",
+                message.clone(),
+            );
+        }
+    }
+    recs
 }

@@ -9,45 +9,51 @@ use tailor_crds::v1alpha1::{ResizeOutcome, VerticalAutoscaler};
 
 use super::{Cached, Context};
 use crate::model::heap::{MeasuredHeaps, MeasuredKey};
-use crate::model::history::ContainerHistory;
+use crate::model::history::{ContainerHistory, Pass, Unsettled, UsageSink};
 use crate::prometheus::HistoryError;
 
 /// Reads the workload's history: only what is new since the last pass for pods already read,
 /// the whole window for pods not seen before (a new rollout) or without a previous pass. CPU
 /// samples in a startup boost's window are left out (`boosts`: container -> duration, see
 /// [`startup_boosts`]).
+///
+/// Every read of one object evaluates its queries on the grid of multiples of the step, and
+/// settles the points up to `history_overlap` before `end` into the history for good; later
+/// points are kept aside ([`Unsettled`]) and read again by the next pass ([`Pass`]), so
+/// samples that reach Prometheus late are not lost and none is counted twice. `cached` is left as it was: on an error the
+/// caller keeps it, and the next pass reads from where it ended.
 pub(super) async fn read_history(
     ctx: &Context,
     ns: &str,
     (kind, name): (&str, &str),
     (start, end, window): (f64, f64, f64),
-    cached: Option<Cached>,
+    cached: Option<&Cached>,
     boosts: &BTreeMap<String, Option<f64>>,
 ) -> Result<Cached, HistoryError> {
     let step = ctx.prometheus.config().step.as_secs_f64().max(1.0);
     // With a previous pass, only pods that existed since then can have new samples: the
     // ownership query looks back that far, not over the whole window.
-    let (mut histories, mut heaps, known, from, lookback, heap_since) = match cached {
+    let (mut histories, mut heaps, known, previous, lookback) = match cached {
         Some(c) => {
-            let since = (end - c.until).max(0.0) + 2.0 * step;
+            let since = (end - c.settled).max(0.0) + 2.0 * step;
             (
-                c.histories,
-                c.heaps,
-                c.pods,
-                c.until + step,
+                c.histories.clone(),
+                c.heaps.clone(),
+                c.pods.clone(),
+                Some(c.settled),
                 since.max(300.0).min(window),
-                c.until,
             )
         }
         None => (
             BTreeMap::new(),
             MeasuredHeaps::default(),
             Default::default(),
-            start,
+            None,
             window,
-            start,
         ),
     };
+    let overlap = ctx.options.history_overlap.as_secs_f64();
+    let pass = Pass::plan(previous, (start, end), overlap, step);
     let recent: std::collections::BTreeSet<String> = ctx
         .prometheus
         .workload_pods(ns, kind, name, end, lookback)
@@ -56,17 +62,24 @@ pub(super) async fn read_history(
         .collect();
     let old: Vec<String> = recent.intersection(&known).cloned().collect();
     let new: Vec<String> = recent.difference(&known).cloned().collect();
-    for (pods, since) in [(&old, from.max(start)), (&new, start)] {
+    let mut unsettled = Unsettled::default();
+    let mut sink = UsageSink {
+        settled: pass.settled,
+        histories: &mut histories,
+        unsettled: &mut unsettled,
+    };
+    for (pods, since) in [(&old, pass.known_from), (&new, pass.new_from)] {
         ctx.prometheus
-            .extend_history_boosted(&mut histories, ns, pods, (since, end), boosts)
+            .read_usage(&mut sink, ns, pods, (since, end), boosts)
             .await?;
     }
     for h in histories.values_mut() {
         h.expire(start);
     }
-    // JVM heap ceilings: since the last pass for pods already read, the whole window for new
-    // ones.
-    for (pods, since) in [(&old, heap_since.max(start)), (&new, start)] {
+    // JVM heap ceilings: from the previous pass's settled point for pods already read (a
+    // ceiling read twice is the same ceiling), the whole window for new ones.
+    let heaps_since = previous.unwrap_or(start).max(start);
+    for (pods, since) in [(&old, heaps_since), (&new, start)] {
         let read = ctx.prometheus.jvm_heaps(ns, pods, since, end).await?;
         add_heaps(&mut heaps, ns, read);
     }
@@ -78,8 +91,9 @@ pub(super) async fn read_history(
         boosts: boosts.clone(),
         pods,
         histories,
+        unsettled,
         heaps,
-        until: end,
+        settled: pass.settled,
     })
 }
 

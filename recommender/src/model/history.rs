@@ -223,3 +223,108 @@ impl ContainerHistory {
         self.raises.iter().map(|r| r.limit).reduce(f64::max)
     }
 }
+
+/// Which usage a sample measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    /// CPU, cores.
+    Cpu,
+    /// Memory working set, bytes.
+    Memory,
+}
+
+/// Usage samples read but not settled: recent enough that samples reaching Prometheus late
+/// (remote-write lag, a slow scrape) may still change them. They count in the estimate of the
+/// pass that read them, and are read again by the next pass, which settles them into the
+/// history for good. So a late sample is not lost and no sample is counted twice.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Unsettled {
+    samples: Vec<(String, Usage, f64, f64)>,
+}
+
+impl Unsettled {
+    /// A sample of `container`.
+    pub fn add(&mut self, container: &str, usage: Usage, t: f64, v: f64) {
+        self.samples.push((container.to_owned(), usage, t, v));
+    }
+
+    /// How many samples.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// Adds the samples to `histories` (per container name).
+    pub fn apply_to(&self, histories: &mut BTreeMap<String, ContainerHistory>) {
+        for (container, usage, t, v) in &self.samples {
+            let h = histories.entry(container.clone()).or_default();
+            match usage {
+                Usage::Cpu => h.add_cpu(*t, *v),
+                Usage::Memory => h.add_memory(*t, *v),
+            }
+        }
+    }
+}
+
+/// Where the samples of a read go: those at or before `settled` into `histories` for good,
+/// later ones into `unsettled`.
+#[derive(Debug)]
+pub struct UsageSink<'a> {
+    /// The latest time whose samples are settled.
+    pub settled: f64,
+    /// Settled samples, per container name.
+    pub histories: &'a mut BTreeMap<String, ContainerHistory>,
+    /// The others.
+    pub unsettled: &'a mut Unsettled,
+}
+
+impl UsageSink<'_> {
+    /// A sample of `container` at `t`.
+    pub fn add(&mut self, container: &str, usage: Usage, t: f64, v: f64) {
+        // Points are whole milliseconds apart from the grid at most.
+        if t > self.settled + 1e-3 {
+            self.unsettled.add(container, usage, t, v);
+            return;
+        }
+        let h = self.histories.entry(container.to_owned()).or_default();
+        match usage {
+            Usage::Cpu => h.add_cpu(t, v),
+            Usage::Memory => h.add_memory(t, v),
+        }
+    }
+}
+
+/// What one pass over an object reads. Every read evaluates on the grid of multiples of the
+/// step (as Prometheus and VictoriaMetrics return them, whatever the wall-clock time of the
+/// pass), so a point is either settled once or read again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pass {
+    /// Where pods read by an earlier pass are read from: the point after the last settled one
+    /// (the first grid point in the window on the first pass, or if that is later).
+    pub known_from: f64,
+    /// Where pods not read before are read from: the first grid point in the window.
+    pub new_from: f64,
+    /// The last point settled by this pass: the last one at least `overlap` before `end`.
+    /// Later points are read again by the next pass.
+    pub settled: f64,
+}
+
+impl Pass {
+    /// The pass over `[start, end]` after one that settled up to `previous` (none: the first
+    /// pass), at `step`, reading again the last `overlap` seconds.
+    pub fn plan(previous: Option<f64>, (start, end): (f64, f64), overlap: f64, step: f64) -> Self {
+        let step = step.max(1.0);
+        let new_from = (start / step).ceil() * step;
+        let known_from = previous.map_or(new_from, |p| (p + step).max(new_from));
+        let last = ((end - overlap.max(0.0)) / step).floor() * step;
+        Self {
+            known_from,
+            new_from,
+            settled: last.max(known_from - step),
+        }
+    }
+}

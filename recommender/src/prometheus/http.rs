@@ -15,6 +15,10 @@ pub(super) struct ApiResponse {
     #[serde(rename = "errorType")]
     error_type: Option<String>,
     error: Option<String>,
+    /// What the server could not read (a remote-read store, a Thanos store, a Mimir
+    /// querier): the data may be partial.
+    #[serde(default)]
+    warnings: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -83,6 +87,13 @@ impl Prometheus {
         // Errors name the endpoint without credentials or a query string: they are written
         // into status conditions and Events, which many can read.
         let url = redacted(&target);
+        // Thanos answers a query some of whose stores failed with partial data and a warning
+        // unless asked not to (`partial_response`); VictoriaMetrics cluster likewise
+        // (`deny_partial_response`). Prometheus and Mimir ignore both.
+        let mut form = form.to_vec();
+        form.push(("partial_response", "false".to_owned()));
+        form.push(("deny_partial_response", "1".to_owned()));
+        let form = form.as_slice();
         let mut delay = self.config.backoff;
         let mut attempt = 0;
         loop {
@@ -188,6 +199,13 @@ impl Prometheus {
         }
         if !status.is_success() {
             return Err(HistoryError::Rejected(format!("{url}: HTTP {status}")));
+        }
+        if !parsed.warnings.is_empty() {
+            self.stats
+                .warnings
+                .fetch_add(parsed.warnings.len() as u64, Ordering::Relaxed);
+            tracing::warn!(%url, warnings = ?parsed.warnings, "Prometheus answered with warnings: the data may be partial");
+            super::warnings::record(parsed.warnings);
         }
         parsed
             .data
