@@ -72,6 +72,8 @@ pub struct Options {
     pub settings: Settings,
     /// Checked immediately before each write: false once this replica may no longer lead.
     pub fence: tailor_runtime::lease::Fence,
+    /// The namespaces watched: objects elsewhere are never read nor written.
+    pub scope: tailor_runtime::Scope,
 }
 
 impl Default for Options {
@@ -82,6 +84,7 @@ impl Default for Options {
             history_overlap: Duration::from_secs(300),
             settings: Settings::default(),
             fence: tailor_runtime::lease::Fence::always(),
+            scope: tailor_runtime::Scope::Cluster,
         }
     }
 }
@@ -130,11 +133,12 @@ pub async fn run(
     metrics: Arc<crate::metrics::Metrics>,
 ) {
     metrics.pass_started();
-    let (pods, pod_stream) = tailor_runtime::cache(Api::<Pod>::all(client.clone()));
+    let scope = options.scope.clone();
+    let (pods, pod_stream) = tailor_runtime::cache_scoped::<Pod>(&scope, &client);
     let (replicasets, rs_stream) =
-        tailor_runtime::cache(Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()));
+        tailor_runtime::cache_scoped::<PartialObjectMeta<ReplicaSet>>(&scope, &client);
     let (jobs, job_stream) =
-        tailor_runtime::cache(Api::<PartialObjectMeta<Job>>::all(client.clone()));
+        tailor_runtime::cache_scoped::<PartialObjectMeta<Job>>(&scope, &client);
     let (vas, va_writer) = reflector::store::<VerticalAutoscaler>();
     let ctx = Arc::new(Context {
         metrics,
@@ -147,7 +151,10 @@ pub async fn run(
         cache: Default::default(),
     });
 
-    tracing::info!("starting watches of pods, ReplicaSets, Jobs and VerticalAutoscalers");
+    tracing::info!(
+        scope = %scope,
+        "starting watches of pods, ReplicaSets, Jobs and VerticalAutoscalers"
+    );
 
     let (queue, keys) = mpsc::unbounded_channel::<ObjectRef<VerticalAutoscaler>>();
     // Spec changes (new generation) trigger at once, and so does a memory decrease the
@@ -158,10 +165,7 @@ pub async fn run(
     let va_mirror_queue = mirror_queue.clone();
     let va_stream = reflector::reflector(
         va_writer,
-        watcher(
-            Api::<VerticalAutoscaler>::all(client.clone()),
-            watcher::Config::default(),
-        ),
+        scope.watcher(&client, &(), watcher::Config::default(), vas.clone()),
     )
     .default_backoff()
     .applied_objects()
@@ -179,7 +183,7 @@ pub async fn run(
     });
     let mirror = crate::mirror::run(
         client.clone(),
-        vas.clone(),
+        (vas.clone(), &scope),
         ctx.options.fence.clone(),
         (mirror_queue, mirror_keys),
     );

@@ -11,6 +11,7 @@ use tailor_recommender::controller::{self, Options};
 use tailor_recommender::metrics::Metrics;
 use tailor_recommender::model::backtest::{Guard, Options as BacktestOptions, PolicyKind};
 use tailor_recommender::prometheus::{Access, Config, MetricNames, Prometheus};
+use tailor_runtime::ScopeArgs;
 use tailor_runtime::lease::{self, LeaseConfig, TimingArgs};
 
 /// Computes CPU/memory recommendations for VerticalAutoscalers from Prometheus history.
@@ -257,6 +258,8 @@ struct RunArgs {
     /// This replica's identity (the pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    #[command(flatten, next_help_heading = "Namespaces")]
+    scope: ScopeArgs,
 }
 
 /// A positive byte quantity flag (`16Ti`, `256Mi`).
@@ -349,14 +352,17 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Backtest(args) => backtest(&args).await,
         Command::Run(args) => {
             let timing = args.lease_timing.timing()?;
+            let scope = args.scope.scope()?;
             let prom = prometheus(&args.prometheus.prometheus_url, &args.prometheus.connection)?;
             let client = kube::Client::try_default()
                 .await
                 .map_err(|e| format!("Kubernetes client: {e}"))?;
+            tracing::info!("watching {scope}");
             let options = Options {
                 refresh: Duration::from_secs(args.refresh_seconds.max(1)),
                 concurrency: args.concurrency.max(1),
                 history_overlap: Duration::from_secs(args.history_overlap_seconds),
+                scope,
                 ..Options::default()
             };
             let metrics = Arc::new(Metrics::new());

@@ -190,30 +190,24 @@ impl Mirror {
 /// Runs the mirror until dropped. `keys` carries the objects to look at: those whose
 /// VerticalAutoscaler changed (sent by the recommender's own watch of them, through `queue`);
 /// the mirror sends there those whose ResizeState changed.
-pub async fn run(
+pub fn run(
     client: kube::Client,
-    vas: Store<VerticalAutoscaler>,
+    (vas, scope): (Store<VerticalAutoscaler>, &tailor_runtime::Scope),
     fence: Fence,
     (queue, keys): (mpsc::UnboundedSender<Key>, mpsc::UnboundedReceiver<Key>),
-) {
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let (states, writer) = reflector::store::<ResizeState>();
-    let watch = reflector::reflector(
-        writer,
-        watcher(
-            Api::<ResizeState>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .modify(|s| s.managed_fields_mut().clear()),
-    )
-    .default_backoff()
-    .applied_objects()
-    .for_each(move |state| {
-        if let Ok(s) = state {
-            let key = Key::new(&s.name_any()).within(&s.namespace().unwrap_or_default());
-            let _ = queue.send(key);
-        }
-        std::future::ready(())
-    });
+    let events = scope.watcher(&client, &(), watcher::Config::default(), states.clone());
+    let watch = reflector::reflector(writer, events.modify(|s| s.managed_fields_mut().clear()))
+        .default_backoff()
+        .applied_objects()
+        .for_each(move |state| {
+            if let Ok(s) = state {
+                let key = Key::new(&s.name_any()).within(&s.namespace().unwrap_or_default());
+                let _ = queue.send(key);
+            }
+            std::future::ready(())
+        });
     let mirror = std::sync::Arc::new(Mirror {
         client,
         vas,
@@ -236,7 +230,9 @@ pub async fn run(
         )
         .await;
     };
-    tokio::join!(watch, work);
+    async move {
+        tokio::join!(watch, work);
+    }
 }
 
 #[cfg(test)]

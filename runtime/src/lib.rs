@@ -1,10 +1,13 @@
-//! What tailor's two binaries share at run time: leader election through a Lease and the admin
-//! server (`/metrics`, `/healthz`, `/readyz`).
+//! What tailor's two binaries share at run time: leader election through a Lease, the admin
+//! server (`/metrics`, `/healthz`, `/readyz`) and the namespaces they watch ([`Scope`]).
 
 pub mod admin;
 pub mod lease;
 pub mod queue;
+pub mod scope;
 pub mod workload;
+
+pub use scope::{Scope, ScopeArgs};
 
 /// Waits for SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
 pub async fn shutdown_signal() -> Result<(), String> {
@@ -45,6 +48,41 @@ where
     use kube::runtime::{WatchStreamExt, reflector, watcher};
     let (store, writer) = reflector::store();
     let run = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .for_each(|_| std::future::ready(()));
+    (store, run)
+}
+
+/// A cache of every `K` in `scope` (see [`Scope::watcher`]): the store, and the future that
+/// keeps it current. Run the future in a task of its own.
+pub fn cache_scoped<K>(
+    scope: &Scope,
+    client: &kube::Client,
+) -> (
+    kube::runtime::reflector::Store<K>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+)
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::Scope: kube::core::NamespaceScope,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let (store, writer) = reflector::store();
+    let events = scope.watcher(
+        client,
+        &K::DynamicType::default(),
+        watcher::Config::default(),
+        store.clone(),
+    );
+    let run = reflector::reflector(writer, events)
         .default_backoff()
         .for_each(|_| std::future::ready(()));
     (store, run)

@@ -50,6 +50,8 @@ use tailor_e2e::ControlPlane;
 use tailor_e2e::control_plane::client_from_kubeconfig;
 use tailor_e2e::process::ServerProcess;
 
+#[path = "deploy/scoped.rs"]
+mod scoped;
 #[path = "deploy/status_writer.rs"]
 mod status_writer;
 #[path = "deploy/webhook.rs"]
@@ -1884,9 +1886,108 @@ fn binaries_accept_every_rendered_flag() {
     }
 }
 
+/// Starts the binary `name` of the rendered `objects` as its Deployment runs it (its
+/// ServiceAccount's token, its args, the downward API's env) and waits until it is ready and
+/// holds its Lease; returns it and its webhook port.
+async fn start_binary(
+    cp: &ControlPlane,
+    objects: &[Value],
+    (component, name): (&str, &'static str),
+    prometheus: &str,
+    http: &reqwest::Client,
+) -> anyhow::Result<(ServerProcess, u16)> {
+    let pod = &find(objects, "Deployment", name)["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let sa = pod["serviceAccountName"].as_str().unwrap();
+    // The pod's name and namespace come from the downward API, as in a cluster.
+    let mut env = Vec::new();
+    let identity = format!("{name}-7d9f-test");
+    for var in container["env"].as_array().unwrap() {
+        let field = var["valueFrom"]["fieldRef"]["fieldPath"].as_str();
+        let value = match field {
+            Some("metadata.name") => identity.clone(),
+            Some("metadata.namespace") => NAMESPACE.to_owned(),
+            _ => var["value"].as_str().unwrap_or_default().to_owned(),
+        };
+        env.push((var["name"].as_str().unwrap().to_owned(), value));
+    }
+    let token = token(cp, NAMESPACE, sa).await?;
+    let kubeconfig = kubeconfig_with_token(cp, &token, &format!("{sa}.kubeconfig"))?;
+    env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
+    let port = tailor_e2e::free_port()?;
+    let webhook_port = tailor_e2e::free_port()?;
+    let args = local_args(container, (port, webhook_port), prometheus);
+    let bins = binaries();
+    let mut process = ServerProcess::spawn_with_env(
+        name,
+        &bins[name],
+        &args,
+        &env,
+        &cp.dir().join(format!("{name}.log")),
+    )?;
+    wait_leading(cp, &mut process, container, (component, name), port, http).await?;
+    Ok((process, webhook_port))
+}
+
+/// Waits until the binary `name` (`component`, admin `port`, `container` rendered) is ready,
+/// answers its probes and holds its Lease.
+async fn wait_leading(
+    cp: &ControlPlane,
+    process: &mut ServerProcess,
+    container: &Value,
+    (component, name): (&str, &str),
+    port: u16,
+    http: &reqwest::Client,
+) -> anyhow::Result<()> {
+    let identity = format!("{name}-7d9f-test");
+    let base = format!("http://127.0.0.1:{port}");
+    let leader = format!("tailor_{component}_leader 1");
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(status) = process.exited() {
+            panic!("{name} exited with {status}:\n{}", process.log_tail(30));
+        }
+        let ready = match http.get(format!("{base}/readyz")).send().await {
+            Ok(r) => r.status().is_success(),
+            Err(_) => false,
+        };
+        let metrics = match http.get(format!("{base}/metrics")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        // Line by line: the metric's HELP text says "1 on the replica that writes".
+        if ready && metrics.lines().any(|l| l.trim() == leader) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} not ready and leading after {TIMEOUT:?} with its ServiceAccount:\n{}",
+            process.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for probe in ["readinessProbe", "livenessProbe"] {
+        let path = container[probe]["httpGet"]["path"].as_str().unwrap();
+        let status = http.get(format!("{base}{path}")).send().await?.status();
+        assert!(status.is_success(), "{name} {probe} {path}: {status}");
+    }
+    let lease = Api::<Lease>::namespaced(cp.client(), NAMESPACE)
+        .get_opt(name)
+        .await?;
+    assert_eq!(
+        lease
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .as_deref(),
+        Some(identity.as_str()),
+        "{name}'s Lease in {NAMESPACE}:\n{}",
+        process.log_tail(30)
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn binaries_run_with_the_manifests_rbac_and_flags() -> anyhow::Result<()> {
-    let bins = binaries();
     let objects = kustomize_objects();
     let cp = ControlPlane::start().await?;
     apply_all(&cp.client(), &objects).await?;
@@ -1903,81 +2004,11 @@ async fn binaries_run_with_the_manifests_rbac_and_flags() -> anyhow::Result<()> 
         ("recommender", "tailor-recommender"),
         ("updater", "tailor-updater"),
     ] {
-        let pod = &find(&objects, "Deployment", name)["spec"]["template"]["spec"];
-        let container = &pod["containers"][0];
-        let sa = pod["serviceAccountName"].as_str().unwrap();
-        // The pod's name and namespace come from the downward API, as in a cluster.
-        let mut env = Vec::new();
-        let identity = format!("{name}-7d9f-test");
-        for var in container["env"].as_array().unwrap() {
-            let field = var["valueFrom"]["fieldRef"]["fieldPath"].as_str();
-            let value = match field {
-                Some("metadata.name") => identity.clone(),
-                Some("metadata.namespace") => NAMESPACE.to_owned(),
-                _ => var["value"].as_str().unwrap_or_default().to_owned(),
-            };
-            env.push((var["name"].as_str().unwrap().to_owned(), value));
-        }
-        let token = token(&cp, NAMESPACE, sa).await?;
-        let kubeconfig = kubeconfig_with_token(&cp, &token, &format!("{sa}.kubeconfig"))?;
-        env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
-        let port = tailor_e2e::free_port()?;
-        let webhook_port = tailor_e2e::free_port()?;
+        let (process, webhook_port) =
+            start_binary(&cp, &objects, (component, name), prometheus.url(), &http).await?;
         if component == "updater" {
             updater_webhook_port = webhook_port;
         }
-        let args = local_args(container, (port, webhook_port), prometheus.url());
-        let mut process = ServerProcess::spawn_with_env(
-            name,
-            &bins[name],
-            &args,
-            &env,
-            &cp.dir().join(format!("{name}.log")),
-        )?;
-
-        let base = format!("http://127.0.0.1:{port}");
-        let leader = format!("tailor_{component}_leader 1");
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = process.exited() {
-                panic!("{name} exited with {status}:\n{}", process.log_tail(30));
-            }
-            let ready = match http.get(format!("{base}/readyz")).send().await {
-                Ok(r) => r.status().is_success(),
-                Err(_) => false,
-            };
-            let metrics = match http.get(format!("{base}/metrics")).send().await {
-                Ok(r) => r.text().await.unwrap_or_default(),
-                Err(_) => String::new(),
-            };
-            // Line by line: the metric's HELP text says "1 on the replica that writes".
-            if ready && metrics.lines().any(|l| l.trim() == leader) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} not ready and leading after {TIMEOUT:?} with its ServiceAccount:\n{}",
-                process.log_tail(30)
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        for probe in ["readinessProbe", "livenessProbe"] {
-            let path = container[probe]["httpGet"]["path"].as_str().unwrap();
-            let status = http.get(format!("{base}{path}")).send().await?.status();
-            assert!(status.is_success(), "{name} {probe} {path}: {status}");
-        }
-        let lease = Api::<Lease>::namespaced(cp.client(), NAMESPACE)
-            .get_opt(name)
-            .await?;
-        assert_eq!(
-            lease
-                .and_then(|l| l.spec)
-                .and_then(|s| s.holder_identity)
-                .as_deref(),
-            Some(identity.as_str()),
-            "{name}'s Lease in {NAMESPACE}:\n{}",
-            process.log_tail(30)
-        );
         running.push((name, process));
     }
     // Both at work with their own tokens: the updater records to the ResizeState, the

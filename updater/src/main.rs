@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use tailor_recommender::prometheus::{Access, Config, MetricNames, Prometheus};
 use tailor_runtime::lease::{self, LeaseConfig, TimingArgs};
+use tailor_runtime::{Scope, ScopeArgs};
 use tailor_updater::admission;
 use tailor_updater::controller::{self, Options, UsageSource};
 use tailor_updater::metrics::Metrics;
@@ -69,6 +70,8 @@ struct RunArgs {
     usage: UsageArgs,
     #[command(flatten, next_help_heading = "Admission webhook")]
     webhook: WebhookArgs,
+    #[command(flatten, next_help_heading = "Namespaces")]
+    scope: ScopeArgs,
 }
 
 /// Where the serving certificate of the admission webhook comes from.
@@ -143,7 +146,12 @@ struct WebhookArgs {
 }
 
 impl WebhookArgs {
-    fn config(&self, namespace: &str, identity: &str) -> Result<Option<admission::Config>, String> {
+    fn config(
+        &self,
+        namespace: &str,
+        identity: &str,
+        scope: &Scope,
+    ) -> Result<Option<admission::Config>, String> {
         let certificates = match self.webhook_certs {
             WebhookCerts::None => return Ok(None),
             WebhookCerts::Files => admission::Certificates::Files(self.webhook_cert_dir.clone()),
@@ -172,6 +180,7 @@ impl WebhookArgs {
             certificates,
             updater_username: self.updater_username.clone(),
             identity: identity.to_owned(),
+            scope: scope.clone(),
         }))
     }
 }
@@ -253,6 +262,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 ));
             }
             let timing = args.lease_timing.timing()?;
+            let scope = args.scope.scope()?;
             let client = kube::Client::try_default()
                 .await
                 .map_err(|e| format!("cannot reach the Kubernetes API: {e}"))?;
@@ -270,7 +280,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                 identity: identity.clone(),
                 fence: lease::Fence::always(),
                 usage: args.usage.source()?,
+                scope: scope.clone(),
             };
+            tracing::info!("watching {scope}");
             if options.dry_run {
                 tracing::info!("dry run: nothing will be resized or written");
             }
@@ -279,7 +291,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("admin address {}: {e}", args.admin_addr))?;
             let admin = tokio::spawn(tailor_runtime::admin::serve(listener, metrics.clone()));
-            let webhook = match args.webhook.config(&args.lease_namespace, &identity)? {
+            let webhook = match args
+                .webhook
+                .config(&args.lease_namespace, &identity, &scope)?
+            {
                 Some(config) => {
                     let listener = admission::bind(&config, &metrics).await?;
                     let run = admission::run(client.clone(), config, listener, metrics.clone());

@@ -71,6 +71,11 @@ pub async fn resize_states_are_written_by_the_updater_alone(
 /// a test writes it, not the recommender): the updater reports it stale.
 pub async fn stale_object(cp: &ControlPlane) -> anyhow::Result<Value> {
     let ns = cp.namespace("stale").await?;
+    stale_object_in(cp, &ns).await
+}
+
+/// [`stale_object`] in the namespace `ns`.
+pub async fn stale_object_in(cp: &ControlPlane, ns: &str) -> anyhow::Result<Value> {
     let va = json!({
         "apiVersion": "tailor.dev/v1alpha1", "kind": "VerticalAutoscaler",
         "metadata": { "name": "web", "namespace": ns },

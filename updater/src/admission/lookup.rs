@@ -33,28 +33,30 @@ pub struct Lookup {
     pub states: Store<ResizeState>,
     pub hpas: Store<HorizontalPodAutoscaler>,
     pub owners: Owners,
+    /// The namespaces watched; nothing elsewhere is read.
+    pub scope: tailor_runtime::Scope,
 }
 
 /// The futures that keep a [`Lookup`] current.
 pub type Watches = Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>;
 
 impl Lookup {
-    /// The caches and the watches that fill them (run each in a task).
-    pub fn start(client: kube::Client) -> (Self, Watches) {
-        let (vas, va_run) = tailor_runtime::cache(Api::<VerticalAutoscaler>::all(client.clone()));
-        let (states, state_run) = tailor_runtime::cache(Api::<ResizeState>::all(client.clone()));
-        let (hpas, hpa_run) =
-            tailor_runtime::cache(Api::<HorizontalPodAutoscaler>::all(client.clone()));
-        let (replicasets, rs_run) =
-            tailor_runtime::cache(Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()));
-        let (jobs, job_run) =
-            tailor_runtime::cache(Api::<PartialObjectMeta<Job>>::all(client.clone()));
+    /// The caches of the namespaces in `scope` and the watches that fill them (run each in a
+    /// task).
+    pub fn start(client: kube::Client, scope: tailor_runtime::Scope) -> (Self, Watches) {
+        use tailor_runtime::cache_scoped;
+        let (vas, va_run) = cache_scoped::<VerticalAutoscaler>(&scope, &client);
+        let (states, state_run) = cache_scoped::<ResizeState>(&scope, &client);
+        let (hpas, hpa_run) = cache_scoped::<HorizontalPodAutoscaler>(&scope, &client);
+        let (replicasets, rs_run) = cache_scoped::<PartialObjectMeta<ReplicaSet>>(&scope, &client);
+        let (jobs, job_run) = cache_scoped::<PartialObjectMeta<Job>>(&scope, &client);
         let lookup = Self {
             client,
             vas,
             states,
             hpas,
             owners: Owners { replicasets, jobs },
+            scope,
         };
         let watches: Watches = vec![
             Box::pin(va_run),

@@ -56,6 +56,8 @@ pub struct Config {
     pub updater_username: String,
     /// The identity Events are reported under.
     pub identity: String,
+    /// The namespaces served: a pod elsewhere is admitted as submitted, unread.
+    pub scope: tailor_runtime::Scope,
 }
 
 /// A notice is said once per VerticalAutoscaler, reason and text in this long.
@@ -180,7 +182,7 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
 ) {
-    let (lookup, watches) = Lookup::start(client.clone());
+    let (lookup, watches) = Lookup::start(client.clone(), config.scope.clone());
     let (events, event_sender) = Events::new(
         client.clone(),
         ("tailor-updater-webhook".to_owned(), config.identity.clone()),

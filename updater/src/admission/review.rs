@@ -97,6 +97,10 @@ pub async fn size(lookup: &Lookup, req: &AdmissionRequest<Pod>) -> Answer {
     ) else {
         return answer(admit, Outcome::NotManaged);
     };
+    if !lookup.scope.contains(ns) {
+        // Outside the namespaces served: admitted as submitted, nothing read.
+        return answer(admit, Outcome::NotManaged);
+    }
     let va = match sizer(lookup, ns, pod).await {
         Ok(va) => va,
         Err((outcome, notice)) => return respond(admit, pod, Vec::new(), outcome, notice),
@@ -247,6 +251,10 @@ pub async fn gate(lookup: &Lookup, updater: &str, req: &AdmissionRequest<Pod>) -
     ) else {
         return answer(admit, Outcome::Allowed);
     };
+    if !lookup.scope.contains(ns) {
+        // Outside the namespaces served: tailor holds no approvals there to check.
+        return answer(admit, Outcome::Allowed);
+    }
     let before = limits(old);
     let lowered: Vec<Lowered> = limits(new)
         .into_iter()

@@ -83,6 +83,8 @@ pub struct Options {
     /// Where usage is read before a memory decrease that restarts a container; without it
     /// such decreases are held.
     pub usage: Option<UsageSource>,
+    /// The namespaces watched: objects elsewhere are never read nor changed.
+    pub scope: tailor_runtime::Scope,
 }
 
 impl Default for Options {
@@ -97,6 +99,7 @@ impl Default for Options {
             identity: FIELD_MANAGER.to_owned(),
             fence: tailor_runtime::lease::Fence::always(),
             usage: None,
+            scope: tailor_runtime::Scope::Cluster,
         }
     }
 }

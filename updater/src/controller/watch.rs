@@ -8,7 +8,6 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::Api;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -31,6 +30,7 @@ fn vpa_resource() -> ApiResource {
 /// A cache of upstream VerticalPodAutoscalers, when their CRD is installed (checked at start).
 async fn vpa_cache(
     client: &kube::Client,
+    scope: &tailor_runtime::Scope,
 ) -> Option<(
     Store<DynamicObject>,
     impl std::future::Future<Output = ()> + Send + 'static,
@@ -50,8 +50,8 @@ async fn vpa_cache(
     let resource = vpa_resource();
     let writer = reflector::store::Writer::new(resource.clone());
     let store = writer.as_reader();
-    let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
-    let run = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+    let events = scope.watcher(client, &resource, watcher::Config::default(), store.clone());
+    let run = reflector::reflector(writer, events)
         .default_backoff()
         .for_each(|_| std::future::ready(()));
     Some((store, run))
@@ -59,16 +59,17 @@ async fn vpa_cache(
 
 /// Runs the updater until the future is dropped.
 pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) {
+    let scope = options.scope.clone();
     let (pod_store, pod_writer) = reflector::store::<Pod>();
     let (replicasets, rs_stream) =
-        tailor_runtime::cache(Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()));
+        tailor_runtime::cache_scoped::<PartialObjectMeta<ReplicaSet>>(&scope, &client);
     let (jobs, job_stream) =
-        tailor_runtime::cache(Api::<PartialObjectMeta<Job>>::all(client.clone()));
+        tailor_runtime::cache_scoped::<PartialObjectMeta<Job>>(&scope, &client);
     let (hpas, hpa_stream) =
-        tailor_runtime::cache(Api::<HorizontalPodAutoscaler>::all(client.clone()));
-    let vpas = vpa_cache(&client).await;
+        tailor_runtime::cache_scoped::<HorizontalPodAutoscaler>(&scope, &client);
+    let vpas = vpa_cache(&client, &scope).await;
     // Its own records: where it left off (the pending approvals, the resizes it follows).
-    let (states, state_stream) = tailor_runtime::cache(Api::<ResizeState>::all(client.clone()));
+    let (states, state_stream) = tailor_runtime::cache_scoped::<ResizeState>(&scope, &client);
     let (va_store, va_writer) = reflector::store::<VerticalAutoscaler>();
     let (events, event_sender) = events::Events::new(
         client.clone(),
@@ -93,17 +94,15 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
     let (queue, work) = mpsc::unbounded_channel::<Key>();
 
     tracing::info!(
+        scope = %scope,
         "starting watches of VerticalAutoscalers, ResizeStates, pods, ReplicaSets, Jobs and HPAs"
     );
     // A VerticalAutoscaler changes: its spec, its recommendation, its approval annotation.
     let va_queue = queue.clone();
+    let va_events = scope.watcher(&client, &(), watcher::Config::default(), ctx.vas.clone());
     let va_stream = reflector::reflector(
         va_writer,
-        watcher(
-            Api::<VerticalAutoscaler>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .modify(|va| va.managed_fields_mut().clear()),
+        va_events.modify(|va| va.managed_fields_mut().clear()),
     )
     .default_backoff()
     .applied_objects()
@@ -116,25 +115,24 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
     // A pod changes: the objects whose workload it belongs to.
     let pod_queue = queue.clone();
     let pod_ctx = ctx.clone();
-    let pod_stream = reflector::reflector(
-        pod_writer,
-        watcher(
-            Api::<Pod>::all(client.clone()),
-            watcher::Config::default().page_size(100),
-        )
-        .modify(pods::slim),
-    )
-    .default_backoff()
-    .applied_objects()
-    .for_each(move |pod| {
-        if let Ok(pod) = pod {
-            pods::sizing_note(&pod_ctx, &pod);
-            for key in objects_of(&pod_ctx, &pod) {
-                let _ = pod_queue.send(key);
+    let pod_events = scope.watcher(
+        &client,
+        &(),
+        watcher::Config::default().page_size(100),
+        ctx.pods.clone(),
+    );
+    let pod_stream = reflector::reflector(pod_writer, pod_events.modify(pods::slim))
+        .default_backoff()
+        .applied_objects()
+        .for_each(move |pod| {
+            if let Ok(pod) = pod {
+                pods::sizing_note(&pod_ctx, &pod);
+                for key in objects_of(&pod_ctx, &pod) {
+                    let _ = pod_queue.send(key);
+                }
             }
-        }
-        std::future::ready(())
-    });
+            std::future::ready(())
+        });
     let timer_ctx = ctx.clone();
     let timer_queue = queue.clone();
     let timer = async move {

@@ -121,6 +121,7 @@ The flags both binaries take the same way.
 - --admin-addr=0.0.0.0:8080
 - --leader-election={{ .Values.leaderElection.enabled }}
 - {{ printf "--log=%s" .Values.logLevel | quote }}
+{{- include "tailor.scopeArgs" . }}
 {{- end }}
 
 {{/*
@@ -314,4 +315,93 @@ labels:
 annotations:
   cert-manager.io/inject-ca-from: {{ .Release.Namespace }}/tailor-webhook
 {{- end }}
+{{- end }}
+
+{{/*
+Checks the namespace scope values. Call with $.
+*/}}
+{{- define "tailor.checkScope" -}}
+{{- if and .Values.namespaces .Values.excludeNamespaces }}
+{{- fail "namespaces and excludeNamespaces cannot be used together: give the namespaces to watch, or those to leave out" }}
+{{- end }}
+{{- range concat (.Values.namespaces | default list) (.Values.excludeNamespaces | default list) }}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$" (toString .)) }}
+{{- fail (printf "%q is not a namespace name (a DNS-1123 label: lower-case letters, digits and '-', at most 63)" (toString .)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The namespace scope flags of both binaries, if scoped. Call with $.
+*/}}
+{{- define "tailor.scopeArgs" -}}
+{{- with .Values.namespaces }}
+- --namespaces={{ join "," . }}
+{{- end }}
+{{- with .Values.excludeNamespaces }}
+- --exclude-namespaces={{ join "," . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The recommender's grants on namespaced resources: in a ClusterRole, or with namespaces set in
+a Role in each of them. Call with $.
+*/}}
+{{- define "tailor.recommenderRules" -}}
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+- apiGroups: [apps]
+  resources: [replicasets]
+  verbs: [get, list, watch]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch]
+- apiGroups: [tailor.dev]
+  resources: [verticalautoscalers]
+  verbs: [get, list, watch]
+- apiGroups: [tailor.dev]
+  resources: [verticalautoscalers/status]
+  verbs: [patch]
+# Mirrored into VerticalAutoscaler status.
+- apiGroups: [tailor.dev]
+  resources: [resizestates]
+  verbs: [get, list, watch]
+{{- end }}
+
+{{/*
+The updater's grants on namespaced resources: in a ClusterRole, or with namespaces set in a
+Role in each of them. Call with $.
+*/}}
+{{- define "tailor.updaterRules" -}}
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [pods/resize]
+  verbs: [patch]
+- apiGroups: [apps]
+  resources: [replicasets]
+  verbs: [get, list, watch]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch]
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [get, list, watch]
+# Upstream VPA, when installed: tailor never acts on pods an updating VPA owns.
+- apiGroups: [autoscaling.k8s.io]
+  resources: [verticalpodautoscalers]
+  verbs: [get, list, watch]
+- apiGroups: [tailor.dev]
+  resources: [verticalautoscalers]
+  verbs: [get, list, watch]
+# Its own record of each VerticalAutoscaler. Never verticalautoscalers/status: whoever may
+# patch that writes the recommendation the updater applies.
+- apiGroups: [tailor.dev]
+  resources: [resizestates]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
 {{- end }}
