@@ -170,6 +170,7 @@ pub async fn run(
     .default_backoff()
     .applied_objects()
     .inspect(move |va| {
+        tailor_runtime::report_watch("VerticalAutoscaler", va);
         if let Ok(va) = va {
             let _ = va_mirror_queue.send(ObjectRef::from_obj(va));
         }
@@ -273,15 +274,23 @@ async fn work(
                 }
             }
         },
-        |progress| match progress {
-            Progress::Received => {
-                pass_start.get_or_insert_with(now);
-            }
-            // Every queued object is computed: a pass is over.
-            Progress::Idle => {
-                let end = now();
-                ctx.metrics
-                    .pass_done(end, end - pass_start.take().unwrap_or(end));
+        |progress| {
+            tailor_runtime::health::global().work(
+                "recommender",
+                progress,
+                std::time::Instant::now(),
+            );
+            match progress {
+                Progress::Received => {
+                    pass_start.get_or_insert_with(now);
+                }
+                Progress::Done => {}
+                // Every queued object is computed: a pass is over.
+                Progress::Idle => {
+                    let end = now();
+                    ctx.metrics
+                        .pass_done(end, end - pass_start.take().unwrap_or(end));
+                }
             }
         },
     )

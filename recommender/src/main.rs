@@ -260,6 +260,8 @@ struct RunArgs {
     identity: Option<String>,
     #[command(flatten, next_help_heading = "Namespaces")]
     scope: ScopeArgs,
+    #[command(flatten, next_help_heading = "Health")]
+    health: tailor_runtime::health::HealthArgs,
 }
 
 /// A positive byte quantity flag (`16Ti`, `256Mi`).
@@ -353,6 +355,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Run(args) => {
             let timing = args.lease_timing.timing()?;
             let scope = args.scope.scope()?;
+            args.health.apply();
             let prom = prometheus(&args.prometheus.prometheus_url, &args.prometheus.connection)?;
             let client = kube::Client::try_default()
                 .await

@@ -202,6 +202,7 @@ pub fn run(
         .default_backoff()
         .applied_objects()
         .for_each(move |state| {
+            tailor_runtime::report_watch("ResizeState", &state);
             if let Ok(s) = state {
                 let key = Key::new(&s.name_any()).within(&s.namespace().unwrap_or_default());
                 let _ = queue.send(key);

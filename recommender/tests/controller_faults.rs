@@ -285,3 +285,44 @@ async fn after_an_outage_history_is_read_on_not_again_whole() {
         after - before
     );
 }
+
+#[tokio::test]
+async fn after_an_api_server_restart_the_caches_resync_and_objects_are_computed() {
+    let mut cp = ControlPlane::start().await.unwrap();
+    let client = cp.client();
+    let vas = workload(&client).await;
+    let server = PromServer::backfilled(&history()).await.unwrap();
+    let task = run(&client, prometheus(server.url()), Duration::from_secs(2));
+    wait(&vas, "recommended", |va| target(va).is_some()).await;
+
+    cp.restart_apiserver(Duration::from_secs(5)).await.unwrap();
+    // An object made after the restart is computed: only a recommender whose watches came
+    // back sees it.
+    let later: VerticalAutoscaler = serde_json::from_value(json!({
+        "apiVersion": "tailor.dev/v1alpha1", "kind": "VerticalAutoscaler",
+        "metadata": {"name": "later"},
+        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}},
+    }))
+    .unwrap();
+    vas.create(&PostParams::default(), &later).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let va = loop {
+        let va = vas.get("later").await.unwrap();
+        if target(&va).is_some() {
+            break va;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not recommended: {:#?}",
+            va.status
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    task.abort();
+    assert_eq!(
+        condition(&va, "HistoryUnavailable").unwrap().0,
+        "False",
+        "{:?}",
+        va.status
+    );
+}

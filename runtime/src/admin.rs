@@ -1,5 +1,6 @@
-//! The admin server: `/metrics` (OpenMetrics text), `/healthz` (the process is alive) and
-//! `/readyz` (the binary has done what makes it useful, e.g. its first pass).
+//! The admin server: `/metrics` (OpenMetrics text), `/healthz` (the process is alive: no work
+//! loop wedged, see [`crate::health`]) and `/readyz` (the API server answers, and the binary
+//! has done what makes it useful, e.g. its first pass).
 
 use std::sync::Arc;
 
@@ -27,14 +28,20 @@ async fn metrics(State(a): State<Arc<dyn Admin>>) -> impl IntoResponse {
     )
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+async fn healthz() -> impl IntoResponse {
+    match crate::health::global().wedged(std::time::Instant::now()) {
+        None => (StatusCode::OK, "ok".to_owned()),
+        Some(why) => (StatusCode::INTERNAL_SERVER_ERROR, why),
+    }
 }
 
 async fn readyz(State(a): State<Arc<dyn Admin>>) -> impl IntoResponse {
+    if let Some(why) = crate::health::global().unreachable(std::time::Instant::now()) {
+        return (StatusCode::SERVICE_UNAVAILABLE, why);
+    }
     match a.not_ready() {
-        None => (StatusCode::OK, "ready"),
-        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+        None => (StatusCode::OK, "ready".to_owned()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why.to_owned()),
     }
 }
 

@@ -157,7 +157,16 @@ impl Elector {
             Some(until) if leading => until,
             _ => started + timing.renew_deadline,
         };
-        match tokio::time::timeout_at(deadline, self.try_hold(leading)).await {
+        let attempt = tokio::time::timeout_at(deadline, self.try_hold(leading)).await;
+        match &attempt {
+            Ok(Ok(_)) => crate::health::global().api_ok(),
+            Ok(Err(e)) => {
+                crate::health::global().api_failed(&e.to_string(), std::time::Instant::now());
+            }
+            Err(_) => crate::health::global()
+                .api_failed("a Lease request timed out", std::time::Instant::now()),
+        }
+        match attempt {
             Ok(Ok(Attempt::Held)) => {
                 fence.extend_to(started + timing.renew_deadline);
                 if !leading && fence.holds() {

@@ -2,6 +2,7 @@
 //! server (`/metrics`, `/healthz`, `/readyz`) and the namespaces they watch ([`Scope`]).
 
 pub mod admin;
+pub mod health;
 pub mod lease;
 pub mod queue;
 pub mod scope;
@@ -49,7 +50,7 @@ where
     let (store, writer) = reflector::store();
     let run = reflector::reflector(writer, watcher(api, watcher::Config::default()))
         .default_backoff()
-        .for_each(|_| std::future::ready(()));
+        .for_each(observe::<K>);
     (store, run)
 }
 
@@ -84,8 +85,47 @@ where
     );
     let run = reflector::reflector(writer, events)
         .default_backoff()
-        .for_each(|_| std::future::ready(()));
+        .for_each(observe::<K>);
     (store, run)
+}
+
+/// What a cache's watch gave (see [`report_watch`]).
+fn observe<K: kube::Resource>(
+    item: Result<kube::runtime::watcher::Event<K>, kube::runtime::watcher::Error>,
+) -> std::future::Ready<()>
+where
+    K::DynamicType: Default,
+{
+    report_watch(&K::kind(&K::DynamicType::default()), &item);
+    std::future::ready(())
+}
+
+/// What a watch of `kind` gave: an item is an answer of the API server; an error is logged at
+/// warn (an expired resource version, which the watch recovers from by listing again, at info)
+/// and counts against the API server's reachability ([`health`]).
+pub fn report_watch<T>(kind: &str, item: &Result<T, kube::runtime::watcher::Error>) {
+    match item {
+        Ok(_) => health::global().api_ok(),
+        Err(e) if expired(e) => {
+            tracing::info!(%kind, error = %e, "watch expired; listing again");
+        }
+        Err(e) => {
+            tracing::warn!(%kind, error = %e, "watch failed; retrying with back-off");
+            health::global().api_failed(&e.to_string(), std::time::Instant::now());
+        }
+    }
+}
+
+/// Whether a watch error is `410 Gone` (the resource version is too old).
+fn expired(e: &kube::runtime::watcher::Error) -> bool {
+    use kube::runtime::watcher::Error;
+    match e {
+        Error::WatchError(s) => s.code == 410,
+        Error::InitialListFailed(kube::Error::Api(s))
+        | Error::WatchStartFailed(kube::Error::Api(s))
+        | Error::WatchFailed(kube::Error::Api(s)) => s.code == 410,
+        _ => false,
+    }
 }
 
 /// Logs to stderr with a tracing `EnvFilter` (e.g. `info,tailor_updater=debug`).

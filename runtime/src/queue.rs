@@ -13,6 +13,8 @@ use tokio::sync::mpsc;
 pub enum Progress {
     /// A key arrived.
     Received,
+    /// The work of a key finished.
+    Done,
     /// Nothing runs or waits any more.
     Idle,
 }
@@ -43,6 +45,7 @@ pub async fn run<K, F, Fut>(
                 }
             }
             Some(key) = running.next(), if !running.is_empty() => {
+                progress(Progress::Done);
                 active.remove(&key);
                 if again.remove(&key) && queued.insert(key.clone()) {
                     backlog.push_back(key);

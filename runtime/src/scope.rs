@@ -199,6 +199,8 @@ impl Scope {
                     .default_backoff()
                     .inspect_err(move |e| {
                         tracing::warn!(namespace = %ns_log, error = %e, "watch failed; retrying");
+                        crate::health::global()
+                            .api_failed(&e.to_string(), std::time::Instant::now());
                     })
                     .filter_map(|e| std::future::ready(e.ok()))
                     .boxed();

@@ -46,6 +46,8 @@ rules:
 pub struct ControlPlane {
     controllers: Option<ServerProcess>,
     apiserver: ServerProcess,
+    /// The binary and flags kube-apiserver runs with, to start it again.
+    apiserver_command: (PathBuf, Vec<String>),
     etcd: ServerProcess,
     client: kube::Client,
     url: String,
@@ -162,6 +164,7 @@ impl ControlPlane {
             &args,
             &dir.path().join("kube-apiserver.log"),
         )?;
+        let apiserver_command = (assets.join("kube-apiserver"), args);
         let url = format!("https://127.0.0.1:{port}");
         let ca = reqwest::Certificate::from_pem(creds.ca_pem.as_bytes())
             .map_err(|e| HarnessError::Other(format!("test CA: {e}")))?;
@@ -199,6 +202,7 @@ impl ControlPlane {
         Ok(Self {
             controllers: None,
             apiserver,
+            apiserver_command,
             etcd,
             client,
             url,
@@ -206,6 +210,43 @@ impl ControlPlane {
             kubeconfig,
             dir,
         })
+    }
+
+    /// Stops kube-apiserver (SIGTERM), leaves it down for `down`, and starts it again on the
+    /// same port with the same flags and etcd: what clients see of an API server restart
+    /// (connections cut, watches ended, requests refused, then a fresh server).
+    pub async fn restart_apiserver(&mut self, down: Duration) -> Result<()> {
+        self.apiserver.stop(Duration::from_secs(10));
+        tokio::time::sleep(down).await;
+        let (binary, args) = &self.apiserver_command;
+        let log = self.dir.path().join("kube-apiserver-restarted.log");
+        self.apiserver = ServerProcess::spawn("kube-apiserver", binary, args, &log)?;
+        let ca = std::fs::read(self.dir.path().join("ca.crt"))
+            .map_err(HarnessError::io("read the test CA"))?;
+        let ca = reqwest::Certificate::from_pem(&ca)
+            .map_err(|e| HarnessError::Other(format!("test CA: {e}")))?;
+        let https = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| HarnessError::Other(format!("https client: {e}")))?;
+        let tokens = std::fs::read_to_string(self.dir.path().join("tokens.csv"))
+            .map_err(HarnessError::io("read the token file"))?;
+        let token = tokens.split(',').next().unwrap_or_default().to_owned();
+        let url = self.url.clone();
+        wait_ready(&mut self.apiserver, APISERVER_READY_TIMEOUT, || {
+            let req = https.get(format!("{url}/readyz")).bearer_auth(&token);
+            async move {
+                let resp = req.send().await.ok()?;
+                resp.status().is_success().then_some(())
+            }
+        })
+        .await?;
+        self.client
+            .apiserver_version()
+            .await
+            .map_err(|e| HarnessError::Other(format!("after the restart: {e}")))?;
+        Ok(())
     }
 
     /// Starts kube-controller-manager with the Deployment and ReplicaSet controllers only, so

@@ -13,6 +13,7 @@
 //! panics) stops the processes and removes their directories. Processes are also tied to the
 //! test process itself, so a test binary that is killed leaves nothing running.
 
+pub mod api_proxy;
 pub mod assets;
 pub mod cargo;
 pub mod control_plane;

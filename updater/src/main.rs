@@ -72,6 +72,8 @@ struct RunArgs {
     webhook: WebhookArgs,
     #[command(flatten, next_help_heading = "Namespaces")]
     scope: ScopeArgs,
+    #[command(flatten, next_help_heading = "Health")]
+    health: tailor_runtime::health::HealthArgs,
 }
 
 /// Where the serving certificate of the admission webhook comes from.
@@ -263,6 +265,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             let timing = args.lease_timing.timing()?;
             let scope = args.scope.scope()?;
+            args.health.apply();
             let client = kube::Client::try_default()
                 .await
                 .map_err(|e| format!("cannot reach the Kubernetes API: {e}"))?;

@@ -274,12 +274,42 @@ async fn issue(ctx: &Context, w: &Workload, pod: &Pod, plan: &PodPlan, revert: b
                 return Issued::Nothing;
             }
             Err(e) => {
+                if ambiguous(&e)
+                    && let Some(generation) = landed(ctx, w, &api, pod).await
+                {
+                    tracing::info!(pod = %format!("{ns}/{name}"), error = %e, generation, "the resize was applied although its answer was an error");
+                    sent(ctx, pod, &plan, generation, revert);
+                    return Issued::Done(generation, plan);
+                }
                 refused(ctx, w, pod, &plan, &e);
                 return Issued::Failed;
             }
         }
     }
     Issued::Failed
+}
+
+/// Whether an error leaves open whether the patch was applied: a 5xx, a connection cut or a
+/// timeout, an answer that could not be read. (A 4xx, 429 included, was not applied.)
+fn ambiguous(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::SerdeError(_) => true,
+        _ => false,
+    }
+}
+
+/// After an [`ambiguous`] error: the pod read again. If its generation moved on and planning
+/// it again finds nothing to resize, the patch was applied: the new generation. Then it is
+/// followed and recorded as any resize, and never sent a second time.
+async fn landed(ctx: &Context, w: &Workload, api: &Api<Pod>, pod: &Pod) -> Option<i64> {
+    ctx.metrics.request("get");
+    let fresh = api.get_opt(&pod.name_any()).await.ok()??;
+    let generation = fresh.metadata.generation?;
+    (uid_of(&fresh) == uid_of(pod)
+        && generation > pod.metadata.generation.unwrap_or(0)
+        && !plan_pod(w, &fresh).resizes())
+    .then_some(generation)
 }
 
 /// A resize the API server accepted: logged, counted, and an Event on the pod.

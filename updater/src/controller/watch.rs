@@ -1,6 +1,7 @@
 //! The watches behind the caches, and what each change puts on the work queue.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -13,6 +14,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tailor_crds::resize_state::ResizeState;
 use tailor_crds::v1alpha1::VerticalAutoscaler;
+use tailor_runtime::queue::Progress;
 use tailor_runtime::workload::Owners;
 use tokio::sync::mpsc;
 
@@ -53,7 +55,10 @@ async fn vpa_cache(
     let events = scope.watcher(client, &resource, watcher::Config::default(), store.clone());
     let run = reflector::reflector(writer, events)
         .default_backoff()
-        .for_each(|_| std::future::ready(()));
+        .for_each(|e| {
+            tailor_runtime::report_watch("VerticalPodAutoscaler", &e);
+            std::future::ready(())
+        });
     Some((store, run))
 }
 
@@ -107,6 +112,7 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
     .default_backoff()
     .applied_objects()
     .for_each(move |va| {
+        tailor_runtime::report_watch("VerticalAutoscaler", &va);
         if let Ok(va) = va {
             let _ = va_queue.send(va_key(&va));
         }
@@ -125,6 +131,7 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
         .default_backoff()
         .applied_objects()
         .for_each(move |pod| {
+            tailor_runtime::report_watch("Pod", &pod);
             if let Ok(pod) = pod {
                 pods::sizing_note(&pod_ctx, &pod);
                 for key in objects_of(&pod_ctx, &pod) {
@@ -185,7 +192,8 @@ pub(super) fn objects_of(ctx: &Context, pod: &Pod) -> Vec<Key> {
         .collect()
 }
 
-/// Waits for the caches, reconciles every object once, then works the queue.
+/// Waits for the caches, reconciles every object once, then works the queue; the work's
+/// progress goes to the process's health (`/healthz` fails when it stalls).
 async fn work_loop(ctx: Arc<Context>, work: mpsc::UnboundedReceiver<Key>) {
     let _ = tokio::join!(
         ctx.pods.wait_until_ready(),
@@ -205,12 +213,18 @@ async fn work_loop(ctx: Arc<Context>, work: mpsc::UnboundedReceiver<Key>) {
     );
     // The first pass: every object once.
     let first: Vec<Key> = ctx.vas.state().iter().map(|va| va_key(va)).collect();
+    let progress = |p| tailor_runtime::health::global().work("updater", p, Instant::now());
+    progress(Progress::Received);
     futures::stream::iter(first)
         .for_each_concurrent(ctx.options.concurrency.max(1), |key| {
             let ctx = ctx.clone();
-            async move { reconcile(&ctx, &key).await }
+            async move {
+                reconcile(&ctx, &key).await;
+                progress(Progress::Done);
+            }
         })
         .await;
+    progress(Progress::Idle);
     ctx.metrics.set_ready();
     tracing::info!("first pass done");
     // Then: each object by one task at a time; triggers merge.
@@ -222,7 +236,7 @@ async fn work_loop(ctx: Arc<Context>, work: mpsc::UnboundedReceiver<Key>) {
             let ctx = ctx.clone();
             async move { reconcile(&ctx, &key).await }
         },
-        |_| {},
+        progress,
     )
     .await;
 }

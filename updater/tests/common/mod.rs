@@ -424,6 +424,16 @@ impl Env {
 
     /// Starts `tailor-updater run` with the admin kubeconfig and fast timers.
     pub fn updater(&self, identity: &str, extra: &[&str]) -> Updater {
+        self.updater_via(identity, self.cp.kubeconfig(), extra)
+    }
+
+    /// [`Env::updater`] with another kubeconfig (a proxy's, a ServiceAccount's).
+    pub fn updater_via(
+        &self,
+        identity: &str,
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+    ) -> Updater {
         let port = tailor_e2e::free_port().unwrap();
         let mut args = tailor_e2e::cargo::updater_test_args(identity, port);
         args.extend(extra.iter().map(|s| (*s).to_owned()));
@@ -432,10 +442,7 @@ impl Env {
             "tailor-updater",
             &PathBuf::from(env!("CARGO_BIN_EXE_tailor-updater")),
             &args,
-            &[(
-                "KUBECONFIG".into(),
-                self.cp.kubeconfig().display().to_string(),
-            )],
+            &[("KUBECONFIG".into(), kubeconfig.display().to_string())],
             &log,
         )
         .unwrap();
