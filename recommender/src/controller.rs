@@ -47,6 +47,7 @@ mod heap_hints;
 mod history;
 mod inputs;
 mod partial;
+mod slim;
 
 use compute::current;
 pub use compute::{Outcome, compute};
@@ -134,7 +135,7 @@ pub async fn run(
 ) {
     metrics.pass_started();
     let scope = options.scope.clone();
-    let (pods, pod_stream) = tailor_runtime::cache_scoped::<Pod>(&scope, &client);
+    let (pods, pod_stream) = tailor_runtime::cache_scoped_with::<Pod>(&scope, &client, slim::slim);
     let (replicasets, rs_stream) =
         tailor_runtime::cache_scoped::<PartialObjectMeta<ReplicaSet>>(&scope, &client);
     let (jobs, job_stream) =

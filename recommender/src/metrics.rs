@@ -14,6 +14,7 @@
 //! | `tailor_recommender_prometheus_queries_total`, `tailor_recommender_prometheus_samples_total` | |
 //! | `tailor_recommender_prometheus_samples_rejected_total` | usage samples above `--max-memory-sample` / `--max-cpu-sample`, left out of the history |
 //! | `tailor_recommender_prometheus_range_splits_total` | range queries cut in two because the server refused them as too large |
+//! | `tailor_recommender_prometheus_short_circuited_total` | queries failed at once: Prometheus had just stayed unavailable through every retry |
 //! | `tailor_recommender_prometheus_warnings_total` | warnings Prometheus attached to its answers (partial data: no recommendation is lowered from it) |
 //! | `tailor_recommender_leader` | 1 on the replica that writes |
 //! | `tailor_workload_pods` | `namespace`, `verticalautoscaler`: pods of the target (not being deleted) |
@@ -124,6 +125,7 @@ struct ClientCounters {
     rejected: Counter,
     warnings: Counter,
     splits: Counter,
+    short_circuited: Counter,
 }
 
 impl ClientCounters {
@@ -134,6 +136,7 @@ impl ClientCounters {
             rejected: Counter::default(),
             warnings: Counter::default(),
             splits: Counter::default(),
+            short_circuited: Counter::default(),
         };
         for (name, help, counter) in [
             (
@@ -161,6 +164,11 @@ impl ClientCounters {
                 "Range queries cut in two because the server refused them as too large",
                 &c.splits,
             ),
+            (
+                "tailor_recommender_prometheus_short_circuited",
+                "Queries failed at once because Prometheus had just stayed unavailable through every retry",
+                &c.short_circuited,
+            ),
         ] {
             registry.register(name, help, counter.clone());
         }
@@ -174,6 +182,7 @@ impl ClientCounters {
             (&self.rejected, &stats.rejected),
             (&self.warnings, &stats.warnings),
             (&self.splits, &stats.splits),
+            (&self.short_circuited, &stats.short_circuited),
         ] {
             let total = total.load(Ordering::Relaxed);
             counter.inc_by(total.saturating_sub(counter.get()));

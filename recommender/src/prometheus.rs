@@ -212,6 +212,9 @@ pub struct Stats {
     pub warnings: AtomicU64,
     /// Range queries cut in two because the server refused them as too large.
     pub splits: AtomicU64,
+    /// Queries failed at once because Prometheus had just stayed unavailable through every
+    /// retry.
+    pub short_circuited: AtomicU64,
 }
 
 /// The default bound on a memory usage sample: 16 TiB, above the largest machines.
@@ -226,7 +229,14 @@ pub struct Prometheus {
     http: reqwest::Client,
     config: Config,
     stats: Stats,
+    /// When Prometheus last stayed unavailable through every retry, and why: for
+    /// [`BREAKER_COOLDOWN`] after that, queries fail at once (see [`http`]).
+    breaker: std::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
+
+/// How long after Prometheus stayed unavailable through every retry further queries fail at
+/// once instead of each waiting through its own retries; the first query after it tries again.
+pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(10);
 
 /// One series of a range query: labels and `(unix seconds, value)`.
 #[derive(Debug, Clone, PartialEq)]
@@ -317,6 +327,7 @@ impl Prometheus {
             http,
             config,
             stats: Stats::default(),
+            breaker: std::sync::Mutex::new(None),
         })
     }
 

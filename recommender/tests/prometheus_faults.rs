@@ -248,3 +248,45 @@ async fn samples_that_arrive_late_are_read_by_the_next_pass() {
     assert!(lost["app"].memory_peak().unwrap() < 200.0 * MI);
     assert!(lost["app"].memory_samples() < whole["app"].memory_samples());
 }
+
+/// A server that answers every request 503 and counts them.
+async fn unavailable() -> (String, Arc<std::sync::atomic::AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 65536];
+            let _ = sock.read(&mut buf).await;
+            seen.fetch_add(1, Ordering::SeqCst);
+            let body = "overloaded";
+            let resp = format!(
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        }
+    });
+    (format!("http://{addr}"), count)
+}
+
+#[tokio::test]
+async fn during_an_outage_one_query_waits_through_the_retries_not_every_one() {
+    let (url, requests) = unavailable().await;
+    let prom = client(&url, |c| {
+        c.retries = 2;
+        c.backoff = Duration::from_millis(10);
+    });
+    let e = prom.query("up", 0.0).await.unwrap_err().to_string();
+    assert!(e.contains("after 3 attempts"), "{e}");
+    assert_eq!(requests.load(Ordering::SeqCst), 3);
+    // Right after: every query fails at once, without a request, and says why.
+    for _ in 0..20 {
+        let e = prom.query("up", 0.0).await.unwrap_err().to_string();
+        assert!(e.contains("not tried again"), "{e}");
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), 3);
+    assert_eq!(prom.stats().short_circuited.load(Ordering::SeqCst), 20);
+}

@@ -74,6 +74,30 @@ where
     K::Scope: kube::core::NamespaceScope,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
+    cache_scoped_with(scope, client, |_| {})
+}
+
+/// [`cache_scoped`], each object passed through `slim` before it is stored: what a binary
+/// does not read of an object costs it no memory.
+pub fn cache_scoped_with<K>(
+    scope: &Scope,
+    client: &kube::Client,
+    slim: fn(&mut K),
+) -> (
+    kube::runtime::reflector::Store<K>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+)
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::Scope: kube::core::NamespaceScope,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, reflector, watcher};
     let (store, writer) = reflector::store();
@@ -83,7 +107,7 @@ where
         watcher::Config::default(),
         store.clone(),
     );
-    let run = reflector::reflector(writer, events)
+    let run = reflector::reflector(writer, events.modify(slim))
         .default_backoff()
         .for_each(observe::<K>);
     (store, run)

@@ -94,25 +94,57 @@ impl Prometheus {
         form.push(("partial_response", "false".to_owned()));
         form.push(("deny_partial_response", "1".to_owned()));
         let form = form.as_slice();
+        if let Some(error) = self.broken() {
+            return Err(HistoryError::Unavailable(error));
+        }
         let mut delay = self.config.backoff;
         let mut attempt = 0;
         loop {
             let retry = match self.attempt(&target, &url, form).await {
-                Ok(answer) => return answer,
+                Ok(answer) => {
+                    self.set_broken(None);
+                    return answer;
+                }
                 Err(retry) => retry,
             };
             if attempt >= self.config.retries {
-                return Err(HistoryError::Unavailable(format!(
-                    "{} (after {} attempts)",
-                    retry.error,
-                    attempt + 1
-                )));
+                let error = format!("{} (after {} attempts)", retry.error, attempt + 1);
+                self.set_broken(Some(&error));
+                return Err(HistoryError::Unavailable(error));
             }
             attempt += 1;
             tracing::debug!(%url, attempt, error = %retry.error, "Prometheus query failed; retrying");
             tokio::time::sleep(retry.after.unwrap_or(delay)).await;
             delay *= 2;
         }
+    }
+
+    /// Why a query fails at once: Prometheus stayed unavailable through every retry less than
+    /// [`super::BREAKER_COOLDOWN`] ago. During an outage one query at a time waits through
+    /// the retries, not every object's, and Prometheus is not hammered as it comes back.
+    fn broken(&self) -> Option<String> {
+        let breaker = self
+            .breaker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (since, error) = breaker.as_ref()?;
+        let ago = since.elapsed();
+        (ago < super::BREAKER_COOLDOWN).then(|| {
+            self.stats.short_circuited.fetch_add(1, Ordering::Relaxed);
+            format!(
+                "{error}; not tried again for {}s after that",
+                super::BREAKER_COOLDOWN.as_secs()
+            )
+        })
+    }
+
+    /// Records that Prometheus stayed unavailable with `error` (now), or answered (`None`).
+    fn set_broken(&self, error: Option<&str>) {
+        let mut breaker = self
+            .breaker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *breaker = error.map(|e| (std::time::Instant::now(), e.to_owned()));
     }
 
     /// One request: the answer (decoded, or an error not worth retrying), or a [`Retry`]

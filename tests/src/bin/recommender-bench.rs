@@ -3,8 +3,9 @@
 //! Backfills Prometheus with `--days` of history of `--workloads` Deployments, each with
 //! `--rollouts` pods in sequence (one container each), creates one VerticalAutoscaler per
 //! workload, runs the `tailor-recommender run` binary as a separate process, and prints for the
-//! first pass, a steady-state pass and the first pass after a restart: wall time, Prometheus
-//! queries, samples read, the recommender's and Prometheus's peak RSS. Run it through
+//! first pass, a steady-state pass, a pass while Prometheus is down (a proxy refuses
+//! connections), the first pass once it is back, and the first pass after a restart: wall time,
+//! Prometheus queries, samples read, the recommender's and Prometheus's peak RSS. Run it through
 //! `hack/bench-recommender.sh` (release build).
 
 use std::io::Write as _;
@@ -214,6 +215,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("{failed} VerticalAutoscalers not created").into());
     }
 
+    // The recommender reads Prometheus through a proxy the bench takes down for a pass.
+    let proxy =
+        tailor_e2e::fault::FaultProxy::start(prom.url().trim_start_matches("http://")).await?;
+    let prom_url = format!("http://{}", proxy.address());
     let bin = std::env::current_exe()?.with_file_name("tailor-recommender");
     let port = free_port()?;
     let admin = format!("http://127.0.0.1:{port}");
@@ -222,7 +227,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .args([
                 "run",
                 "--prometheus-url",
-                prom.url(),
+                &prom_url,
                 "--admin-addr",
                 &format!("127.0.0.1:{port}"),
                 "--leader-election",
@@ -266,6 +271,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .await?;
     let steady = measure(&steady_text, &first_text, child.id());
+    // Prometheus down for a pass, then back: the pass after it reads each object's gap.
+    let last = |text: &str| metric(text, "tailor_recommender_last_pass_timestamp_seconds");
+    proxy.set(tailor_e2e::fault::Mode::Down);
+    let down_text = wait_pass(&admin, 3.0 * n, last(&steady_text), timeout).await?;
+    let down = measure(&down_text, &steady_text, child.id());
+    proxy.set(tailor_e2e::fault::Mode::Pass);
+    let back_text = wait_pass(&admin, 4.0 * n, last(&down_text), timeout).await?;
+    let back = measure(&back_text, &down_text, child.id());
     let _ = child.kill();
     let _ = child.wait();
     let mut child = spawn()?;
@@ -291,6 +304,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (name, p) in [
         ("first", &first),
         ("steady state", &steady),
+        ("Prometheus down", &down),
+        ("first after the outage", &back),
         ("first after restart", &restart),
     ] {
         println!(

@@ -159,6 +159,19 @@ pub struct Context {
     started: i64,
 }
 
+/// Whether a key of [`Memory::reported`] names a pod (by uid, one of its `/`-separated parts)
+/// that is not in `present`.
+fn names_a_gone_pod(key: &str, present: &HashSet<String>) -> bool {
+    key.split('/')
+        .any(|part| is_uid(part) && !present.contains(part))
+}
+
+/// Whether `s` has the form of a Kubernetes uid (a UUID: 8-4-4-4-12 hexadecimal digits).
+fn is_uid(s: &str) -> bool {
+    let lens: Vec<usize> = s.split('-').map(str::len).collect();
+    lens == [8, 4, 4, 4, 12] && s.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
+}
+
 impl Context {
     fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
         self.memory
@@ -187,6 +200,26 @@ impl Context {
             .backoff
             .get(uid)
             .is_some_and(|(until, _)| *until > Instant::now())
+    }
+
+    /// Forgets what it remembers of pods that are gone (their uid no longer in the pod cache):
+    /// backoffs, resizes followed, dry-run notes, memory guard readings, and the keys of what
+    /// was reported once. Without it these grow with every pod ever seen.
+    pub(super) fn prune(&self) {
+        let present: HashSet<String> = self
+            .pods
+            .state()
+            .iter()
+            .map(|p| uid_of(p.as_ref()))
+            .collect();
+        let mut memory = self.memory();
+        memory.backoff.retain(|uid, _| present.contains(uid));
+        memory.in_flight.retain(|uid, _| present.contains(uid));
+        memory.dry_run.retain(|uid, _| present.contains(uid));
+        memory.hot.retain(|uid, _| present.contains(uid));
+        memory
+            .reported
+            .retain(|key| !names_a_gone_pod(key, &present));
     }
 
     /// Whether `key` is new for this process (then it is remembered).
@@ -407,4 +440,27 @@ fn changed_resources(plan: &PodPlan) -> Vec<&'static str> {
         out.push("memory");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::{is_uid, names_a_gone_pod};
+
+    #[test]
+    fn reported_keys_of_gone_pods_are_found_by_their_uid() {
+        let here = "6f1c2b0a-1d2e-4f3a-9b8c-7d6e5f4a3b2c";
+        let gone = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+        assert!(is_uid(here) && !is_uid("w-0") && !is_uid("6f1c2b0a-1d2e-4f3a-9b8c-7d6e5f4a3b2"));
+        let present: HashSet<String> = [here.to_owned()].into();
+        assert!(!names_a_gone_pod(&format!("oom/{here}/app/3"), &present));
+        assert!(names_a_gone_pod(&format!("oom/{gone}/app/3"), &present));
+        assert!(names_a_gone_pod(
+            &format!("deferred-metric/{gone}/2"),
+            &present
+        ));
+        // Keys of objects, not pods, stay.
+        assert!(!names_a_gone_pod("approval/shop/web/abc", &present));
+    }
 }

@@ -147,6 +147,7 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
         interval.tick().await;
         loop {
             interval.tick().await;
+            timer_ctx.prune();
             for va in timer_ctx.vas.state() {
                 let _ = timer_queue.send(va_key(&va));
             }
