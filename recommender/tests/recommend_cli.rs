@@ -59,9 +59,12 @@ async fn recommend_prints_a_report_for_workloads_without_verticalautoscalers() {
     let c = HistoryContainer {
         namespace: "shop".into(),
         pod: "api-1a-x".into(),
+        uid: String::new(),
+        pod_ip: String::new(),
         container: "app".into(),
         image: "i".into(),
         node: "n".into(),
+        host_ip: "10.0.0.2".into(),
         model: PodUsage::parse(&model.to_string())
             .unwrap()
             .model("app")

@@ -1,6 +1,8 @@
 //! The real Prometheus server, backfilled with `promtool` and optionally scraping targets.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -26,8 +28,11 @@ pub struct ScrapeTarget {
     /// self-signed one).
     pub https_insecure: bool,
     /// Labels added to every series of the target (`node`, `metrics_path`, ... as a
-    /// kube-prometheus ServiceMonitor adds them); the series' own labels win.
+    /// kube-prometheus ServiceMonitor adds them; `instance` replaces the address); the series'
+    /// own labels win.
     pub labels: Vec<(String, String)>,
+    /// URL query parameters of the scrape (`params:`), e.g. `node=sim-0`.
+    pub params: Vec<(String, String)>,
 }
 
 /// How to start Prometheus.
@@ -37,6 +42,10 @@ pub struct PrometheusOptions {
     pub backfill: Option<String>,
     /// A file of OpenMetrics text to backfill with (for histories too large for a string).
     pub backfill_file: Option<std::path::PathBuf>,
+    /// Called once the backfills above are written, right before the server starts: more
+    /// OpenMetrics text to backfill, the history from where the others end up to now, so that
+    /// the history ends where the scrapes begin however long the first backfill took.
+    pub backfill_until_start: Option<BackfillUntilStart>,
     /// Targets to scrape.
     pub scrape_targets: Vec<ScrapeTarget>,
     /// The scrape interval.
@@ -55,12 +64,26 @@ impl Default for PrometheusOptions {
         Self {
             backfill: None,
             backfill_file: None,
+            backfill_until_start: None,
             scrape_targets: Vec::new(),
             scrape_interval: Duration::from_secs(1),
             rule_files: Vec::new(),
             remote_read: Vec::new(),
             extra_args: Vec::new(),
         }
+    }
+}
+
+/// Makes the OpenMetrics text of the history still missing when Prometheus is about to start
+/// (see [`PrometheusOptions::backfill_until_start`]).
+#[derive(Clone)]
+pub struct BackfillUntilStart(
+    pub Arc<dyn Fn() -> std::result::Result<String, String> + Send + Sync>,
+);
+
+impl std::fmt::Debug for BackfillUntilStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BackfillUntilStart(..)")
     }
 }
 
@@ -78,7 +101,7 @@ pub struct Prometheus {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct RangeSeries {
     /// The series' labels, `__name__` included.
-    pub metric: std::collections::BTreeMap<String, String>,
+    pub metric: BTreeMap<String, String>,
     /// The samples.
     pub values: Vec<(f64, String)>,
 }
@@ -87,7 +110,7 @@ pub struct RangeSeries {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct InstantSample {
     /// The series' labels.
-    pub metric: std::collections::BTreeMap<String, String>,
+    pub metric: BTreeMap<String, String>,
     /// `(unix seconds, value)`.
     pub value: (f64, String),
 }
@@ -131,6 +154,14 @@ impl Prometheus {
         }
         if let Some(input) = &options.backfill_file {
             backfill(input, &data)?;
+        }
+        if let Some(more) = &options.backfill_until_start {
+            let text = (more.0)().map_err(HarnessError::Other)?;
+            let input = dir.path().join("backfill-until-start.om");
+            std::fs::write(&input, text)
+                .map_err(HarnessError::io(format!("write {}", input.display())))?;
+            promtool_backfill(&input, &data)?;
+            let _ = std::fs::remove_file(&input);
         }
         let config = dir.path().join("prometheus.yml");
         std::fs::write(&config, config_yaml(&options))
@@ -213,6 +244,46 @@ impl Prometheus {
         .await
     }
 
+    /// `GET /api/v1/series`: the label sets (`__name__` included) of the series matching any of
+    /// `matches` with samples between `start` and `end` (unix seconds).
+    pub async fn series(
+        &self,
+        matches: &[&str],
+        start: f64,
+        end: f64,
+    ) -> Result<Vec<BTreeMap<String, String>>> {
+        #[derive(Deserialize)]
+        struct SeriesResponse {
+            status: String,
+            data: Option<Vec<BTreeMap<String, String>>>,
+            error: Option<String>,
+        }
+        let url = format!("{}/api/v1/series", self.url);
+        let mut params: Vec<(&str, String)> = matches
+            .iter()
+            .map(|m| ("match[]", (*m).to_owned()))
+            .collect();
+        params.push(("start", start.to_string()));
+        params.push(("end", end.to_string()));
+        let body: SeriesResponse = self
+            .http
+            .get(&url)
+            .query(&params)
+            .send()
+            .await
+            .map_err(|e| HarnessError::Other(format!("GET {url}: {e}")))?
+            .json()
+            .await
+            .map_err(|e| HarnessError::Other(format!("decode {url}: {e}")))?;
+        match (body.status.as_str(), body.data) {
+            ("success", Some(data)) => Ok(data),
+            _ => Err(HarnessError::Other(format!(
+                "{url}: {}",
+                body.error.unwrap_or(body.status)
+            ))),
+        }
+    }
+
     /// `GET /api/v1/query` at `time` (unix seconds).
     pub async fn query(&self, query: &str, time: f64) -> Result<Vec<InstantSample>> {
         self.api(
@@ -268,7 +339,6 @@ fn backfill(input: &Path, data: &Path) -> Result<()> {
 /// metadata of the families it holds and its own `# EOF`. Nothing is written (and nothing is
 /// returned) when the history is within one day or a sample has no timestamp.
 fn split_by_day(input: &Path) -> Result<Vec<std::path::PathBuf>> {
-    use std::collections::BTreeMap;
     use std::io::{BufRead, BufWriter, Write};
     const DAY: f64 = 86_400.0;
     let open = || {
@@ -403,27 +473,51 @@ fn config_yaml(options: &PrometheusOptions) -> String {
     if options.scrape_targets.is_empty() {
         yaml.push_str("  []\n");
     }
+    // Job names are unique in a configuration: a second target of a job (one per node) gets a
+    // name of its own and its `job` label from the target labels.
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for t in &options.scrape_targets {
-        yaml.push_str(&format!(
-            "  - job_name: {job:?}\n    metrics_path: {path:?}\n    honor_labels: true\n",
-            job = t.job,
-            path = t.metrics_path,
-        ));
-        if t.https_insecure {
-            yaml.push_str("    scheme: https\n    tls_config:\n      insecure_skip_verify: true\n");
+        let n = seen.entry(t.job.as_str()).or_default();
+        let job_name = match *n {
+            0 => t.job.clone(),
+            n => format!("{}-{n}", t.job),
+        };
+        *n += 1;
+        yaml.push_str(&scrape_config_yaml(t, &job_name));
+    }
+    yaml
+}
+
+/// One `scrape_configs` entry: `t`, named `job_name`, its series labelled `job="<t.job>"`.
+fn scrape_config_yaml(t: &ScrapeTarget, job_name: &str) -> String {
+    let mut yaml = format!(
+        "  - job_name: {job_name:?}\n    metrics_path: {path:?}\n    honor_labels: true\n",
+        path = t.metrics_path,
+    );
+    if t.https_insecure {
+        yaml.push_str("    scheme: https\n    tls_config:\n      insecure_skip_verify: true\n");
+    }
+    if !t.params.is_empty() {
+        yaml.push_str("    params:\n");
+        for (k, v) in &t.params {
+            yaml.push_str(&format!("      {k}: [{v:?}]\n"));
         }
-        yaml.push_str(&format!(
-            "    static_configs:\n      - targets: [{addr:?}]\n",
-            addr = t.address
-        ));
-        if !t.labels.is_empty() {
-            let labels: Vec<String> = t
-                .labels
-                .iter()
-                .map(|(k, v)| format!("{k}: {v:?}"))
-                .collect();
-            yaml.push_str(&format!("        labels: {{{}}}\n", labels.join(", ")));
-        }
+    }
+    yaml.push_str(&format!(
+        "    static_configs:\n      - targets: [{addr:?}]\n",
+        addr = t.address
+    ));
+    let mut labels: Vec<String> = t
+        .labels
+        .iter()
+        .filter(|(k, _)| k != "job")
+        .map(|(k, v)| format!("{k}: {v:?}"))
+        .collect();
+    if job_name != t.job {
+        labels.push(format!("job: {:?}", t.job));
+    }
+    if !labels.is_empty() {
+        yaml.push_str(&format!("        labels: {{{}}}\n", labels.join(", ")));
     }
     yaml
 }

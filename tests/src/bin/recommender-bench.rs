@@ -16,7 +16,10 @@ use futures::StreamExt;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use tailor_e2e::prometheus::{Prometheus, PrometheusOptions};
-use tailor_e2e::sim::history::{HistoryContainer, ReplicaSetOwner, write_openmetrics};
+use tailor_e2e::sim::history::{
+    HistoryContainer, Inventory, ReplicaSetOwner, Window, write_openmetrics,
+};
+use tailor_e2e::sim::scrape;
 use tailor_e2e::sim::usage::{PodUsage, container_seed};
 use tailor_e2e::{ControlPlane, free_port};
 
@@ -142,9 +145,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             containers.push(HistoryContainer {
                 namespace: "bench".into(),
                 pod: pod.clone(),
+                uid: String::new(),
+                pod_ip: String::new(),
                 container: "app".into(),
                 image: "example/app:1".into(),
                 node: format!("node-{}", w % 100),
+                host_ip: scrape::node_ip(w % 100),
                 model: model.clone(),
                 seed: container_seed(1, "bench", &pod, "app"),
                 trace: None,
@@ -161,12 +167,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     {
         let mut file = std::io::BufWriter::new(std::fs::File::create(&om)?);
-        write_openmetrics(
-            &containers,
-            &replicasets,
-            (start, end, args.step),
-            &mut file,
-        )?;
+        let inventory = Inventory {
+            containers: &containers,
+            replicasets: &replicasets,
+            nodes: &[],
+        };
+        write_openmetrics(&inventory, Window::new(start, end, args.step), &mut file)?;
         file.flush()?;
     }
     let size = std::fs::metadata(&om)?.len();

@@ -398,6 +398,7 @@ impl RealNode {
                 label("endpoint", "https-metrics"),
                 label("service", "kubelet"),
             ],
+            params: Vec::new(),
         }
     }
 

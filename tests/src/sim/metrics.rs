@@ -4,17 +4,19 @@
 //! - `/metrics/cadvisor`: `container_cpu_usage_seconds_total`, `container_memory_working_set_bytes`,
 //!   `container_memory_rss`, `container_spec_memory_limit_bytes`, `container_cpu_cfs_periods_total`,
 //!   `container_cpu_cfs_throttled_periods_total`; labels `namespace`, `pod`, `container`, `image`,
-//!   `node`.
+//!   `node`. `?node=<name>`: that node's containers only (one kubelet's endpoint).
 //! - `/metrics/kube-state`: `kube_pod_container_resource_requests` / `_limits` (`resource`,
 //!   `unit`), `kube_pod_container_status_restarts_total`,
-//!   `kube_pod_container_status_last_terminated_reason`, `kube_pod_owner`, `kube_replicaset_owner`.
+//!   `kube_pod_container_status_last_terminated_reason`, `kube_pod_owner`,
+//!   `kube_pod_status_ready_time`, `kube_pod_status_phase`, `kube_pod_labels`, `kube_pod_info`,
+//!   `kube_replicaset_owner`, `kube_node_status_capacity` / `_allocatable` (`resource`, `unit`).
 //! - `/metrics`: both.
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -54,8 +56,19 @@ fn with_state(state: &Shared, f: impl FnOnce(&SimState, &mut String)) -> String 
     out
 }
 
-async fn cadvisor_handler(State(state): State<Shared>) -> impl IntoResponse {
-    text(with_state(&state, cadvisor))
+/// `?node=<name>`: one node's containers (node names need no escaping).
+async fn cadvisor_handler(
+    State(state): State<Shared>,
+    RawQuery(query): RawQuery,
+) -> impl IntoResponse {
+    let node = query.as_deref().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("node="))
+            .map(str::to_owned)
+    });
+    text(with_state(&state, |s, out| {
+        cadvisor_of(s, node.as_deref(), out);
+    }))
 }
 
 async fn kube_state_handler(State(state): State<Shared>) -> impl IntoResponse {
@@ -82,7 +95,15 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// Renders the cAdvisor series.
 pub fn cadvisor(s: &SimState, out: &mut String) {
-    let mut pods: Vec<_> = s.pods().filter(|p| p.rejected.is_none()).collect();
+    cadvisor_of(s, None, out);
+}
+
+/// Renders the cAdvisor series of `node`'s containers (`None`: every node's).
+pub fn cadvisor_of(s: &SimState, node: Option<&str>, out: &mut String) {
+    let mut pods: Vec<_> = s
+        .pods()
+        .filter(|p| p.rejected.is_none() && node.is_none_or(|n| n == p.node))
+        .collect();
     pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     type Value = fn(&super::state::ContainerSim) -> Option<f64>;
     let series: [(&str, &str, &str, Value); 6] = [
@@ -294,4 +315,101 @@ pub fn kube_state(s: &SimState, out: &mut String) {
             owner.is_some()
         );
     }
+    pods_and_nodes(s, out);
+}
+
+/// `kube_pod_status_phase`, `kube_pod_labels`, `kube_pod_info` and the nodes' capacity and
+/// allocatable, as kube-state-metrics v2 exposes them (without `--metric-labels-allowlist`:
+/// `kube_pod_labels` has no `label_*`).
+fn pods_and_nodes(s: &SimState, out: &mut String) {
+    let mut pods: Vec<_> = s.pods().collect();
+    pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    let pod = |p: &super::state::PodSim| {
+        format!(
+            "namespace=\"{}\",pod=\"{}\",uid=\"{}\"",
+            esc(&p.namespace),
+            esc(&p.name),
+            esc(&p.uid)
+        )
+    };
+    family(
+        out,
+        "kube_pod_status_phase",
+        "gauge",
+        "The pods current phase.",
+    );
+    for p in &pods {
+        let current = if p.rejected.is_some() {
+            "Failed"
+        } else {
+            "Running"
+        };
+        for phase in POD_PHASES {
+            let v = u8::from(phase == current);
+            let _ = writeln!(
+                out,
+                "kube_pod_status_phase{{{},phase=\"{phase}\"}} {v}",
+                pod(p)
+            );
+        }
+    }
+    family(
+        out,
+        "kube_pod_labels",
+        "gauge",
+        "Kubernetes labels converted to Prometheus labels.",
+    );
+    for p in &pods {
+        let _ = writeln!(out, "kube_pod_labels{{{}}} 1", pod(p));
+    }
+    family(out, "kube_pod_info", "gauge", "Information about pod.");
+    for p in &pods {
+        let (kind, name) = p
+            .owner
+            .clone()
+            .unwrap_or_else(|| ("<none>".into(), "<none>".into()));
+        let host_ip = s.node_ip(&p.node).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "kube_pod_info{{{},host_ip=\"{host_ip}\",pod_ip=\"{}\",node=\"{}\",created_by_kind=\"{}\",created_by_name=\"{}\",host_network=\"false\"}} 1",
+            pod(p),
+            esc(p.pod_ip()),
+            esc(&p.node),
+            esc(&kind),
+            esc(&name)
+        );
+    }
+    for (name, help) in [
+        (
+            "kube_node_status_capacity",
+            "The capacity for different resources of a node.",
+        ),
+        (
+            "kube_node_status_allocatable",
+            "The allocatable for different resources of a node that are available for scheduling.",
+        ),
+    ] {
+        family(out, name, "gauge", help);
+        for (spec, _) in s.nodes() {
+            for (resource, unit, v) in node_resources(spec) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{node=\"{}\",resource=\"{resource}\",unit=\"{unit}\"}} {v}",
+                    esc(&spec.name)
+                );
+            }
+        }
+    }
+}
+
+/// The phases of `kube_pod_status_phase`, one series each (1 for the pod's).
+pub const POD_PHASES: [&str; 5] = ["Pending", "Succeeded", "Failed", "Unknown", "Running"];
+
+/// `(resource, unit, value)` of a node's capacity (= allocatable in the simulator).
+pub fn node_resources(spec: &super::config::NodeSpec) -> [(&'static str, &'static str, f64); 3] {
+    [
+        ("cpu", "core", spec.allocatable.cpu as f64 / 1000.0),
+        ("memory", "byte", spec.allocatable.memory as f64),
+        ("pods", "integer", spec.pods as f64),
+    ]
 }

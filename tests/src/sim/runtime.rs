@@ -18,9 +18,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use super::config::{NodeSpec, SimConfig};
-use super::metrics;
 use super::state::{Effect, SimState};
 use super::usage::{PodUsage, Trace, USAGE_ANNOTATION};
+use super::{metrics, scrape};
 use crate::prometheus::ScrapeTarget;
 use crate::{HarnessError, Result};
 
@@ -43,19 +43,41 @@ impl SimHandle {
         self.metrics_addr
     }
 
-    /// What Prometheus scrapes here, as a kube-prometheus cluster's does: cAdvisor
-    /// (`job="kubelet"`) and kube-state-metrics.
+    /// What Prometheus scrapes here, as a kube-prometheus cluster's does (see [`scrape`]):
+    /// each node's cAdvisor (`job="kubelet"`, `instance="<node IP>:10250"`, `node`,
+    /// `metrics_path`, `endpoint`, `service`) and kube-state-metrics
+    /// (`job="kube-state-metrics"`, `instance`). The backfilled history carries the same labels.
     pub fn scrape_targets(&self) -> Vec<ScrapeTarget> {
-        let target = |job: &str, path: &str| ScrapeTarget {
-            job: job.into(),
-            address: self.metrics_addr.to_string(),
-            metrics_path: path.into(),
-            ..ScrapeTarget::default()
+        let owned = |labels: Vec<(&str, String)>| {
+            labels
+                .into_iter()
+                .filter(|(k, _)| *k != "job")
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect()
         };
-        vec![
-            target("kubelet", "/metrics/cadvisor"),
-            target("kube-state-metrics", "/metrics/kube-state"),
-        ]
+        let nodes: Vec<(String, String)> = lock(&self.state)
+            .nodes()
+            .map(|(spec, ip)| (spec.name.clone(), ip))
+            .collect();
+        let mut targets: Vec<ScrapeTarget> = nodes
+            .iter()
+            .map(|(node, ip)| ScrapeTarget {
+                job: scrape::KUBELET_JOB.into(),
+                address: self.metrics_addr.to_string(),
+                metrics_path: scrape::CADVISOR_PATH.into(),
+                labels: owned(scrape::kubelet_labels(node, ip)),
+                params: vec![("node".into(), node.clone())],
+                ..ScrapeTarget::default()
+            })
+            .collect();
+        targets.push(ScrapeTarget {
+            job: scrape::KSM_JOB.into(),
+            address: self.metrics_addr.to_string(),
+            metrics_path: scrape::KSM_PATH.into(),
+            labels: owned(scrape::ksm_labels()),
+            ..ScrapeTarget::default()
+        });
+        targets
     }
 
     /// Runs `f` on the state (for tests and benchmarks).

@@ -268,6 +268,11 @@ impl PodSim {
         self.ready.then_some(self.ready_changed)
     }
 
+    /// `status.podIP`.
+    pub fn pod_ip(&self) -> &str {
+        &self.pod_ip
+    }
+
     fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
@@ -431,6 +436,20 @@ impl SimState {
     /// The node a simulated pod runs on.
     pub fn node_names(&self) -> impl Iterator<Item = &str> {
         self.nodes.keys().map(String::as_str)
+    }
+
+    /// The nodes in name order, each with its address (its pods' `hostIP`).
+    pub fn nodes(&self) -> impl Iterator<Item = (&NodeSpec, String)> {
+        self.nodes
+            .values()
+            .map(|n| (&n.spec, super::scrape::node_ip(n.index)))
+    }
+
+    /// The address of `node` (its pods' `hostIP`).
+    pub fn node_ip(&self, node: &str) -> Option<String> {
+        self.nodes
+            .get(node)
+            .map(|n| super::scrape::node_ip(n.index))
     }
 
     /// `(replicaset namespace, name) -> owner`.
@@ -1118,11 +1137,7 @@ impl SimState {
     /// The pod status the kubelet would write.
     pub fn status(&self, p: &PodSim) -> Value {
         let start = rfc3339(p.start_time);
-        let host_ip = self
-            .nodes
-            .get(&p.node)
-            .map(|n| format!("10.0.{}.{}", n.index / 250, n.index % 250 + 2))
-            .unwrap_or_default();
+        let host_ip = self.node_ip(&p.node).unwrap_or_default();
         if let Some((reason, message)) = &p.rejected {
             return json!({
                 "phase": "Failed", "reason": reason, "message": message,

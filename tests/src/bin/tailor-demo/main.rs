@@ -18,6 +18,7 @@
 //! Everything started is owned by the demo's future: an error ends it and Ctrl-C or SIGTERM
 //! drops it, which stops the processes and tears the real node down.
 
+mod continuity;
 mod expected;
 mod history;
 mod queries;
@@ -58,7 +59,10 @@ pub struct Args {
 
 const NS: &str = "demo";
 const MI: f64 = 1024.0 * 1024.0;
-/// Resolution of the backfilled history, seconds.
+/// Seconds between the samples of the backfilled history: the scrape interval of the
+/// kubelet and kube-state-metrics in kube-prometheus.
+const INTERVAL: i64 = 30;
+/// The recommender's history step, seconds.
 const STEP: i64 = 120;
 
 fn now() -> f64 {
@@ -128,6 +132,9 @@ async fn finish(
         return Err(format!("{} expectation(s) not met: {missing:?}", missing.len()).into());
     }
     queries::check_and_print(&stack.prom).await?;
+    if !args.real_node {
+        continuity::check_and_print(&stack.prom, stack.history_start, stack.live_from).await?;
+    }
     println!(
         "demo: as expected ({:.0} s)",
         started.elapsed().as_secs_f64()

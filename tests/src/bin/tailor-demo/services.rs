@@ -1,14 +1,16 @@
 //! Prometheus (backfilled, scraping the nodes and tailor) and the two tailor binaries.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tailor_e2e::process::ServerProcess;
 use tailor_e2e::prometheus::{Prometheus, PrometheusOptions, ScrapeTarget};
 use tailor_e2e::{ControlPlane, free_port};
 
+use crate::history::History;
 use crate::workloads::Workload;
-use crate::{Error, STEP, root, setup};
+use crate::{Error, INTERVAL, STEP, root, setup};
 
 /// The directory of the tailor binaries: `TAILOR_BIN_DIR`, else next to this one.
 pub fn binary(name: &str) -> Result<PathBuf, Error> {
@@ -55,10 +57,12 @@ impl Ports {
     }
 }
 
-/// Starts Prometheus on the history in `backfill` (deleted once read), scraping `targets` and
-/// the tailor binaries every 5 s, with the alert rules loaded.
+/// Starts Prometheus on `history` (its first part written into `dir` and deleted once read,
+/// its second part right before the server starts), scraping `targets` and the tailor
+/// binaries every 5 s, with the alert rules loaded.
 pub async fn prometheus(
-    backfill: PathBuf,
+    history: Arc<History>,
+    dir: &Path,
     mut targets: Vec<ScrapeTarget>,
     ports: &Ports,
 ) -> Result<Prometheus, Error> {
@@ -72,8 +76,18 @@ pub async fn prometheus(
         format!("127.0.0.1:{}", ports.updater),
         "/metrics",
     ));
+    let started = std::time::Instant::now();
+    let backfill = history.write(dir)?;
+    let size = std::fs::metadata(&backfill)?.len();
+    crate::step(&format!(
+        "history written: {:.0} MiB of OpenMetrics, {:.0} days every {INTERVAL} s, in {:.1} s; backfilling Prometheus",
+        size as f64 / 1_048_576.0,
+        (history.end - history.start) as f64 / 86_400.0,
+        started.elapsed().as_secs_f64()
+    ));
     let prom = Prometheus::start(PrometheusOptions {
         backfill_file: Some(backfill.clone()),
+        backfill_until_start: Some(history.clone().until_start()),
         scrape_targets: targets,
         scrape_interval: Duration::from_secs(5),
         rule_files: vec![root().join("deploy/prometheus/tailor.rules.yaml")],
@@ -81,33 +95,44 @@ pub async fn prometheus(
     })
     .await?;
     std::fs::remove_file(&backfill)?;
+    crate::step(&format!(
+        "Prometheus backfilled and started in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
     Ok(prom)
 }
 
 /// Prometheus, the VerticalAutoscalers, the recommender and the updater.
 pub struct Stack {
     pub prom: Prometheus,
+    /// The first sample of the backfilled history.
+    pub history_start: i64,
+    /// When Prometheus started, unix seconds: the live scrape begins.
+    pub live_from: f64,
     pub ports: Ports,
     pub tailor: Tailor,
 }
 
 impl Stack {
-    /// Starts Prometheus on the history in `backfill` scraping `targets`, creates the
-    /// VerticalAutoscalers of `list`, then starts the recommender and the updater (logs in
-    /// `dir`).
+    /// Starts Prometheus on `history` scraping `targets`, creates the VerticalAutoscalers of
+    /// `list`, then starts the recommender and the updater (history and logs in `dir`).
     pub async fn start(
         cp: &ControlPlane,
         list: &[Workload],
-        (backfill, targets): (PathBuf, Vec<ScrapeTarget>),
+        (history, targets): (History, Vec<ScrapeTarget>),
         dir: &Path,
     ) -> Result<Self, Error> {
         let ports = Ports::free()?;
-        let prom = prometheus(backfill, targets, &ports).await?;
+        let history_start = history.start;
+        let prom = prometheus(Arc::new(history), dir, targets, &ports).await?;
+        let live_from = crate::now();
         setup::verticalautoscalers(&cp.client(), list).await?;
         let tailor = Tailor::start(cp, &prom, &ports, dir)?;
         crate::step("recommender and updater started; waiting for them to act");
         Ok(Self {
             prom,
+            history_start,
+            live_from,
             ports,
             tailor,
         })

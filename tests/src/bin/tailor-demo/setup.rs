@@ -139,15 +139,10 @@ pub async fn wait_running(
     }
 }
 
-/// Pod name to node name, and pod name to UID.
-pub fn nodes_and_uids(running: &[Pod]) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
-    let nodes = running
-        .iter()
-        .filter_map(|p| Some((p.name_any(), p.spec.as_ref()?.node_name.clone()?)))
-        .collect();
-    let uids = running
+/// Pod name to UID.
+pub fn uids(running: &[Pod]) -> BTreeMap<String, String> {
+    running
         .iter()
         .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
-        .collect();
-    (nodes, uids)
+        .collect()
 }

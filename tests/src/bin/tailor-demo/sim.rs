@@ -6,11 +6,13 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tailor_e2e::ControlPlane;
 use tailor_e2e::sim::config::SimConfig;
+use tailor_e2e::sim::history::HistoryNode;
 use tailor_e2e::sim::{self};
 
+use crate::history::History;
 use crate::services::Stack;
 use crate::workloads::workloads;
-use crate::{Args, Error, NS, STEP, expected, finish, history, now, setup, step, wait_for};
+use crate::{Args, Error, NS, expected, finish, setup, step, wait_for};
 
 pub async fn run(args: &Args) -> Result<(), Error> {
     let started = Instant::now();
@@ -36,19 +38,15 @@ pub async fn run(args: &Args) -> Result<(), Error> {
     // Wait until the simulator runs every pod.
     let total: usize = list.iter().map(|w| w.replicas).sum();
     let running = setup::wait_running(&client, total, false, Duration::from_secs(60)).await?;
-    let (nodes, original) = setup::nodes_and_uids(&running);
+    let original = setup::uids(&running);
     step(&format!("{total} pods running in namespace {NS}"));
 
     // A week of history, ending where the live scrapes begin.
-    let end = (now() as i64) / STEP * STEP - STEP;
+    let nodes = sim.with_state(|s| s.nodes().map(|(n, _)| HistoryNode::from_spec(n)).collect());
+    let history = History::new(&list, &created, &running, nodes, args.days)?;
     let dir = tempfile::Builder::new().prefix("tailor-demo-").tempdir()?;
-    let om = history::write(dir.path(), &list, &created, &nodes, (args.days, end))?;
-    step(&format!(
-        "backfilling Prometheus with {} days of history",
-        args.days
-    ));
     let targets = sim.scrape_targets();
-    let stack = Stack::start(&cp, &list, (om, targets), dir.path()).await?;
+    let stack = Stack::start(&cp, &list, (history, targets), dir.path()).await?;
 
     let outcome = wait_for(Duration::from_secs(args.timeout), || {
         expected::sim(&client, &original)

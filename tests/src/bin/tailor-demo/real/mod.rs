@@ -29,9 +29,10 @@ use kube::api::Api;
 use tailor_e2e::ControlPlane;
 use tailor_e2e::real_node::{NODE_NAME, RealNode};
 
+use crate::history::History;
 use crate::services::{Stack, target};
 use crate::workloads::Workload;
-use crate::{Args, Error, NS, STEP, finish, history, now, setup, step, wait_for};
+use crate::{Args, Error, NS, finish, setup, step, wait_for};
 use cgroups::Watch;
 
 /// The default factor for the workloads' CPU: 1/20, so that their requests (9.5 cores on the
@@ -114,25 +115,20 @@ async fn demo(
     }
     let total: usize = list.iter().map(|w| w.replicas).sum();
     let running = setup::wait_running(&client, total, true, Duration::from_secs(180)).await?;
-    let (nodes, original) = setup::nodes_and_uids(&running);
+    let original = setup::uids(&running);
     step(&format!(
         "{total} pods running on {NODE_NAME} in namespace {NS}"
     ));
     print!("{}", baseline(&n, total).await);
 
-    let end = (now() as i64) / STEP * STEP - STEP;
+    let history = History::new(list, &created, &running, Vec::new(), args.days)?;
     let dir = tempfile::Builder::new().prefix("tailor-demo-").tempdir()?;
-    let om = history::write(dir.path(), list, &created, &nodes, (args.days, end))?;
     let kube_state = kube_state::serve(client.clone()).await?;
-    step(&format!(
-        "backfilling Prometheus with {} days of history",
-        args.days
-    ));
     let targets = vec![
         n.node.scrape_target(),
         target("kube-state-metrics", kube_state.address.clone(), "/metrics"),
     ];
-    let stack = Stack::start(cp, list, (om, targets), dir.path()).await?;
+    let stack = Stack::start(cp, list, (history, targets), dir.path()).await?;
 
     let outcome = wait_for(Duration::from_secs(args.timeout), || {
         expected::real((&client, &stack.prom), list, &original, n.watch)
