@@ -82,7 +82,7 @@ impl Default for Options {
         Self {
             refresh: Duration::from_secs(300),
             concurrency: 4,
-            history_overlap: Duration::from_secs(300),
+            history_overlap: Duration::from_secs(120),
             settings: Settings::default(),
             fence: tailor_runtime::lease::Fence::always(),
             scope: tailor_runtime::Scope::Cluster,
@@ -247,6 +247,7 @@ async fn work(
     vas: Store<VerticalAutoscaler>,
     work: mpsc::UnboundedReceiver<ObjectRef<VerticalAutoscaler>>,
 ) {
+    let _health = tailor_runtime::health::LoopGuard::new("recommender");
     // Wait for the caches, so the first pass sees every pod.
     let _ = tokio::join!(
         ctx.pods.wait_until_ready(),

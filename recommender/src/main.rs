@@ -238,7 +238,7 @@ struct RunArgs {
     concurrency: usize,
     /// How far back each pass reads again what the previous pass read, seconds: samples that
     /// reach Prometheus later than this after their time (remote-write lag) are missed.
-    #[arg(long, env = "TAILOR_HISTORY_OVERLAP_SECONDS", default_value_t = 300)]
+    #[arg(long, env = "TAILOR_HISTORY_OVERLAP_SECONDS", default_value_t = 120)]
     history_overlap_seconds: u64,
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, env = "TAILOR_ADMIN_ADDR", default_value = "0.0.0.0:8080")]

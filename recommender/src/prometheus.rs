@@ -229,13 +229,14 @@ pub struct Prometheus {
     http: reqwest::Client,
     config: Config,
     stats: Stats,
-    /// When Prometheus last stayed unavailable through every retry, and why: for
+    /// When a query last found Prometheus unreachable through every retry, and why: for
     /// [`BREAKER_COOLDOWN`] after that, queries fail at once (see [`http`]).
     breaker: std::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
 
-/// How long after Prometheus stayed unavailable through every retry further queries fail at
-/// once instead of each waiting through its own retries; the first query after it tries again.
+/// How long after a query found Prometheus unreachable (no connection, no answer) through
+/// every retry further queries fail at once instead of each waiting through its own retries;
+/// after it they try again, and any answer ends it.
 pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(10);
 
 /// One series of a range query: labels and `(unix seconds, value)`.

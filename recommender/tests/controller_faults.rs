@@ -31,16 +31,20 @@ const WAIT: Duration = Duration::from_secs(60);
 /// Two days of `shop/web` (Deployment -> ReplicaSet web-aaa -> pod web-aaa-1, 300-500 MiB,
 /// 0.1-0.6 cores a day), ending now.
 fn history() -> String {
+    history_of(
+        r#"{"*": {"model": "daily", "cpu": {"min": 0.1, "max": 0.6}, "memory": {"min": "300Mi", "max": "500Mi"}}}"#,
+    )
+}
+
+/// Two days of `shop/web` with the usage model `models` (pod usage JSON), ending now.
+fn history_of(models: &str) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
     let end = now / STEP * STEP;
     let start = end - 2 * 86_400;
-    let models = PodUsage::parse(
-        r#"{"*": {"model": "daily", "cpu": {"min": 0.1, "max": 0.6}, "memory": {"min": "300Mi", "max": "500Mi"}}}"#,
-    )
-    .unwrap();
+    let models = PodUsage::parse(models).unwrap();
     let c = HistoryContainer::new(
         "shop",
         "web-aaa-1",
@@ -236,6 +240,50 @@ async fn partial_history_raises_but_never_lowers_a_recommendation() {
     task.abort();
     let (_, memory) = target(&va).unwrap();
     assert!(memory < GI, "lowered once the history is whole: {memory}");
+}
+
+#[tokio::test]
+async fn what_a_partial_answer_gave_is_read_again_not_kept() {
+    let cp = ControlPlane::start().await.unwrap();
+    let client = cp.client();
+    let vas = workload(&client).await;
+    // The partial answer lacks the daily spikes to 1.9 GiB that the whole history has.
+    let partial = PromServer::start(PrometheusOptions {
+        backfill: Some(history_of(
+            r#"{"*": {"model": "constant", "cpu": 0.2, "memory": "400Mi"}}"#,
+        )),
+        remote_read: vec!["http://127.0.0.1:9/api/v1/read".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let whole = PromServer::backfilled(&history_of(
+        r#"{"*": {"model": "spikes", "cpu": 0.2, "memory": "400Mi", "spikeMemory": "1500Mi", "everySeconds": 86400, "durationSeconds": 900}}"#,
+    ))
+    .await
+    .unwrap();
+    let proxy = FaultProxy::start(partial.url().trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let prom = prometheus(&format!("http://{}", proxy.address()));
+    let task = run(&client, prom, Duration::from_secs(2));
+    wait(&vas, "computed from the partial answer", |va| {
+        condition(va, "HistoryUnavailable").is_some_and(|c| c.1 == "PartialHistory")
+            && target(va).is_some()
+    })
+    .await;
+    // The same Prometheus address, whole answers from now on.
+    proxy.set_upstream(whole.url().trim_start_matches("http://"));
+    let va = wait(&vas, "computed from whole answers", |va| {
+        condition(va, "HistoryUnavailable").is_some_and(|c| c.0 == "False")
+    })
+    .await;
+    task.abort();
+    let (_, memory) = target(&va).unwrap();
+    assert!(
+        memory >= 1900 * (1 << 20),
+        "the spikes the partial answer lacked are read: {memory}"
+    );
 }
 
 #[tokio::test]

@@ -249,8 +249,9 @@ async fn samples_that_arrive_late_are_read_by_the_next_pass() {
     assert!(lost["app"].memory_samples() < whole["app"].memory_samples());
 }
 
-/// A server that answers every request 503 and counts them.
-async fn unavailable() -> (String, Arc<std::sync::atomic::AtomicU64>) {
+/// A server that counts connections and answers each 503 (`answer`) or closes it without a
+/// word.
+async fn failing(answer: bool) -> (String, Arc<std::sync::atomic::AtomicU64>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -261,12 +262,14 @@ async fn unavailable() -> (String, Arc<std::sync::atomic::AtomicU64>) {
             let mut buf = vec![0u8; 65536];
             let _ = sock.read(&mut buf).await;
             seen.fetch_add(1, Ordering::SeqCst);
-            let body = "overloaded";
-            let resp = format!(
-                "HTTP/1.1 503 Service Unavailable\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
+            if answer {
+                let body = "overloaded";
+                let resp = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            }
         }
     });
     (format!("http://{addr}"), count)
@@ -274,7 +277,7 @@ async fn unavailable() -> (String, Arc<std::sync::atomic::AtomicU64>) {
 
 #[tokio::test]
 async fn during_an_outage_one_query_waits_through_the_retries_not_every_one() {
-    let (url, requests) = unavailable().await;
+    let (url, requests) = failing(false).await;
     let prom = client(&url, |c| {
         c.retries = 2;
         c.backoff = Duration::from_millis(10);
@@ -289,4 +292,17 @@ async fn during_an_outage_one_query_waits_through_the_retries_not_every_one() {
     }
     assert_eq!(requests.load(Ordering::SeqCst), 3);
     assert_eq!(prom.stats().short_circuited.load(Ordering::SeqCst), 20);
+
+    // A server that answers, if only 503, is reachable: each query keeps its own retries.
+    let (url, requests) = failing(true).await;
+    let prom = client(&url, |c| {
+        c.retries = 1;
+        c.backoff = Duration::from_millis(10);
+    });
+    for _ in 0..3 {
+        let e = prom.query("up", 0.0).await.unwrap_err().to_string();
+        assert!(e.contains("HTTP 503"), "{e}");
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), 6);
+    assert_eq!(prom.stats().short_circuited.load(Ordering::SeqCst), 0);
 }

@@ -130,6 +130,19 @@ impl Health {
         }
     }
 
+    /// The loop `name`, busy with a long piece of work, made progress within it (at `now`): a
+    /// step of a long read done. Nothing for a loop that is idle or unknown.
+    pub fn heartbeat(&self, name: &'static str, now: Instant) {
+        if let Some(busy) = self
+            .state()
+            .loops
+            .get_mut(name)
+            .and_then(|l| l.busy_since.as_mut())
+        {
+            *busy = now;
+        }
+    }
+
     /// Why a work loop counts as wedged at `now`, if one does.
     pub fn wedged(&self, now: Instant) -> Option<String> {
         let state = self.state();
@@ -142,6 +155,26 @@ impl Health {
                 )
             })
         })
+    }
+}
+
+/// Reports the loop it names idle when created and when dropped: a loop stopped in the middle
+/// of its work (its replica lost the lead) is not left looking wedged, and one started again
+/// does not inherit the old state.
+#[derive(Debug)]
+pub struct LoopGuard(&'static str);
+
+impl LoopGuard {
+    /// The guard of the loop `name`.
+    pub fn new(name: &'static str) -> Self {
+        global().work(name, Progress::Idle, Instant::now());
+        Self(name)
+    }
+}
+
+impl Drop for LoopGuard {
+    fn drop(&mut self) {
+        global().work(self.0, Progress::Idle, Instant::now());
     }
 }
 
@@ -195,5 +228,16 @@ mod tests {
         // Idle again: fine.
         h.work("updater", Progress::Idle, at(1112));
         assert_eq!(h.wedged(at(5000)), None);
+        // A long piece of work that beats: fine; once it stops beating, wedged.
+        h.work("updater", Progress::Received, at(6000));
+        h.heartbeat("updater", at(6050));
+        h.heartbeat("updater", at(6100));
+        assert_eq!(h.wedged(at(6150)), None);
+        assert!(h.wedged(at(6161)).is_some());
+        // A heartbeat never makes an idle or unknown loop busy.
+        h.work("updater", Progress::Idle, at(6200));
+        h.heartbeat("updater", at(6201));
+        h.heartbeat("other", at(6201));
+        assert_eq!(h.wedged(at(9000)), None);
     }
 }

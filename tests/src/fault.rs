@@ -22,6 +22,9 @@ pub enum Mode {
     Hang = 2,
 }
 
+/// Sent to open connections to end them when the upstream changes.
+const RECONNECT: u8 = 100;
+
 /// A running proxy; dropping it stops it and cuts every connection.
 #[derive(Debug)]
 pub struct FaultProxy {
@@ -29,6 +32,7 @@ pub struct FaultProxy {
     mode: Arc<AtomicU8>,
     changed: watch::Sender<u8>,
     accepted: Arc<AtomicU64>,
+    upstream: Arc<std::sync::Mutex<String>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -51,9 +55,10 @@ impl FaultProxy {
         let mode = Arc::new(AtomicU8::new(Mode::Pass as u8));
         let (changed, _) = watch::channel(Mode::Pass as u8);
         let accepted = Arc::new(AtomicU64::new(0));
+        let upstream = Arc::new(std::sync::Mutex::new(upstream.to_owned()));
         let task = tokio::spawn(accept(
             listener,
-            upstream.to_owned(),
+            upstream.clone(),
             mode.clone(),
             changed.clone(),
             accepted.clone(),
@@ -63,6 +68,7 @@ impl FaultProxy {
             mode,
             changed,
             accepted,
+            upstream,
             task,
         })
     }
@@ -78,6 +84,17 @@ impl FaultProxy {
         let _ = self.changed.send(mode as u8);
     }
 
+    /// Sends connections to another server (`host:port`) from now on, cutting the open ones:
+    /// a server replaced behind the same address.
+    pub fn set_upstream(&self, upstream: &str) {
+        *self
+            .upstream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = upstream.to_owned();
+        // Not a mode: open connections see it and end; new ones go by `mode`.
+        let _ = self.changed.send(RECONNECT);
+    }
+
     /// Connections accepted so far.
     pub fn accepted(&self) -> u64 {
         self.accepted.load(Ordering::SeqCst)
@@ -86,7 +103,7 @@ impl FaultProxy {
 
 async fn accept(
     listener: TcpListener,
-    upstream: String,
+    upstream: Arc<std::sync::Mutex<String>>,
     mode: Arc<AtomicU8>,
     changed: watch::Sender<u8>,
     accepted: Arc<AtomicU64>,
@@ -95,7 +112,10 @@ async fn accept(
         accepted.fetch_add(1, Ordering::SeqCst);
         let current = mode.load(Ordering::SeqCst);
         let mut cut = changed.subscribe();
-        let upstream = upstream.clone();
+        let upstream = upstream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         tokio::spawn(async move {
             if current == Mode::Down as u8 {
                 return;

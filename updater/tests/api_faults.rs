@@ -200,7 +200,12 @@ async fn a_leader_that_cannot_reach_the_api_server_steps_down_and_is_not_ready()
     let cut = env.updater_via(
         "cut",
         proxy.kubeconfig(),
-        &["--api-unreachable-seconds", "3"],
+        &[
+            "--api-unreachable-seconds",
+            "3",
+            "--healthz-stall-seconds",
+            "3",
+        ],
     );
     cut.wait_ready().await;
     let standby = env.updater("standby", &[]);
@@ -217,7 +222,9 @@ async fn a_leader_that_cannot_reach_the_api_server_steps_down_and_is_not_ready()
         code == 503 && body.contains("API server has not answered")
     })
     .await;
-    // Alive all the same: nothing is wedged, and a restart would not help.
+    // Alive all the same: nothing is wedged (its work loop stopped with the lead, however
+    // long ago), and a restart would not help.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(status(&cut, "/healthz").await.0, 200);
     // The standby takes over and does the work.
     standby.wait_ready().await;

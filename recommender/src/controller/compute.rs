@@ -165,13 +165,15 @@ struct Read {
 }
 
 /// Step 2: the history over `(start, end, window)`, reading only what is new since the last
-/// pass over the same target and window (the cache keeps the rest).
+/// pass over the same target and window (the cache keeps the rest), and the warnings
+/// Prometheus attached to the answers. What an answer with warnings gave is used for this pass
+/// only: it may lack samples, so it is not kept, and the next pass reads the same range again.
 async fn history(
     ctx: &Context,
     va: &VerticalAutoscaler,
     template: Option<&Pod>,
     (start, end, window): (f64, f64, f64),
-) -> Result<Read, HistoryError> {
+) -> Result<(Read, Vec<String>), HistoryError> {
     let ns = va.namespace().unwrap_or_default();
     let target = &va.spec.target_ref;
     let key = (ns.clone(), va.name_any());
@@ -185,14 +187,14 @@ async fn history(
     let cached = cache()
         .remove(&key)
         .filter(|c| c.target == target_key && c.window == window && c.boosts == boosts);
-    let read = read_history(
+    let (read, warnings) = crate::prometheus::with_warnings(read_history(
         ctx,
         &ns,
         (&target.kind, &target.name),
         (start, end, window),
         cached.as_ref(),
         &boosts,
-    )
+    ))
     .await;
     let c = match read {
         Ok(c) => c,
@@ -212,8 +214,12 @@ async fn history(
         histories,
         measured: measured_heaps(ctx, &ns, &c.heaps, template),
     };
-    cache().insert(key, c);
-    Ok(read)
+    // A partial answer is not kept: the cache stays as it was before this pass.
+    let keep = if warnings.is_empty() { Some(c) } else { cached };
+    if let Some(c) = keep {
+        cache().insert(key, c);
+    }
+    Ok((read, warnings))
 }
 
 /// What the estimates came to.
@@ -376,9 +382,7 @@ pub async fn compute(ctx: &Context, va: &VerticalAutoscaler) -> Outcome {
     let template = live.first().map(|p| p.as_ref());
     let end = now();
     let start = end - window;
-    let (read, warnings) =
-        crate::prometheus::with_warnings(history(ctx, va, template, (start, end, window))).await;
-    let read = match read {
+    let (read, warnings) = match history(ctx, va, template, (start, end, window)).await {
         Ok(read) => read,
         Err(e) => return history_unavailable(previous, &e),
     };

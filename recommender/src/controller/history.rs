@@ -3,6 +3,7 @@
 //! guard's raises).
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use tailor_crds::quantity::memory_bytes;
 use tailor_crds::v1alpha1::{ResizeOutcome, VerticalAutoscaler};
@@ -68,10 +69,13 @@ pub(super) async fn read_history(
         histories: &mut histories,
         unsettled: &mut unsettled,
     };
+    let beat = || tailor_runtime::health::global().heartbeat("recommender", Instant::now());
+    beat();
     for (pods, since) in [(&old, pass.known_from), (&new, pass.new_from)] {
         ctx.prometheus
             .read_usage(&mut sink, ns, pods, (since, end), boosts)
             .await?;
+        beat();
     }
     for h in histories.values_mut() {
         h.expire(start);
@@ -82,6 +86,7 @@ pub(super) async fn read_history(
     for (pods, since) in [(&old, heaps_since), (&new, start)] {
         let read = ctx.prometheus.jvm_heaps(ns, pods, since, end).await?;
         add_heaps(&mut heaps, ns, read);
+        beat();
     }
     heaps.expire(start);
     let pods = known.union(&recent).cloned().collect();

@@ -56,6 +56,8 @@ pub(super) fn redacted(url: &str) -> String {
 struct Retry {
     error: String,
     after: Option<std::time::Duration>,
+    /// No answer at all (no connection, a timeout): Prometheus is unreachable, not busy.
+    unreachable: bool,
 }
 
 /// The longest `Retry-After` honoured; a server asking for more is retried after this.
@@ -109,7 +111,11 @@ impl Prometheus {
             };
             if attempt >= self.config.retries {
                 let error = format!("{} (after {} attempts)", retry.error, attempt + 1);
-                self.set_broken(Some(&error));
+                // Only an unreachable server stops the other queries: one that answers 5xx or
+                // 429 is reachable, and each query keeps its own retries (and Retry-After).
+                if retry.unreachable {
+                    self.set_broken(Some(&error));
+                }
                 return Err(HistoryError::Unavailable(error));
             }
             attempt += 1;
@@ -119,9 +125,10 @@ impl Prometheus {
         }
     }
 
-    /// Why a query fails at once: Prometheus stayed unavailable through every retry less than
-    /// [`super::BREAKER_COOLDOWN`] ago. During an outage one query at a time waits through
-    /// the retries, not every object's, and Prometheus is not hammered as it comes back.
+    /// Why a query fails at once: a query found Prometheus unreachable (no connection, no
+    /// answer) through every retry less than [`super::BREAKER_COOLDOWN`] ago. During an outage
+    /// the objects of a pass do not each wait through their retries; after the cooldown the
+    /// next queries try again, and any answer ends it.
     fn broken(&self) -> Option<String> {
         let breaker = self
             .breaker
@@ -165,12 +172,19 @@ impl Prometheus {
         let resp = req.send().await.map_err(|e| Retry {
             error: format!("{url}: {}", e.without_url()),
             after: None,
+            unreachable: true,
         })?;
         let status = resp.status();
         let after = retry_after(&resp);
         let body = match self.read_body(resp, url).await {
             Ok(body) => body,
-            Err(HistoryError::Unavailable(error)) => return Err(Retry { error, after: None }),
+            Err(HistoryError::Unavailable(error)) => {
+                return Err(Retry {
+                    error,
+                    after: None,
+                    unreachable: false,
+                });
+            }
             Err(e) => return Ok(Err(e)),
         };
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
@@ -180,6 +194,7 @@ impl Prometheus {
                     String::from_utf8_lossy(&body[..body.len().min(200)])
                 ),
                 after,
+                unreachable: false,
             });
         }
         Ok(self.decode(url, status, &body))

@@ -275,7 +275,7 @@ async fn issue(ctx: &Context, w: &Workload, pod: &Pod, plan: &PodPlan, revert: b
             }
             Err(e) => {
                 if ambiguous(&e)
-                    && let Some(generation) = landed(ctx, w, &api, pod).await
+                    && let Some(generation) = landed(ctx, &api, pod, &plan).await
                 {
                     tracing::info!(pod = %format!("{ns}/{name}"), error = %e, generation, "the resize was applied although its answer was an error");
                     sent(ctx, pod, &plan, generation, revert);
@@ -299,17 +299,30 @@ fn ambiguous(e: &kube::Error) -> bool {
     }
 }
 
-/// After an [`ambiguous`] error: the pod read again. If its generation moved on and planning
-/// it again finds nothing to resize, the patch was applied: the new generation. Then it is
-/// followed and recorded as any resize, and never sent a second time.
-async fn landed(ctx: &Context, w: &Workload, api: &Api<Pod>, pod: &Pod) -> Option<i64> {
+/// After an [`ambiguous`] error: the pod read again. If it is the same pod, its generation
+/// moved on, and every container the plan changes has exactly the requests and limits the
+/// plan sent, the patch was applied: the new generation. Then it is followed and recorded as
+/// any resize, and never sent a second time. A change by another writer (other values) is not
+/// taken for ours.
+async fn landed(ctx: &Context, api: &Api<Pod>, pod: &Pod, plan: &PodPlan) -> Option<i64> {
     ctx.metrics.request("get");
     let fresh = api.get_opt(&pod.name_any()).await.ok()??;
     let generation = fresh.metadata.generation?;
+    let spec = fresh.spec.as_ref()?;
+    let applied = plan.changes.iter().all(|change| {
+        spec.containers
+            .iter()
+            .find(|c| c.name == change.container)
+            .is_some_and(|c| {
+                plan::resources::ContainerResources::of(c.resources.as_ref()).ok()
+                    == Some(change.to)
+            })
+    });
     (uid_of(&fresh) == uid_of(pod)
         && generation > pod.metadata.generation.unwrap_or(0)
-        && !plan_pod(w, &fresh).resizes())
-    .then_some(generation)
+        && !plan.changes.is_empty()
+        && applied)
+        .then_some(generation)
 }
 
 /// A resize the API server accepted: logged, counted, and an Event on the pod.

@@ -159,11 +159,13 @@ pub struct Context {
     started: i64,
 }
 
-/// Whether a key of [`Memory::reported`] names a pod (by uid, one of its `/`-separated parts)
-/// that is not in `present`.
+/// Whether a key of [`Memory::reported`] belongs to an object that is gone: its owner, the
+/// first uid among its `/`-separated parts (a pod's, or a VerticalAutoscaler's), is not in
+/// `present`. Keys without a uid stay.
 fn names_a_gone_pod(key: &str, present: &HashSet<String>) -> bool {
     key.split('/')
-        .any(|part| is_uid(part) && !present.contains(part))
+        .find(|part| is_uid(part))
+        .is_some_and(|owner| !present.contains(owner))
 }
 
 /// Whether `s` has the form of a Kubernetes uid (a UUID: 8-4-4-4-12 hexadecimal digits).
@@ -206,20 +208,27 @@ impl Context {
     /// backoffs, resizes followed, dry-run notes, memory guard readings, and the keys of what
     /// was reported once. Without it these grow with every pod ever seen.
     pub(super) fn prune(&self) {
-        let present: HashSet<String> = self
+        let pods: HashSet<String> = self
             .pods
             .state()
             .iter()
             .map(|p| uid_of(p.as_ref()))
             .collect();
+        // Keys reported once for an object (a declined change, a stale approval) carry its
+        // uid; they stay while the object does.
+        let owners: HashSet<String> = pods
+            .iter()
+            .cloned()
+            .chain(self.vas.state().iter().map(|va| uid_of(va.as_ref())))
+            .collect();
         let mut memory = self.memory();
-        memory.backoff.retain(|uid, _| present.contains(uid));
-        memory.in_flight.retain(|uid, _| present.contains(uid));
-        memory.dry_run.retain(|uid, _| present.contains(uid));
-        memory.hot.retain(|uid, _| present.contains(uid));
+        memory.backoff.retain(|uid, _| pods.contains(uid));
+        memory.in_flight.retain(|uid, _| pods.contains(uid));
+        memory.dry_run.retain(|uid, _| pods.contains(uid));
+        memory.hot.retain(|uid, _| pods.contains(uid));
         memory
             .reported
-            .retain(|key| !names_a_gone_pod(key, &present));
+            .retain(|key| !names_a_gone_pod(key, &owners));
     }
 
     /// Whether `key` is new for this process (then it is remembered).
@@ -460,7 +469,12 @@ mod tests {
             &format!("deferred-metric/{gone}/2"),
             &present
         ));
-        // Keys of objects, not pods, stay.
+        // A key owned by a present object stays, whatever uids follow; keys without one stay.
+        assert!(!names_a_gone_pod(&format!("stale/{here}/{gone}"), &present));
+        assert!(names_a_gone_pod(
+            &format!("declined/{gone}/app/memory"),
+            &present
+        ));
         assert!(!names_a_gone_pod("approval/shop/web/abc", &present));
     }
 }

@@ -196,6 +196,7 @@ pub(super) fn objects_of(ctx: &Context, pod: &Pod) -> Vec<Key> {
 /// Waits for the caches, reconciles every object once, then works the queue; the work's
 /// progress goes to the process's health (`/healthz` fails when it stalls).
 async fn work_loop(ctx: Arc<Context>, work: mpsc::UnboundedReceiver<Key>) {
+    let _health = tailor_runtime::health::LoopGuard::new("updater");
     let _ = tokio::join!(
         ctx.pods.wait_until_ready(),
         ctx.owners.replicasets.wait_until_ready(),
