@@ -27,6 +27,29 @@ pub fn default_identity(program: &str) -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// An object type the caches hold: what kube's watchers and reflectors ask of it.
+pub trait Object:
+    kube::Resource<DynamicType: Clone + Eq + std::hash::Hash + Send + Sync>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Object for K where
+    K: kube::Resource<DynamicType: Clone + Eq + std::hash::Hash + Send + Sync>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// A cache of every `K` the client can list: the store, and the future that keeps it current
 /// (a watch with kube's default back-off). Run the future in a task of its own.
 pub fn cache<K>(
@@ -36,14 +59,8 @@ pub fn cache<K>(
     impl std::future::Future<Output = ()> + Send + 'static,
 )
 where
-    K: kube::Resource
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+    K: Object,
+    K::DynamicType: Default,
 {
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -64,15 +81,9 @@ pub fn cache_scoped<K>(
     impl std::future::Future<Output = ()> + Send + 'static,
 )
 where
-    K: kube::Resource
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Object,
     K::Scope: kube::core::NamespaceScope,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+    K::DynamicType: Default,
 {
     cache_scoped_with(scope, client, |_| {})
 }
@@ -88,15 +99,9 @@ pub fn cache_scoped_with<K>(
     impl std::future::Future<Output = ()> + Send + 'static,
 )
 where
-    K: kube::Resource
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Object,
     K::Scope: kube::core::NamespaceScope,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+    K::DynamicType: Default,
 {
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, reflector, watcher};

@@ -171,15 +171,8 @@ impl Scope {
         store: Store<K>,
     ) -> BoxStream<'static, watcher::Result<watcher::Event<K>>>
     where
-        K: kube::Resource
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
+        K: crate::Object,
         K::Scope: NamespaceScope,
-        K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
     {
         use kube::runtime::WatchStreamExt;
         let config = self.config(config);

@@ -166,21 +166,7 @@ impl ControlPlane {
         )?;
         let apiserver_command = (assets.join("kube-apiserver"), args);
         let url = format!("https://127.0.0.1:{port}");
-        let ca = reqwest::Certificate::from_pem(creds.ca_pem.as_bytes())
-            .map_err(|e| HarnessError::Other(format!("test CA: {e}")))?;
-        let https = reqwest::Client::builder()
-            .add_root_certificate(ca)
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| HarnessError::Other(format!("https client: {e}")))?;
-        wait_ready(&mut apiserver, APISERVER_READY_TIMEOUT, || {
-            let req = https.get(format!("{url}/readyz")).bearer_auth(&creds.token);
-            async move {
-                let resp = req.send().await.ok()?;
-                resp.status().is_success().then_some(())
-            }
-        })
-        .await?;
+        apiserver_ready(&mut apiserver, &url, creds.ca_pem.as_bytes(), &creds.token).await?;
 
         let kubeconfig = dir.path().join("kubeconfig");
         write_kubeconfig(&kubeconfig, &url, &dir.path().join("ca.crt"), &creds.token)?;
@@ -223,25 +209,10 @@ impl ControlPlane {
         self.apiserver = ServerProcess::spawn("kube-apiserver", binary, args, &log)?;
         let ca = std::fs::read(self.dir.path().join("ca.crt"))
             .map_err(HarnessError::io("read the test CA"))?;
-        let ca = reqwest::Certificate::from_pem(&ca)
-            .map_err(|e| HarnessError::Other(format!("test CA: {e}")))?;
-        let https = reqwest::Client::builder()
-            .add_root_certificate(ca)
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| HarnessError::Other(format!("https client: {e}")))?;
         let tokens = std::fs::read_to_string(self.dir.path().join("tokens.csv"))
             .map_err(HarnessError::io("read the token file"))?;
-        let token = tokens.split(',').next().unwrap_or_default().to_owned();
-        let url = self.url.clone();
-        wait_ready(&mut self.apiserver, APISERVER_READY_TIMEOUT, || {
-            let req = https.get(format!("{url}/readyz")).bearer_auth(&token);
-            async move {
-                let resp = req.send().await.ok()?;
-                resp.status().is_success().then_some(())
-            }
-        })
-        .await?;
+        let token = tokens.split(',').next().unwrap_or_default();
+        apiserver_ready(&mut self.apiserver, &self.url, &ca, token).await?;
         self.client
             .apiserver_version()
             .await
@@ -391,6 +362,30 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client> {
         .await
         .map_err(|e| HarnessError::Other(format!("kubeconfig {}: {e}", path.display())))?;
     kube::Client::try_from(config).map_err(|e| HarnessError::Other(format!("client: {e}")))
+}
+
+/// Waits until kube-apiserver at `url` answers `/readyz` with 200 for the admin `token`.
+async fn apiserver_ready(
+    apiserver: &mut ServerProcess,
+    url: &str,
+    ca_pem: &[u8],
+    token: &str,
+) -> Result<()> {
+    let ca = reqwest::Certificate::from_pem(ca_pem)
+        .map_err(|e| HarnessError::Other(format!("test CA: {e}")))?;
+    let https = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| HarnessError::Other(format!("https client: {e}")))?;
+    wait_ready(apiserver, APISERVER_READY_TIMEOUT, || {
+        let req = https.get(format!("{url}/readyz")).bearer_auth(token);
+        async move {
+            let resp = req.send().await.ok()?;
+            resp.status().is_success().then_some(())
+        }
+    })
+    .await
 }
 
 async fn wait_ready<F, Fut>(
