@@ -1,7 +1,7 @@
 //! The Prometheus history source against a real Prometheus that misbehaves the ways production
 //! ones do: answers with warnings (a remote-read store down: partial data), queries refused as
-//! too large (`--query.max-samples`), and samples that arrive late (ingested long after their
-//! timestamp, as with remote-write lag).
+//! too large (`--query.max-samples`), and samples that arrive late (ingested seconds after
+//! their timestamp, as with remote-write lag).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 use std::collections::BTreeMap;
@@ -165,7 +165,7 @@ async fn pass(
     (start, end): (f64, f64),
     overlap: f64,
 ) -> BTreeMap<String, ContainerHistory> {
-    let plan = Pass::plan(state.1, (start, end), overlap, 10.0);
+    let plan = Pass::plan(state.1, (start, end), overlap, 5.0);
     let mut unsettled = Unsettled::default();
     let mut sink = UsageSink {
         settled: plan.settled,
@@ -189,11 +189,11 @@ async fn pass(
 
 #[tokio::test]
 async fn samples_that_arrive_late_are_read_by_the_next_pass() {
-    let (lag, overlap) = (30.0, 60.0);
+    let (lag, overlap) = (12.0, 30.0);
     let t0 = now();
-    let first = t0 + 45.0;
-    // A spike 20 s before the first pass: Prometheus gets it 10 s after that pass.
-    let spike = (first - 20.0, first - 15.0);
+    let first = t0 + 30.0;
+    // A spike 8 s before the first pass: Prometheus gets it 4 s after that pass.
+    let spike = (first - 8.0, first - 5.0);
     let frozen = Arc::new(AtomicBool::new(false));
     let address = lagging_target(lag, spike, frozen.clone()).await;
     let server = PromServer::start(PrometheusOptions {
@@ -207,7 +207,7 @@ async fn samples_that_arrive_late_are_read_by_the_next_pass() {
     })
     .await
     .unwrap();
-    let prom = client(server.url(), |c| c.step = Duration::from_secs(10));
+    let prom = client(server.url(), |c| c.step = Duration::from_secs(5));
     let start = t0 - 60.0;
 
     tokio::time::sleep(Duration::from_secs_f64((first - now()).max(0.0))).await;
@@ -220,7 +220,7 @@ async fn samples_that_arrive_late_are_read_by_the_next_pass() {
     );
     pass(&prom, &mut without, (start, first), 0.0).await;
 
-    let second = first + 30.0;
+    let second = first + 16.0;
     tokio::time::sleep(Duration::from_secs_f64((second - 2.0 - now()).max(0.0))).await;
     frozen.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs_f64((second - now()).max(0.0))).await;

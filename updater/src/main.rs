@@ -254,15 +254,31 @@ impl UsageArgs {
     }
 }
 
+/// The controller's options from the flags of `run`.
+fn options(args: &RunArgs, identity: &str, scope: &Scope) -> Result<Options, String> {
+    if args.max_resizes_per_second.is_nan() || args.max_resizes_per_second <= 0.0 {
+        return Err(format!(
+            "--max-resizes-per-second must be positive, got {}",
+            args.max_resizes_per_second
+        ));
+    }
+    Ok(Options {
+        dry_run: args.dry_run,
+        resizes_per_second: args.max_resizes_per_second,
+        burst: args.resize_burst,
+        concurrency: args.concurrency.max(1),
+        resync: Duration::from_secs(args.resync_seconds.max(1)),
+        backoff: Duration::from_secs(args.backoff_seconds.max(1)),
+        identity: identity.to_owned(),
+        fence: lease::Fence::always(),
+        usage: args.usage.source()?,
+        scope: scope.clone(),
+    })
+}
+
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Run(args) => {
-            if args.max_resizes_per_second.is_nan() || args.max_resizes_per_second <= 0.0 {
-                return Err(format!(
-                    "--max-resizes-per-second must be positive, got {}",
-                    args.max_resizes_per_second
-                ));
-            }
             let timing = args.lease_timing.timing()?;
             let scope = args.scope.scope()?;
             args.health.apply();
@@ -273,18 +289,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .identity
                 .clone()
                 .unwrap_or_else(|| tailor_runtime::default_identity("tailor-updater"));
-            let options = Options {
-                dry_run: args.dry_run,
-                resizes_per_second: args.max_resizes_per_second,
-                burst: args.resize_burst,
-                concurrency: args.concurrency.max(1),
-                resync: Duration::from_secs(args.resync_seconds.max(1)),
-                backoff: Duration::from_secs(args.backoff_seconds.max(1)),
-                identity: identity.clone(),
-                fence: lease::Fence::always(),
-                usage: args.usage.source()?,
-                scope: scope.clone(),
-            };
+            let options = options(&args, &identity, &scope)?;
             tracing::info!("watching {scope}");
             if options.dry_run {
                 tracing::info!("dry run: nothing will be resized or written");

@@ -102,57 +102,9 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
         scope = %scope,
         "starting watches of VerticalAutoscalers, ResizeStates, pods, ReplicaSets, Jobs and HPAs"
     );
-    // A VerticalAutoscaler changes: its spec, its recommendation, its approval annotation.
-    let va_queue = queue.clone();
-    let va_events = scope.watcher(&client, &(), watcher::Config::default(), ctx.vas.clone());
-    let va_stream = reflector::reflector(
-        va_writer,
-        va_events.modify(|va| va.managed_fields_mut().clear()),
-    )
-    .default_backoff()
-    .applied_objects()
-    .for_each(move |va| {
-        tailor_runtime::report_watch("VerticalAutoscaler", &va);
-        if let Ok(va) = va {
-            let _ = va_queue.send(va_key(&va));
-        }
-        std::future::ready(())
-    });
-    // A pod changes: the objects whose workload it belongs to.
-    let pod_queue = queue.clone();
-    let pod_ctx = ctx.clone();
-    let pod_events = scope.watcher(
-        &client,
-        &(),
-        watcher::Config::default().page_size(100),
-        ctx.pods.clone(),
-    );
-    let pod_stream = reflector::reflector(pod_writer, pod_events.modify(pods::slim))
-        .default_backoff()
-        .applied_objects()
-        .for_each(move |pod| {
-            tailor_runtime::report_watch("Pod", &pod);
-            if let Ok(pod) = pod {
-                pods::sizing_note(&pod_ctx, &pod);
-                for key in objects_of(&pod_ctx, &pod) {
-                    let _ = pod_queue.send(key);
-                }
-            }
-            std::future::ready(())
-        });
-    let timer_ctx = ctx.clone();
-    let timer_queue = queue.clone();
-    let timer = async move {
-        let mut interval = tokio::time::interval(timer_ctx.options.resync);
-        interval.tick().await;
-        loop {
-            interval.tick().await;
-            timer_ctx.prune();
-            for va in timer_ctx.vas.state() {
-                let _ = timer_queue.send(va_key(&va));
-            }
-        }
-    };
+    let va_stream = va_watch(&client, &ctx, va_writer, queue.clone());
+    let pod_stream = pod_watch(&client, &ctx, pod_writer, queue.clone());
+    let timer = resync(ctx.clone(), queue.clone());
     let guard_every = ctx.options.usage.as_ref().and_then(|u| u.guard_every);
     let worker = work_loop(ctx.clone(), work);
     let mut tasks = tokio::task::JoinSet::new();
@@ -173,6 +125,73 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
     }
     tasks.spawn(worker);
     while tasks.join_next().await.is_some() {}
+}
+
+/// Watches VerticalAutoscalers into the cache: a change (its spec, its recommendation, its
+/// approval annotation) queues the object.
+fn va_watch(
+    client: &kube::Client,
+    ctx: &Arc<Context>,
+    writer: reflector::store::Writer<VerticalAutoscaler>,
+    queue: mpsc::UnboundedSender<Key>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let events =
+        ctx.options
+            .scope
+            .watcher(client, &(), watcher::Config::default(), ctx.vas.clone());
+    reflector::reflector(writer, events.modify(|va| va.managed_fields_mut().clear()))
+        .default_backoff()
+        .applied_objects()
+        .for_each(move |va| {
+            tailor_runtime::report_watch("VerticalAutoscaler", &va);
+            if let Ok(va) = va {
+                let _ = queue.send(va_key(&va));
+            }
+            std::future::ready(())
+        })
+}
+
+/// Watches pods into the cache, slimmed: a change queues the objects whose workload the pod
+/// belongs to.
+fn pod_watch(
+    client: &kube::Client,
+    ctx: &Arc<Context>,
+    writer: reflector::store::Writer<Pod>,
+    queue: mpsc::UnboundedSender<Key>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let events = ctx.options.scope.watcher(
+        client,
+        &(),
+        watcher::Config::default().page_size(100),
+        ctx.pods.clone(),
+    );
+    let ctx = ctx.clone();
+    reflector::reflector(writer, events.modify(pods::slim))
+        .default_backoff()
+        .applied_objects()
+        .for_each(move |pod| {
+            tailor_runtime::report_watch("Pod", &pod);
+            if let Ok(pod) = pod {
+                pods::sizing_note(&ctx, &pod);
+                for key in objects_of(&ctx, &pod) {
+                    let _ = queue.send(key);
+                }
+            }
+            std::future::ready(())
+        })
+}
+
+/// Every `--resync-seconds`: forgets what is remembered of gone pods, and queues every object.
+async fn resync(ctx: Arc<Context>, queue: mpsc::UnboundedSender<Key>) {
+    let mut interval = tokio::time::interval(ctx.options.resync);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        ctx.prune();
+        for va in ctx.vas.state() {
+            let _ = queue.send(va_key(&va));
+        }
+    }
 }
 
 /// The VerticalAutoscalers whose workload a pod belongs to.
