@@ -41,10 +41,12 @@ help: ## list the targets
 
 test: test-deps lint ## install what the tests need, check formatting and lints, run every test
 	KUBEBUILDER_ASSETS="$$(hack/test-binaries.sh)" TAILOR_CONTROLLER_MANAGER="$$(hack/controller-manager.sh)" \
-	  $(CARGO) test --workspace --all-targets
+	  CARGO=$(CARGO) hack/run-tests.sh
 
-test-deps: ## kube-apiserver + etcd + kube-controller-manager, helm + kustomize, a kubelet (built once, cached), Prometheus and containerd (Debian packages), the real-node image
+test-deps: ## kube-apiserver + etcd + kube-controller-manager, helm + kustomize, a kubelet (built once, cached), Prometheus, containerd and jq (Debian packages), the real-node image
 	hack/install-prometheus.sh
+	@command -v jq >/dev/null || { echo "test-deps: installing jq (Debian)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends jq >&2; }
 	@if [ "$${TAILOR_REAL_NODE:-}" = skip ]; then echo "real node: skipped (TAILOR_REAL_NODE=skip)"; \
 	  else hack/real-node.sh all; fi
 	@tools="$$(hack/tools.sh)" && "$$tools/helm" version --short && "$$tools/kustomize" version
