@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 
-.PHONY: help demo demo-ci demo-real-node test test-deps lint fmt crds observability unit bench-sim bench-recommender bench-updater bench-admission
+.PHONY: help demo demo-ci demo-real-node test test-deps lint fmt crds observability unit bench-sim bench-recommender bench-updater bench-admission bench-scale
 
 demo: ## the whole system on this machine: API server, simulated nodes, Prometheus with a week of history, recommender, updater (Ctrl-C stops it)
 	hack/install-prometheus.sh
@@ -32,6 +32,9 @@ bench-recommender: ## recommender benchmark: 2,000 workloads, 14 days (first, st
 
 bench-updater: ## updater benchmark: 1,000 VerticalAutoscalers over 5,000 pods, every recommendation changed at once
 	hack/bench-updater.sh
+
+bench-scale: ## scale benchmark: recommender and updater memory at 50,000 pods, through an API server restart and a churn of 100,000 pods
+	hack/bench-scale.sh
 
 bench-admission: ## admission benchmark: 1,000 pod creates each with tailor's webhook, a minimal Go one and none, side by side
 	hack/bench-admission.sh

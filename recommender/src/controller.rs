@@ -96,7 +96,7 @@ pub struct Context {
     client: kube::Client,
     prometheus: Arc<Prometheus>,
     options: Options,
-    pods: Store<Pod>,
+    pods: Store<slim::CachedPod>,
     replicasets: Store<PartialObjectMeta<ReplicaSet>>,
     jobs: Store<PartialObjectMeta<Job>>,
     cache: std::sync::Mutex<BTreeMap<(String, String), Cached>>,
@@ -135,7 +135,7 @@ pub async fn run(
 ) {
     metrics.pass_started();
     let scope = options.scope.clone();
-    let (pods, pod_stream) = tailor_runtime::cache_scoped_with::<Pod>(&scope, &client, slim::slim);
+    let (pods, pod_stream) = tailor_runtime::cache_scoped::<slim::CachedPod>(&scope, &client);
     let (replicasets, rs_stream) =
         tailor_runtime::cache_scoped::<PartialObjectMeta<ReplicaSet>>(&scope, &client);
     let (jobs, job_stream) =
@@ -306,6 +306,9 @@ fn live_pods(ctx: &Context, namespace: &str, kind: &str, name: &str) -> Vec<Arc<
         jobs: ctx.jobs.clone(),
     }
     .pods(&ctx.pods, namespace, kind, name)
+    .iter()
+    .map(|p| Arc::new(p.unpack()))
+    .collect()
 }
 
 /// The pods of a target and their mean requests per container, for the metrics.
@@ -381,7 +384,11 @@ impl Context {
             client,
             prometheus,
             options,
-            pods: fill(pods),
+            pods: fill(
+                pods.into_iter()
+                    .filter_map(|p| slim::CachedPod::pack(p).ok())
+                    .collect(),
+            ),
             replicasets: fill(replicasets),
             jobs: fill(jobs),
             cache: Default::default(),

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod health;
 pub mod lease;
+pub mod packed;
 pub mod queue;
 pub mod scope;
 pub mod workload;

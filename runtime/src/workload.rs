@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::ResourceExt;
+use kube::Resource;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 
@@ -31,9 +30,9 @@ pub struct Owners {
 impl Owners {
     /// The workload (kind, name) the pod belongs to, following ReplicaSet -> Deployment and
     /// Job -> CronJob where the intermediate object has such an owner.
-    pub fn workload_of(&self, pod: &Pod) -> Option<(String, String)> {
-        let ns = pod.namespace()?;
-        let (kind, name) = controller_of(pod.metadata.owner_references.as_ref())?;
+    pub fn workload_of<P: Resource>(&self, pod: &P) -> Option<(String, String)> {
+        let ns = pod.meta().namespace.clone()?;
+        let (kind, name) = controller_of(pod.meta().owner_references.as_ref())?;
         let parent = match kind.as_str() {
             "ReplicaSet" => self
                 .replicasets
@@ -52,14 +51,14 @@ impl Owners {
     }
 
     /// Whether the pod belongs to the workload `kind`/`name` (in the pod's namespace).
-    pub fn owns(&self, kind: &str, name: &str, pod: &Pod) -> bool {
-        let Some((k, n)) = controller_of(pod.metadata.owner_references.as_ref()) else {
+    pub fn owns<P: Resource>(&self, kind: &str, name: &str, pod: &P) -> bool {
+        let Some((k, n)) = controller_of(pod.meta().owner_references.as_ref()) else {
             return false;
         };
         if k == kind && n == name {
             return true;
         }
-        let ns = pod.namespace().unwrap_or_default();
+        let ns = pod.meta().namespace.clone().unwrap_or_default();
         let parent = match (kind, k.as_str()) {
             ("Deployment", "ReplicaSet") => self
                 .replicasets
@@ -75,18 +74,18 @@ impl Owners {
     }
 
     /// The pods of `kind`/`name` in `namespace` that are not being deleted.
-    pub fn pods(
+    pub fn pods<P: crate::Object>(
         &self,
-        pods: &Store<Pod>,
+        pods: &Store<P>,
         namespace: &str,
         kind: &str,
         name: &str,
-    ) -> Vec<Arc<Pod>> {
+    ) -> Vec<Arc<P>> {
         pods.state()
             .into_iter()
-            .filter(|p| p.namespace().as_deref() == Some(namespace))
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter(|p| self.owns(kind, name, p))
+            .filter(|p| p.meta().namespace.as_deref() == Some(namespace))
+            .filter(|p| p.meta().deletion_timestamp.is_none())
+            .filter(|p| self.owns(kind, name, p.as_ref()))
             .collect()
     }
 }

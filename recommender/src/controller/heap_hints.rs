@@ -117,9 +117,12 @@ pub(super) fn measured_heaps(
     let mut out: BTreeMap<String, (f64, HeapHint)> = BTreeMap::new();
     for (key, bytes) in heaps.maxima() {
         let containers: Vec<(String, Option<Runtime>)> = if key.container.is_empty() {
-            let cached = ctx.pods.get(&ObjectRef::new(&key.pod).within(namespace));
+            let cached = ctx
+                .pods
+                .get(&ObjectRef::new(&key.pod).within(namespace))
+                .map(|p| p.unpack());
             cached
-                .as_deref()
+                .as_ref()
                 .or(template)
                 .and_then(|p| p.spec.as_ref())
                 .map(|s| {

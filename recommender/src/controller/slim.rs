@@ -9,6 +9,18 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec};
 
 use super::HEAP_ANNOTATION;
 
+/// The recommender's [`tailor_runtime::packed::Slim`]: [`slim`].
+pub struct Slimmed;
+
+impl tailor_runtime::packed::Slim for Slimmed {
+    fn slim(pod: &mut Pod) {
+        slim(pod);
+    }
+}
+
+/// A pod as the recommender's cache keeps it: slimmed and packed as it is read.
+pub type CachedPod = tailor_runtime::packed::PackedPod<Slimmed>;
+
 /// Slims `pod` to what the recommender reads.
 pub fn slim(pod: &mut Pod) {
     let meta = std::mem::take(&mut pod.metadata);

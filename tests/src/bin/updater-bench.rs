@@ -52,6 +52,20 @@ fn vm_hwm_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat` (USER_HZ = 100).
+fn cpu_seconds(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) end with ')'.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 /// The sum of a metric family's samples in an exposition.
 fn metric(text: &str, prefix: &str) -> f64 {
     text.lines()
@@ -295,6 +309,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Every recommendation changes at once.
+    let cpu_before = cpu_seconds(pid);
     let t0 = Instant::now();
     run_all(args.workloads, args.concurrency, |w| {
         recommend(w, "150m", "160Mi")
@@ -327,6 +342,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     follow.abort();
+    let cpu = cpu_seconds(pid) - cpu_before;
     let text = scrape(&admin).await;
     let requests = metric(&text, "tailor_updater_api_requests_total") - requests_before;
     let by_verb = |v: &str| {
@@ -395,6 +411,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         by_verb("status"),
         by_verb("event")
     );
+    println!("| updater CPU until every resize completed | {cpu:.1} s |");
     println!("| updater peak RSS | {rss:.1} MiB (after the first pass: {ready_rss:.1} MiB) |");
     Ok(())
 }

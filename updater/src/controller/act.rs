@@ -229,6 +229,7 @@ async fn issue(ctx: &Context, w: &Workload, pod: &Pod, plan: &PodPlan, revert: b
     if ctx.options.dry_run {
         return dry_run(ctx, pod, plan);
     }
+    let _resizing = ctx.events.resizing();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let mut plan = plan.clone();
     let mut rv = pod.resource_version();

@@ -1,5 +1,8 @@
 //! Events, best effort and off the reconcile's path: a bounded queue drained by two senders, so
-//! a burst of resizes costs a small record per Event rather than a task each.
+//! a burst of resizes costs a small record per Event rather than a task each. While resizes are
+//! being sent (or wait for the rate limit) the senders wait, each Event at most [`YIELD_MAX`]
+//! after it was raised: in a burst the API server's capacity goes to the resizes first, and the
+//! Events follow.
 //!
 //! An Event repeats (its `series.count` goes up) only when everything a person reads is the
 //! same: the object, the type, the reason **and the note**. (kube's `Recorder` merges on the
@@ -14,13 +17,16 @@ use k8s_openapi::api::events::v1::{Event, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, watch};
 
 use crate::metrics::Metrics;
 
 /// Events queued at most; beyond that they are dropped and counted
 /// (`tailor_updater_api_requests_total{verb="event_dropped"}`).
 const QUEUE: usize = 20_000;
+
+/// How long an Event waits at most, from when it was raised, for the resizes being sent.
+const YIELD_MAX: Duration = Duration::from_secs(30);
 
 /// How long an Event may be repeated (a series) rather than created again.
 const SERIES_TTL: Duration = Duration::from_secs(600);
@@ -39,6 +45,7 @@ struct Queued {
     kind: Kind,
     reason: String,
     note: String,
+    raised: Instant,
 }
 
 /// What makes two Events the same.
@@ -48,6 +55,17 @@ type SeriesKey = (String, String, String, Kind, String, String);
 pub(crate) struct Events {
     tx: mpsc::Sender<Queued>,
     metrics: Arc<Metrics>,
+    /// Resizes being sent.
+    resizing: Arc<watch::Sender<usize>>,
+}
+
+/// Held while a resize is being sent (see [`Events::resizing`]).
+pub(crate) struct Resizing(Arc<watch::Sender<usize>>);
+
+impl Drop for Resizing {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl Events {
@@ -58,9 +76,11 @@ impl Events {
         metrics: Arc<Metrics>,
     ) -> (Self, impl std::future::Future<Output = ()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let resizing = Arc::new(watch::Sender::new(0));
         let sender = Sender {
             client,
             reporter,
+            resizing: resizing.subscribe(),
             metrics: metrics.clone(),
             rx: Mutex::new(rx),
             series: Mutex::new(HashMap::new()),
@@ -70,7 +90,20 @@ impl Events {
             let (a, b) = (sender.clone(), sender);
             tokio::join!(a.drain(), b.drain());
         };
-        (Self { tx, metrics }, run)
+        (
+            Self {
+                tx,
+                metrics,
+                resizing,
+            },
+            run,
+        )
+    }
+
+    /// Marks a resize being sent until the guard is dropped: Events wait meanwhile.
+    pub(crate) fn resizing(&self) -> Resizing {
+        self.resizing.send_modify(|n| *n += 1);
+        Resizing(self.resizing.clone())
     }
 
     /// Publishes an Event without holding up the reconcile.
@@ -80,6 +113,7 @@ impl Events {
             kind,
             reason: reason.to_owned(),
             note: truncate(&note, 1000),
+            raised: Instant::now(),
         };
         if self.tx.try_send(item).is_err() {
             self.metrics.request("event_dropped");
@@ -93,6 +127,7 @@ struct Sender {
     /// (reporting controller, reporting instance).
     reporter: (String, String),
     metrics: Arc<Metrics>,
+    resizing: watch::Receiver<usize>,
     rx: Mutex<mpsc::Receiver<Queued>>,
     series: Mutex<HashMap<SeriesKey, (String, i32, Instant)>>,
 }
@@ -102,6 +137,9 @@ impl Sender {
         loop {
             let next = self.rx.lock().await.recv().await;
             let Some(item) = next else { return };
+            let left = YIELD_MAX.saturating_sub(item.raised.elapsed());
+            let mut resizing = self.resizing.clone();
+            let _ = tokio::time::timeout(left, resizing.wait_for(|n| *n == 0)).await;
             self.metrics.request("event");
             if let Err(e) = self.publish(&item).await {
                 tracing::debug!(error = %e, reason = %item.reason, "event not recorded");

@@ -88,6 +88,7 @@ async fn scan(ctx: &Context, queue: &UnboundedSender<Key>, every: Duration) {
         let Some(pod) = ctx.pods.get(&ObjectRef::new(&name).within(&ns)) else {
             continue;
         };
+        let pod = Arc::new(pod.unpack());
         let keys = guarded(ctx, &pod);
         if !keys.is_empty() {
             guarded_pods.push((pod, readings, keys));
@@ -149,10 +150,11 @@ async fn nodes_free(
             free.insert(node, allocatable);
         }
     }
-    for p in ctx.pods.state() {
-        let Some(Some(room)) = free.get_mut(&pod_node(&p)) else {
+    for packed in ctx.pods.state() {
+        let Some(Some(room)) = free.get_mut(packed.node_name().unwrap_or_default()) else {
             continue;
         };
+        let p = packed.unpack();
         if terminal(&p) {
             continue;
         }

@@ -13,7 +13,8 @@
 //!    still asks for it and, for a memory decrease that restarts a container, that the
 //!    container uses less than the new limit ([`usage`]); take back refused memory decreases.
 //! 5. [`record`]: write the updater's record of the object (pending approvals, conditions,
-//!    last resizes) to its `ResizeState` with server-side apply, and Events. The updater never
+//!    last resizes) to its `ResizeState` with server-side apply (by [`writer`], coalesced
+//!    over a moment), and Events. The updater never
 //!    writes the object's status: the recommender alone may (it mirrors the ResizeState there).
 //!
 //! Nothing here decides what to resize: that is the planner's. Everything the updater needs
@@ -30,6 +31,7 @@ mod pods;
 mod record;
 mod usage;
 mod watch;
+mod writer;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -147,13 +149,15 @@ pub struct Context {
     vas: Store<VerticalAutoscaler>,
     /// The updater's own records, one per object it has something to say about.
     states: Store<ResizeState>,
-    pods: Store<Pod>,
+    pods: Store<pods::CachedPod>,
     owners: Owners,
     hpas: Store<HorizontalPodAutoscaler>,
     /// Upstream VerticalPodAutoscalers, where their CRD is installed.
     vpas: Option<Store<DynamicObject>>,
     limiter: act::RateLimiter,
     events: events::Events,
+    /// The ResizeState writes waiting to go.
+    writes: writer::Writes,
     memory: Mutex<Memory>,
     /// When this process started, in Unix seconds: OOM kills before it are not counted again.
     started: i64,
@@ -426,7 +430,7 @@ pub async fn reconcile(ctx: &Context, key: &Key) {
     ctx.metrics.reconciled();
     let w = match observe::observe(ctx, key) {
         observe::Observed::Gone => return observe::forget(ctx, key),
-        observe::Observed::Idle(idle) => return record::idle(ctx, &idle).await,
+        observe::Observed::Idle(idle) => return record::idle(ctx, &idle),
         observe::Observed::Active(w) => w,
     };
     let mut followed = follow::follow(ctx, &w);
@@ -436,7 +440,7 @@ pub async fn reconcile(ctx: &Context, key: &Key) {
     if ctx.options.dry_run {
         return;
     }
-    record::record(ctx, &w, followed, &planned, acted).await;
+    record::record(ctx, &w, followed, &planned, acted);
 }
 
 /// The resources a plan changes, for metrics.

@@ -106,6 +106,7 @@ pub(super) fn forget(ctx: &Context, key: &Key) {
     ctx.metrics.pending(&key.0, &key.1, 0);
     ctx.metrics.held(&key.0, &key.1, &[]);
     ctx.metrics.unfinished(&key.0, &key.1, &[]);
+    ctx.writes.forget(key);
     let mut memory = ctx.memory();
     memory.recommendations.remove(key);
     memory.written.remove(key);
@@ -186,9 +187,12 @@ pub(super) fn observe(ctx: &Context, key: &Key) -> Observed {
             vec![(condition::RECOMMENDATION_STALE, "RecommendationStale", why)],
         );
     }
-    let pods = ctx
+    let pods: Vec<Arc<Pod>> = ctx
         .owners
-        .pods(&ctx.pods, &key.0, &target.kind, &target.name);
+        .pods(&ctx.pods, &key.0, &target.kind, &target.name)
+        .iter()
+        .map(|p| Arc::new(p.unpack()))
+        .collect();
     if let Some(owner) = owner_instead(ctx, &va, &pods) {
         let why = format!(
             "{} (older) already sizes these pods; this VerticalAutoscaler does not act while it does",

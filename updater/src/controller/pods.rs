@@ -1,11 +1,26 @@
 //! What the updater keeps of a pod, and OOM kills after a resize.
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 use tailor_crds::v1alpha1::{ResizeRecord, VerticalAutoscaler};
 
 use super::events::Kind;
 use super::{Context, object_ref};
+
+/// The updater's [`tailor_runtime::packed::Slim`]: [`slim`].
+pub(crate) struct Slimmed;
+
+impl tailor_runtime::packed::Slim for Slimmed {
+    fn slim(pod: &mut Pod) {
+        slim(pod);
+    }
+}
+
+/// A pod as the updater's cache keeps it: slimmed and packed; [`PackedPod::unpack`] gives the
+/// slim `Pod` the planner reads.
+///
+/// [`PackedPod::unpack`]: tailor_runtime::packed::PackedPod::unpack
+pub(crate) type CachedPod = tailor_runtime::packed::PackedPod<Slimmed>;
 
 /// Keeps only what the planner and the actuator read of a cached pod: identity and owners, the
 /// admission webhook's boost record and sizing note, the containers' names, resources and resize policies, and the status fields that say where
@@ -168,7 +183,7 @@ pub(super) fn oom_kills_after(
 
 /// Says on the pod, once, why the admission webhook did not size it (fully): the note it left
 /// in the pod's annotation, since a pod has no name or uid yet when it is admitted.
-pub(super) fn sizing_note(ctx: &Context, pod: &Pod) {
+pub(super) fn sizing_note(ctx: &Context, pod: &CachedPod) {
     let Some(note) = pod
         .annotations()
         .get(crate::plan::admission::NOTE_ANNOTATION)
@@ -176,7 +191,7 @@ pub(super) fn sizing_note(ctx: &Context, pod: &Pod) {
         return;
     };
     let key = format!("sizing-note/{}", pod.uid().unwrap_or_default());
-    if pod.metadata.deletion_timestamp.is_some() {
+    if pod.meta().deletion_timestamp.is_some() {
         // Going: forget it, so the record does not grow with every such pod.
         ctx.memory().reported.remove(&key);
         return;

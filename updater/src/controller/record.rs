@@ -1,10 +1,10 @@
 //! Step 5, record: the updater's record of the object (pending approvals, its conditions, the
-//! last resizes), written to its ResizeState with server-side apply only when it changed, and
+//! last resizes), written to its ResizeState with server-side apply only when it changed (by
+//! [`super::writer`], a moment later, so that changes close together go in one write), and
 //! the metrics of held decreases. The object's status is the recommender's: it mirrors the
 //! ResizeState there.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
-use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use tailor_crds::quantity::format_memory_bytes;
 use tailor_crds::resize_state::{
@@ -32,7 +32,7 @@ fn cond(type_: &'static str, on: bool, reason: &'static str, message: String) ->
 
 /// An object the updater leaves alone: its pending approvals go, and only the conditions that
 /// say why it is left alone stay (each written only while true).
-pub(super) async fn idle(ctx: &Context, idle: &Idle) {
+pub(super) fn idle(ctx: &Context, idle: &Idle) {
     if ctx.options.dry_run {
         return;
     }
@@ -52,11 +52,11 @@ pub(super) async fn idle(ctx: &Context, idle: &Idle) {
         records,
         raises,
     };
-    write(ctx, &idle.va, &idle.status, record).await;
+    write(ctx, &idle.va, &idle.status, record);
 }
 
 /// Step 5.
-pub(super) async fn record(
+pub(super) fn record(
     ctx: &Context,
     w: &Workload,
     followed: Followed,
@@ -116,7 +116,7 @@ pub(super) async fn record(
         records,
         raises,
     };
-    write(ctx, &w.va, &w.status, record).await;
+    write(ctx, &w.va, &w.status, record);
 }
 
 /// Whether `r` is an older record of a pod that has a new one.
@@ -288,14 +288,39 @@ struct Record {
     raises: Vec<MemoryGuardRaise>,
 }
 
-/// Applies the updater's record of the object to its ResizeState (created if absent). Fields
-/// it leaves out are dropped; nothing else writes a ResizeState.
-async fn write(
+/// Whether a record must be written at once rather than after [`super::writer::DELAY`]: it
+/// holds what the pods and the object cannot tell a next leader, or what a person waits for.
+/// That is a resize just issued (a record of a pod, or of a time, the last one did not have),
+/// a refused cut taken back (`Reverted`, with the usage the floor must stay above), a memory
+/// guard raise, or a change of the pending approvals. What only follows resizes under way (an
+/// outcome, a condition) can wait and go with the next change. Pure.
+fn urgent(previous: &VerticalAutoscalerStatus, record: &Record) -> bool {
+    use tailor_crds::v1alpha1::ResizeOutcome;
+    let known = |r: &ResizeRecord| {
+        previous
+            .last_resizes
+            .iter()
+            .find(|p| p.pod_uid == r.pod_uid && p.pod == r.pod && p.time == r.time)
+    };
+    let new_record = record.records.iter().any(|r| match known(r) {
+        None => true,
+        Some(p) => r.outcome == ResizeOutcome::Reverted && p.outcome != ResizeOutcome::Reverted,
+    });
+    new_record
+        || previous.memory_guard_raises != record.raises
+        || previous.pending_approvals != record.pending
+}
+
+/// The updater's record of the object, for its ResizeState (created if absent; fields it
+/// leaves out are dropped; nothing else writes a ResizeState): the truth for the next
+/// reconcile at once, written by [`super::writer`] at once if [`urgent`], else a moment later.
+fn write(
     ctx: &Context,
     va: &VerticalAutoscaler,
     previous: &VerticalAutoscalerStatus,
     record: Record,
 ) {
+    let now = urgent(previous, &record);
     let spec = ResizeStateSpec {
         vertical_autoscaler_uid: uid_of(va),
         pending_approvals: record.pending,
@@ -304,34 +329,61 @@ async fn write(
         memory_guard_raises: record.raises,
     };
     let state = resize_state(va, spec.clone());
-    let api: Api<ResizeState> =
-        Api::namespaced(ctx.client.clone(), &va.namespace().unwrap_or_default());
-    if !ctx.options.fence.holds() {
-        ctx.metrics.request("fenced");
-        return;
-    }
-    ctx.metrics.request("status");
-    match api
-        .patch(
-            &va.name_any(),
-            &PatchParams::apply(super::FIELD_MANAGER).force(),
-            &Patch::Apply(&state),
-        )
-        .await
-    {
-        Ok(_) => {
-            ctx.memory().written.insert(va_key(va), spec);
-        }
-        Err(e) => {
-            tracing::warn!(va = %format!("{}/{}", va.namespace().unwrap_or_default(), va.name_any()), error = %e, "ResizeState not written")
-        }
-    }
+    let key = va_key(va);
+    ctx.memory().written.insert(key.clone(), spec);
+    ctx.writes.mark(key, state, now);
 }
 
 #[cfg(test)]
 mod tests {
     use tailor_crds::resize_state::ResizeStateSpec;
-    use tailor_crds::v1alpha1::VerticalAutoscaler;
+    use tailor_crds::v1alpha1::{
+        ResizeOutcome, ResizeRecord, VerticalAutoscaler, VerticalAutoscalerStatus,
+    };
+
+    use super::{Record, urgent};
+
+    fn resize(pod: &str, at: &str, outcome: ResizeOutcome) -> ResizeRecord {
+        serde_json::from_value(serde_json::json!({
+            "pod": pod, "podUid": format!("uid-{pod}"), "time": at,
+            "outcome": serde_json::to_value(outcome).unwrap(), "containers": [],
+        }))
+        .unwrap()
+    }
+
+    fn record(records: Vec<ResizeRecord>) -> Record {
+        Record {
+            pending: Vec::new(),
+            conditions: Vec::new(),
+            records,
+            raises: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn new_resizes_and_reverts_are_written_at_once_progress_waits() {
+        let t1 = "2026-12-01T07:00:00Z";
+        let before = VerticalAutoscalerStatus {
+            last_resizes: vec![resize("a", t1, ResizeOutcome::InProgress)],
+            ..Default::default()
+        };
+        let progressed = record(vec![resize("a", t1, ResizeOutcome::Applied)]);
+        assert!(!urgent(&before, &progressed), "an outcome can wait");
+        let issued = record(vec![
+            resize("b", t1, ResizeOutcome::InProgress),
+            resize("a", t1, ResizeOutcome::Applied),
+        ]);
+        assert!(urgent(&before, &issued), "a resize just issued");
+        let again = record(vec![resize(
+            "a",
+            "2026-12-01T07:05:00Z",
+            ResizeOutcome::InProgress,
+        )]);
+        assert!(urgent(&before, &again), "a new resize of the same pod");
+        let reverted = record(vec![resize("a", t1, ResizeOutcome::Reverted)]);
+        assert!(urgent(&before, &reverted), "a refused cut taken back");
+        assert!(!urgent(&before, &record(before.last_resizes.clone())));
+    }
 
     #[test]
     fn a_resize_state_is_named_and_owned_as_its_object() {

@@ -7,7 +7,6 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
 use kube::runtime::reflector::{self, Store};
@@ -65,7 +64,7 @@ async fn vpa_cache(
 /// Runs the updater until the future is dropped.
 pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) {
     let scope = options.scope.clone();
-    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let (pod_store, pod_writer) = reflector::store::<pods::CachedPod>();
     let (replicasets, rs_stream) =
         tailor_runtime::cache_scoped::<PartialObjectMeta<ReplicaSet>>(&scope, &client);
     let (jobs, job_stream) =
@@ -93,6 +92,7 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
         hpas,
         vpas: vpas.as_ref().map(|(s, _)| s.clone()),
         events,
+        writes: super::writer::Writes::default(),
         memory: Mutex::default(),
         started: super::now().0.as_second(),
     });
@@ -109,6 +109,7 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
     let worker = work_loop(ctx.clone(), work);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(event_sender);
+    tasks.spawn(super::writer::run(ctx.clone()));
     tasks.spawn(pod_stream);
     tasks.spawn(rs_stream);
     tasks.spawn(job_stream);
@@ -151,12 +152,12 @@ fn va_watch(
         })
 }
 
-/// Watches pods into the cache, slimmed: a change queues the objects whose workload the pod
+/// Watches pods into the cache, slimmed and packed as they are read: a change queues the objects whose workload the pod
 /// belongs to.
 fn pod_watch(
     client: &kube::Client,
     ctx: &Arc<Context>,
-    writer: reflector::store::Writer<Pod>,
+    writer: reflector::store::Writer<pods::CachedPod>,
     queue: mpsc::UnboundedSender<Key>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let events = ctx.options.scope.watcher(
@@ -166,7 +167,7 @@ fn pod_watch(
         ctx.pods.clone(),
     );
     let ctx = ctx.clone();
-    reflector::reflector(writer, events.modify(pods::slim))
+    reflector::reflector(writer, events)
         .default_backoff()
         .applied_objects()
         .for_each(move |pod| {
@@ -195,7 +196,7 @@ async fn resync(ctx: Arc<Context>, queue: mpsc::UnboundedSender<Key>) {
 }
 
 /// The VerticalAutoscalers whose workload a pod belongs to.
-pub(super) fn objects_of(ctx: &Context, pod: &Pod) -> Vec<Key> {
+pub(super) fn objects_of<P: kube::Resource>(ctx: &Context, pod: &P) -> Vec<Key> {
     let Some((kind, name)) = ctx.owners.workload_of(pod) else {
         return Vec::new();
     };
