@@ -97,6 +97,8 @@ pub struct Context {
     prometheus: Arc<Prometheus>,
     options: Options,
     pods: Store<slim::CachedPod>,
+    /// The cached pods by controller owner.
+    pod_index: tailor_runtime::index::OwnerIndex,
     replicasets: Store<PartialObjectMeta<ReplicaSet>>,
     jobs: Store<PartialObjectMeta<Job>>,
     cache: std::sync::Mutex<BTreeMap<(String, String), Cached>>,
@@ -135,7 +137,8 @@ pub async fn run(
 ) {
     metrics.pass_started();
     let scope = options.scope.clone();
-    let (pods, pod_stream) = tailor_runtime::cache_scoped::<slim::CachedPod>(&scope, &client);
+    let (pods, pod_index, pod_stream) =
+        tailor_runtime::cache_indexed::<slim::CachedPod>(&scope, &client);
     let (replicasets, rs_stream) =
         tailor_runtime::cache_scoped::<PartialObjectMeta<ReplicaSet>>(&scope, &client);
     let (jobs, job_stream) =
@@ -147,6 +150,7 @@ pub async fn run(
         prometheus,
         options,
         pods,
+        pod_index,
         replicasets,
         jobs,
         cache: Default::default(),
@@ -305,7 +309,7 @@ fn live_pods(ctx: &Context, namespace: &str, kind: &str, name: &str) -> Vec<Arc<
         replicasets: ctx.replicasets.clone(),
         jobs: ctx.jobs.clone(),
     }
-    .pods(&ctx.pods, namespace, kind, name)
+    .pods(&ctx.pods, &ctx.pod_index, namespace, kind, name)
     .iter()
     .map(|p| Arc::new(p.unpack()))
     .collect()
@@ -384,6 +388,7 @@ impl Context {
             client,
             prometheus,
             options,
+            pod_index: tailor_runtime::index::OwnerIndex::of(&pods),
             pods: fill(
                 pods.into_iter()
                     .filter_map(|p| slim::CachedPod::pack(p).ok())

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod health;
+pub mod index;
 pub mod lease;
 pub mod packed;
 pub mod queue;
@@ -117,6 +118,42 @@ where
         .default_backoff()
         .for_each(observe::<K>);
     (store, run)
+}
+
+/// [`cache_scoped`] with an [`index::OwnerIndex`] of what it holds, kept from the same watch.
+pub fn cache_indexed<K>(
+    scope: &Scope,
+    client: &kube::Client,
+) -> (
+    kube::runtime::reflector::Store<K>,
+    index::OwnerIndex,
+    impl std::future::Future<Output = ()> + Send + 'static,
+)
+where
+    K: Object,
+    K::Scope: kube::core::NamespaceScope,
+    K::DynamicType: Default,
+{
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let (store, writer) = reflector::store();
+    let index = index::OwnerIndex::default();
+    let events = scope.watcher(
+        client,
+        &K::DynamicType::default(),
+        watcher::Config::default(),
+        store.clone(),
+    );
+    let follows = index.clone();
+    let run = reflector::reflector(writer, events)
+        .default_backoff()
+        .for_each(move |item| {
+            if let Ok(event) = &item {
+                follows.observe(event);
+            }
+            observe::<K>(item)
+        });
+    (store, index, run)
 }
 
 /// What a cache's watch gave (see [`report_watch`]).

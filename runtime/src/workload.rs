@@ -11,10 +11,28 @@ use kube::Resource;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use crate::index::OwnerIndex;
+
 /// The controller owner of an object: (kind, name).
 pub fn controller_of(refs: Option<&Vec<OwnerReference>>) -> Option<(String, String)> {
     refs.and_then(|r| r.iter().find(|o| o.controller == Some(true)))
         .map(|o| (o.kind.clone(), o.name.clone()))
+}
+
+/// The (kind, name) of each cached object in `namespace` whose controller is `kind`/`name`.
+fn children<K: Resource<DynamicType = ()>>(
+    cached: &[Arc<K>],
+    (namespace, kind, name): (&str, &str, &str),
+) -> Vec<(String, String)> {
+    cached
+        .iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(namespace))
+        .filter(|o| {
+            controller_of(o.meta().owner_references.as_ref())
+                .is_some_and(|(k, n)| k == kind && n == name)
+        })
+        .filter_map(|o| Some((K::kind(&()).into_owned(), o.meta().name.clone()?)))
+        .collect()
 }
 
 /// Resolves pods to workloads from ReplicaSet and Job metadata caches.
@@ -73,17 +91,32 @@ impl Owners {
         parent.is_some_and(|(pk, pn)| pk == kind && pn == name)
     }
 
-    /// The pods of `kind`/`name` in `namespace` that are not being deleted.
-    pub fn pods<P: crate::Object>(
+    /// The pods of `kind`/`name` in `namespace` that are not being deleted: the pods `index`
+    /// files under the workload, or under its ReplicaSets (a Deployment) or Jobs (a CronJob),
+    /// each checked against the cache. In order of owner and name.
+    pub fn pods<P>(
         &self,
         pods: &Store<P>,
+        index: &OwnerIndex,
         namespace: &str,
         kind: &str,
         name: &str,
-    ) -> Vec<Arc<P>> {
-        pods.state()
-            .into_iter()
-            .filter(|p| p.meta().namespace.as_deref() == Some(namespace))
+    ) -> Vec<Arc<P>>
+    where
+        P: crate::Object,
+        P::DynamicType: Default,
+    {
+        let mut owners = vec![(kind.to_owned(), name.to_owned())];
+        let owner = (namespace, kind, name);
+        match kind {
+            "Deployment" => owners.extend(children(&self.replicasets.state(), owner)),
+            "CronJob" => owners.extend(children(&self.jobs.state(), owner)),
+            _ => {}
+        }
+        owners
+            .iter()
+            .flat_map(|(k, n)| index.owned_by(namespace, k, n))
+            .filter_map(|pod| pods.get(&ObjectRef::new(&pod).within(namespace)))
             .filter(|p| p.meta().deletion_timestamp.is_none())
             .filter(|p| self.owns(kind, name, p.as_ref()))
             .collect()

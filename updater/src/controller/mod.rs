@@ -150,6 +150,8 @@ pub struct Context {
     /// The updater's own records, one per object it has something to say about.
     states: Store<ResizeState>,
     pods: Store<pods::CachedPod>,
+    /// The cached pods by controller owner.
+    pod_index: tailor_runtime::index::OwnerIndex,
     owners: Owners,
     hpas: Store<HorizontalPodAutoscaler>,
     /// Upstream VerticalPodAutoscalers, where their CRD is installed.

@@ -189,7 +189,13 @@ pub(super) fn observe(ctx: &Context, key: &Key) -> Observed {
     }
     let pods: Vec<Arc<Pod>> = ctx
         .owners
-        .pods(&ctx.pods, &key.0, &target.kind, &target.name)
+        .pods(
+            &ctx.pods,
+            &ctx.pod_index,
+            &key.0,
+            &target.kind,
+            &target.name,
+        )
         .iter()
         .map(|p| Arc::new(p.unpack()))
         .collect();

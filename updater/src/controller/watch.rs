@@ -88,6 +88,7 @@ pub async fn run(client: kube::Client, options: Options, metrics: Arc<Metrics>) 
         vas: va_store,
         states,
         pods: pod_store,
+        pod_index: tailor_runtime::index::OwnerIndex::default(),
         owners: Owners { replicasets, jobs },
         hpas,
         vpas: vpas.as_ref().map(|(s, _)| s.clone()),
@@ -152,7 +153,8 @@ fn va_watch(
         })
 }
 
-/// Watches pods into the cache, slimmed and packed as they are read: a change queues the objects whose workload the pod
+/// Watches pods into the cache (slimmed and packed as they are read) and its owner index: a
+/// change queues the objects whose workload the pod
 /// belongs to.
 fn pod_watch(
     client: &kube::Client,
@@ -169,12 +171,15 @@ fn pod_watch(
     let ctx = ctx.clone();
     reflector::reflector(writer, events)
         .default_backoff()
-        .applied_objects()
-        .for_each(move |pod| {
-            tailor_runtime::report_watch("Pod", &pod);
-            if let Ok(pod) = pod {
-                pods::sizing_note(&ctx, &pod);
-                for key in objects_of(&ctx, &pod) {
+        .for_each(move |event| {
+            tailor_runtime::report_watch("Pod", &event);
+            let Ok(event) = event else {
+                return std::future::ready(());
+            };
+            ctx.pod_index.observe(&event);
+            if let watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) = &event {
+                pods::sizing_note(&ctx, pod);
+                for key in objects_of(&ctx, pod) {
                     let _ = queue.send(key);
                 }
             }
