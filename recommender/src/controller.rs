@@ -111,7 +111,9 @@ struct Cached {
     window: f64,
     /// The startup boosts whose windows were left out of the CPU history.
     boosts: BTreeMap<String, Option<f64>>,
-    pods: std::collections::BTreeSet<String>,
+    /// The workload's pods seen in Prometheus, with when each was last seen; those not seen
+    /// within the window are forgotten ([`history::remember_pods`]).
+    pods: BTreeMap<String, f64>,
     /// Samples settled for good, up to `settled`.
     histories: BTreeMap<String, crate::model::history::ContainerHistory>,
     /// Later samples, read again by the next pass.
@@ -170,7 +172,9 @@ pub async fn run(
     let va_mirror_queue = mirror_queue.clone();
     let va_stream = reflector::reflector(
         va_writer,
-        scope.watcher(&client, &(), watcher::Config::default(), vas.clone()),
+        scope
+            .watcher(&client, &(), watcher::Config::default(), vas.clone())
+            .modify(crate::mirror::slim_managed_fields),
     )
     .default_backoff()
     .applied_objects()

@@ -97,6 +97,14 @@ pub fn shown(va: &VerticalAutoscaler) -> Mirrored {
     }
 }
 
+/// Keeps of `va`'s `managedFields` only who wrote what how (what [`legacy_fields`] reads), not
+/// the fields each manager owns: those are often larger than the rest of the object.
+pub fn slim_managed_fields(va: &mut VerticalAutoscaler) {
+    for m in va.meta_mut().managed_fields.iter_mut().flatten() {
+        m.fields_v1 = None;
+    }
+}
+
 /// Whether an updater from before ResizeStates still owns fields of `va`'s status. Pure.
 pub fn legacy_fields(va: &VerticalAutoscaler) -> bool {
     va.meta().managed_fields.iter().flatten().any(|m| {
@@ -305,6 +313,18 @@ mod tests {
             json!({}),
             json!([entry("tailor-updater", "status")])
         )));
+        // As the cache keeps it: without the fields each manager owns.
+        let mut cached = va(json!({}), json!([entry("tailor-updater", "status")]));
+        super::slim_managed_fields(&mut cached);
+        assert!(
+            cached
+                .metadata
+                .managed_fields
+                .iter()
+                .flatten()
+                .all(|m| m.fields_v1.is_none())
+        );
+        assert!(legacy_fields(&cached));
         assert!(!legacy_fields(&va(
             json!({}),
             json!([

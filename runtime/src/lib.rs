@@ -87,7 +87,13 @@ where
     K::Scope: kube::core::NamespaceScope,
     K::DynamicType: Default,
 {
-    cache_scoped_with(scope, client, |_| {})
+    cache_scoped_with(scope, client, drop_managed_fields)
+}
+
+/// Drops an object's `managedFields`: nothing tailor caches reads them, and on objects written
+/// by several managers they are often larger than the rest of the metadata.
+pub fn drop_managed_fields<K: kube::Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
 }
 
 /// [`cache_scoped`], each object passed through `slim` before it is stored: what a binary
@@ -145,7 +151,7 @@ where
         store.clone(),
     );
     let follows = index.clone();
-    let run = reflector::reflector(writer, events)
+    let run = reflector::reflector(writer, events.modify(drop_managed_fields))
         .default_backoff()
         .for_each(move |item| {
             if let Ok(event) = &item {

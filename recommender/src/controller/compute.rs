@@ -210,7 +210,7 @@ async fn history(
     let mut histories = c.histories.clone();
     c.unsettled.apply_to(&mut histories);
     let read = Read {
-        pods: c.pods.iter().cloned().collect(),
+        pods: c.pods.keys().cloned().collect(),
         histories,
         measured: measured_heaps(ctx, &ns, &c.heaps, template),
     };

@@ -61,8 +61,16 @@ pub(super) async fn read_history(
         .await?
         .into_iter()
         .collect();
-    let old: Vec<String> = recent.intersection(&known).cloned().collect();
-    let new: Vec<String> = recent.difference(&known).cloned().collect();
+    let old: Vec<String> = recent
+        .iter()
+        .filter(|p| known.contains_key(*p))
+        .cloned()
+        .collect();
+    let new: Vec<String> = recent
+        .iter()
+        .filter(|p| !known.contains_key(*p))
+        .cloned()
+        .collect();
     let mut unsettled = Unsettled::default();
     let mut sink = UsageSink {
         settled: pass.settled,
@@ -89,7 +97,8 @@ pub(super) async fn read_history(
         beat();
     }
     heaps.expire(start);
-    let pods = known.union(&recent).cloned().collect();
+    let mut pods = known;
+    remember_pods(&mut pods, recent, (start, end));
     Ok(Cached {
         target: (kind.to_owned(), name.to_owned()),
         window,
@@ -100,6 +109,22 @@ pub(super) async fn read_history(
         heaps,
         settled: pass.settled,
     })
+}
+
+/// The pods a pass found (`recent`) are seen at `end`; pods not seen since `start` (the
+/// window's beginning) are forgotten: none of their samples is in the window any more, and
+/// without this the names of every pod a workload ever had would pile up. A pod forgotten
+/// cannot come back as new and be read twice: only pods with samples since the last pass are
+/// found. Pure.
+pub(super) fn remember_pods(
+    known: &mut BTreeMap<String, f64>,
+    recent: std::collections::BTreeSet<String>,
+    (start, end): (f64, f64),
+) {
+    for pod in recent {
+        known.insert(pod, end);
+    }
+    known.retain(|_, seen| *seen >= start);
 }
 
 /// Adds the JVM heap ceilings `read` from the pods of `ns` to `heaps`.
@@ -191,4 +216,22 @@ pub(super) fn with_updater_evidence<'a>(
         h.add_guard_raise(t, bytes);
     }
     std::borrow::Cow::Owned(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::remember_pods;
+
+    #[test]
+    fn pods_not_seen_within_the_window_are_forgotten() {
+        let mut known: BTreeMap<String, f64> =
+            [("old".to_owned(), 100.0), ("kept".to_owned(), 900.0)].into();
+        let recent: BTreeSet<String> = ["new".to_owned(), "kept".to_owned()].into();
+        remember_pods(&mut known, recent, (500.0, 1000.0));
+        let expected: BTreeMap<String, f64> =
+            [("kept".to_owned(), 1000.0), ("new".to_owned(), 1000.0)].into();
+        assert_eq!(known, expected);
+    }
 }
