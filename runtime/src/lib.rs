@@ -111,19 +111,7 @@ where
     K::Scope: kube::core::NamespaceScope,
     K::DynamicType: Default,
 {
-    use futures::StreamExt;
-    use kube::runtime::{WatchStreamExt, reflector, watcher};
-    let (store, writer) = reflector::store();
-    let events = scope.watcher(
-        client,
-        &K::DynamicType::default(),
-        watcher::Config::default(),
-        store.clone(),
-    );
-    let run = reflector::reflector(writer, events.modify(slim))
-        .default_backoff()
-        .for_each(observe::<K>);
-    (store, run)
+    cache_following(scope, client, slim, |_| {})
 }
 
 /// [`cache_scoped`] with an [`index::OwnerIndex`] of what it holds, kept from the same watch.
@@ -140,26 +128,48 @@ where
     K::Scope: kube::core::NamespaceScope,
     K::DynamicType: Default,
 {
+    let index = index::OwnerIndex::default();
+    let follows = index.clone();
+    let (store, run) = cache_following(scope, client, drop_managed_fields, move |event| {
+        follows.observe(event);
+    });
+    (store, index, run)
+}
+
+/// A cache of `K` in `scope`, each object slimmed as it arrives, and `follow` called with
+/// each event of its watch once the cache has taken it.
+fn cache_following<K>(
+    scope: &Scope,
+    client: &kube::Client,
+    slim: fn(&mut K),
+    follow: impl Fn(&kube::runtime::watcher::Event<K>) + Send + 'static,
+) -> (
+    kube::runtime::reflector::Store<K>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+)
+where
+    K: Object,
+    K::Scope: kube::core::NamespaceScope,
+    K::DynamicType: Default,
+{
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, reflector, watcher};
     let (store, writer) = reflector::store();
-    let index = index::OwnerIndex::default();
     let events = scope.watcher(
         client,
         &K::DynamicType::default(),
         watcher::Config::default(),
         store.clone(),
     );
-    let follows = index.clone();
-    let run = reflector::reflector(writer, events.modify(drop_managed_fields))
+    let run = reflector::reflector(writer, events.modify(slim))
         .default_backoff()
         .for_each(move |item| {
             if let Ok(event) = &item {
-                follows.observe(event);
+                follow(event);
             }
             observe::<K>(item)
         });
-    (store, index, run)
+    (store, run)
 }
 
 /// What a cache's watch gave (see [`report_watch`]).

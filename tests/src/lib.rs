@@ -15,6 +15,7 @@
 
 pub mod api_proxy;
 pub mod assets;
+pub mod bench;
 pub mod cargo;
 pub mod control_plane;
 pub mod fault;

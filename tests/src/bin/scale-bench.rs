@@ -19,11 +19,11 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
+use tailor_e2e::bench::{cpu_seconds, run_all, status_mib};
 use tailor_e2e::prometheus::{Prometheus, PrometheusOptions};
 use tailor_e2e::{ControlPlane, free_port};
 
@@ -57,50 +57,7 @@ const NS: &str = "bench";
 
 /// (VmRSS, VmHWM) of a process in MiB.
 fn memory_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// CPU seconds (user + system) a process has used (USER_HZ = 100).
-fn cpu_seconds(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let f: Vec<String> = s
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect();
-            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
-        })
-        .unwrap_or(0.0)
-}
-
-async fn run_all<F, Fut>(items: Vec<usize>, concurrency: usize, f: F) -> Result<(), String>
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let n = items.len();
-    let errors = futures::stream::iter(items)
-        .map(f)
-        .buffer_unordered(concurrency)
-        .filter(|r| futures::future::ready(r.is_err()))
-        .collect::<Vec<_>>()
-        .await;
-    match errors.first() {
-        Some(Err(e)) => Err(format!("{} of {n} failed, first: {e}", errors.len())),
-        _ => Ok(()),
-    }
+    (status_mib(pid, "VmRSS:"), status_mib(pid, "VmHWM:"))
 }
 
 fn object<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, String> {
@@ -213,7 +170,7 @@ impl Cluster {
 /// One VerticalAutoscaler per Deployment, its recommendation the pods' requests.
 async fn autoscalers(client: &kube::Client, workloads: usize, c: usize) -> Result<(), String> {
     let vas = Api::<tailor_crds::VerticalAutoscaler>::namespaced(client.clone(), NS);
-    run_all((0..workloads).collect(), c, |w| {
+    run_all(0..workloads, c, |w| {
         let vas = vas.clone();
         async move {
             let name = format!("w-{w}");
@@ -323,7 +280,7 @@ fn simulator(cp: &ControlPlane, nodes: usize) -> Result<std::process::Child, Str
 /// Creates every workload and waits until all their pods run.
 async fn populate(cluster: &Cluster, workloads: usize, c: usize) -> Result<(), String> {
     let t = Instant::now();
-    run_all((0..workloads).collect(), c, |w| {
+    run_all(0..workloads, c, |w| {
         let cluster = cluster.clone();
         async move { cluster.create_workload(w).await }
     })
@@ -376,8 +333,7 @@ async fn churn(
         for &w in &picked {
             round_of[w] = round;
         }
-        let pairs: Vec<usize> = (0..picked.len()).collect();
-        run_all(pairs, args.concurrency, |k| {
+        run_all(0..picked.len(), args.concurrency, |k| {
             let cluster = cluster.clone();
             let (w, from) = (picked[k], from[k]);
             async move { cluster.roll(w, from, round).await }

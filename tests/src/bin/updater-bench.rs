@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
+use tailor_e2e::bench::{cpu_seconds, run_all};
 use tailor_e2e::{ControlPlane, free_port};
 
 /// Updater benchmark.
@@ -41,29 +42,7 @@ struct Args {
 }
 
 fn vm_hwm_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
-/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat` (USER_HZ = 100).
-fn cpu_seconds(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // Fields after the command name (which may hold spaces) end with ')'.
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-            Some(ticks / 100.0)
-        })
-        .unwrap_or(0.0)
+    tailor_e2e::bench::status_mib(pid, "VmHWM:")
 }
 
 /// The sum of a metric family's samples in an exposition.
@@ -94,23 +73,6 @@ fn cpu_request(p: &Pod, status: bool) -> Option<String> {
         p.spec.as_ref()?.containers.first()?.resources.clone()?
     };
     r.requests?.get("cpu").map(|q| q.0.clone())
-}
-
-async fn run_all<F, Fut>(n: usize, concurrency: usize, f: F) -> Result<(), String>
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let errors = futures::stream::iter(0..n)
-        .map(f)
-        .buffer_unordered(concurrency)
-        .filter(|r| futures::future::ready(r.is_err()))
-        .collect::<Vec<_>>()
-        .await;
-    match errors.first() {
-        Some(Err(e)) => Err(format!("{} of {n} failed, first: {e}", errors.len())),
-        _ => Ok(()),
-    }
 }
 
 #[tokio::main]
@@ -153,7 +115,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sts_api = Api::<StatefulSet>::namespaced(client.clone(), ns);
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
     let per = args.pods_per_workload;
-    run_all(args.workloads, args.concurrency, |w| {
+    run_all(0..args.workloads, args.concurrency, |w| {
         let (sts_api, pods) = (sts_api.clone(), pods.clone());
         async move {
             let sts: StatefulSet = serde_json::from_value(json!({
@@ -225,7 +187,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|e| e.to_string())
         }
     };
-    run_all(args.workloads, args.concurrency, |w| {
+    run_all(0..args.workloads, args.concurrency, |w| {
         let vas = vas.clone();
         let recommend = &recommend;
         async move {
@@ -311,7 +273,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Every recommendation changes at once.
     let cpu_before = cpu_seconds(pid);
     let t0 = Instant::now();
-    run_all(args.workloads, args.concurrency, |w| {
+    run_all(0..args.workloads, args.concurrency, |w| {
         recommend(w, "150m", "160Mi")
     })
     .await?;
@@ -362,7 +324,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The same number of resize patches sent straight from this driver (no updater), with its
     // concurrency: what the API server and the simulator allow on this machine.
     let t = Instant::now();
-    run_all(total, args.concurrency, |i| {
+    run_all(0..total, args.concurrency, |i| {
         let pods = pods.clone();
         let w = i / per;
         let k = i % per;
