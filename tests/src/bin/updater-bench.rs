@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
-use tailor_e2e::bench::{cpu_seconds, run_all};
+use tailor_e2e::bench::{cpu_seconds, run_all, status_mib};
 use tailor_e2e::{ControlPlane, free_port};
 
 /// Updater benchmark.
@@ -39,10 +39,6 @@ struct Args {
     /// Extra arguments for `tailor-updater run` (e.g. `--updater-arg=--max-resizes-per-second=200`).
     #[arg(long = "updater-arg", allow_hyphen_values = true)]
     updater_args: Vec<String>,
-}
-
-fn vm_hwm_mib(pid: u32) -> f64 {
-    tailor_e2e::bench::status_mib(pid, "VmHWM:")
 }
 
 /// The sum of a metric family's samples in an exposition.
@@ -245,7 +241,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.workloads,
         t.elapsed().as_secs_f64()
     );
-    let ready_rss = vm_hwm_mib(pid);
+    let ready_rss = status_mib(pid, "VmHWM:");
     let requests_before = metric(&scrape(&admin).await, "tailor_updater_api_requests_total");
 
     // Follow every pod: its spec (issued) and status (complete).
@@ -317,7 +313,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         &text,
         "tailor_updater_resizes_total{outcome=\"issued\",resource=\"cpu\"}",
     );
-    let rss = vm_hwm_mib(pid);
+    let rss = status_mib(pid, "VmHWM:");
     let _ = updater.kill();
     let _ = updater.wait();
 
